@@ -1,0 +1,943 @@
+# Copyright 2026 The transformers-diffclip authors. Licensed under the Apache License, Version 2.0.
+"""PyTorch DiffCLIP: CLIP with differential attention (arXiv:2503.06626).
+
+Reading order: outputs → norms and embeddings → attention (standard, then differential) → the
+encoder layer both towers share → pre-trained base with `_init_weights` → the towers → the
+dual encoder and the single-tower heads.
+
+This file is copied into Hub folders as remote code. It imports only torch, the standard library,
+transformers' public modules and the configuration beside it, and it runs unchanged on
+transformers 4.57 and 5.x (see `configuration_diffclip._check_transformers_version`).
+"""
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+import transformers
+from torch import nn
+from transformers import PreTrainedModel
+from transformers.activations import ACT2FN
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import BaseModelOutput, BaseModelOutputWithPooling
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.utils import ModelOutput, logging
+
+from .configuration_diffclip import DiffCLIPConfig, DiffCLIPTextConfig, DiffCLIPVisionConfig
+
+
+logger = logging.get_logger(__name__)
+
+# transformers 5 changed `get_text_features` / `get_image_features` of CLIP to return a
+# `BaseModelOutputWithPooling` (projected embedding in `pooler_output`); 4.x returns the tensor.
+# DiffCLIP follows whatever the installed CLIP does.
+_FEATURES_AS_OUTPUT = int(transformers.__version__.split(".")[0]) >= 5
+
+
+# --------------------------------------------------------------------------------------------------
+# Outputs
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class DiffCLIPVisionModelOutput(ModelOutput):
+    """Vision tower output with the projected image embedding.
+
+    Args:
+        image_embeds (`torch.FloatTensor` of shape `(batch_size, projection_dim)`): projected pooled output.
+        last_hidden_state (`torch.FloatTensor` of shape `(batch_size, num_patches + 1, hidden_size)`).
+        hidden_states (`tuple(torch.FloatTensor)`, *optional*): embeddings and the output of every layer.
+        attentions (`tuple(torch.FloatTensor)`, *optional*): per layer, see [`DiffCLIPDifferentialAttention`].
+    """
+
+    image_embeds: torch.FloatTensor | None = None
+    last_hidden_state: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+
+
+@dataclass
+class DiffCLIPTextModelOutput(ModelOutput):
+    """Text tower output with the projected text embedding (fields as in [`DiffCLIPVisionModelOutput`])."""
+
+    text_embeds: torch.FloatTensor | None = None
+    last_hidden_state: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+
+
+@dataclass
+class DiffCLIPOutput(ModelOutput):
+    """Output of [`DiffCLIPModel`].
+
+    Args:
+        loss (`torch.FloatTensor` of shape `()`, *optional*): symmetric contrastive loss, when `return_loss=True`.
+        logits_per_image (`torch.FloatTensor` of shape `(image_batch_size, text_batch_size)`):
+            `exp(logit_scale) · cos(image, text)`.
+        logits_per_text (`torch.FloatTensor` of shape `(text_batch_size, image_batch_size)`): the transpose.
+        text_embeds, image_embeds (`torch.FloatTensor` of shape `(batch_size, projection_dim)`): the projected,
+            L2-normalised embeddings.
+        text_model_output, vision_model_output ([`~modeling_outputs.BaseModelOutputWithPooling`]): tower outputs.
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits_per_image: torch.FloatTensor | None = None
+    logits_per_text: torch.FloatTensor | None = None
+    text_embeds: torch.FloatTensor | None = None
+    image_embeds: torch.FloatTensor | None = None
+    text_model_output: BaseModelOutputWithPooling = None
+    vision_model_output: BaseModelOutputWithPooling = None
+
+    def to_tuple(self) -> tuple[Any, ...]:
+        return tuple(v.to_tuple() if isinstance(v, ModelOutput) else v for v in self.values())
+
+
+def contrastive_loss(logits_per_text: torch.Tensor) -> torch.Tensor:
+    """Symmetric cross-entropy of a square similarity matrix whose diagonal holds the matching pairs."""
+    targets = torch.arange(logits_per_text.shape[0], device=logits_per_text.device)
+    return (F.cross_entropy(logits_per_text, targets) + F.cross_entropy(logits_per_text.t(), targets)) / 2
+
+
+# --------------------------------------------------------------------------------------------------
+# Norms and embeddings
+# --------------------------------------------------------------------------------------------------
+
+
+class DiffCLIPLayerNorm(nn.LayerNorm):
+    """LayerNorm computed in float32 whatever the input dtype (as the original text tower does), cast back."""
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        weight = self.weight.float() if self.weight is not None else None
+        bias = self.bias.float() if self.bias is not None else None
+        output = F.layer_norm(hidden_states.float(), self.normalized_shape, weight, bias, self.eps)
+        return output.to(hidden_states.dtype)
+
+
+class DiffCLIPRMSNorm(nn.Module):
+    """RMSNorm over the last dimension, in float32, with a learned weight (the per-head norm of differential
+    attention)."""
+
+    def __init__(self, hidden_size: int, eps: float = 1e-5):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(hidden_size))
+        self.eps = eps
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        output = F.rms_norm(hidden_states.float(), (hidden_states.shape[-1],), self.weight.float(), self.eps)
+        return output.to(hidden_states.dtype)
+
+    def extra_repr(self) -> str:
+        return f"{self.weight.shape[0]}, eps={self.eps}"
+
+
+class DiffCLIPVisionEmbeddings(nn.Module):
+    """Patch embedding, a learned class token in front, learned position embeddings added to all tokens."""
+
+    def __init__(self, config: DiffCLIPVisionConfig):
+        super().__init__()
+        self.config = config
+        self.embed_dim = config.hidden_size
+        self.image_size = config.image_size
+        self.patch_size = config.patch_size
+        self.class_embedding = nn.Parameter(torch.zeros(self.embed_dim))
+        self.patch_embedding = nn.Conv2d(
+            config.num_channels,
+            self.embed_dim,
+            kernel_size=self.patch_size,
+            stride=self.patch_size,
+            bias=config.patch_embedding_bias,
+        )
+        self.num_patches = (self.image_size // self.patch_size) ** 2
+        self.num_positions = self.num_patches + 1
+        self.position_embedding = nn.Embedding(self.num_positions, self.embed_dim)
+
+    def interpolate_pos_encoding(self, height: int, width: int) -> torch.Tensor:
+        """Position embeddings for a `height`×`width` input: the patch grid's table resized bicubically (as
+        transformers' CLIP and DINO do), the class token's entry unchanged."""
+        table = self.position_embedding.weight.unsqueeze(0)
+        grid = int(math.sqrt(self.num_patches))
+        new_height, new_width = height // self.patch_size, width // self.patch_size
+        if new_height == grid and new_width == grid and not torch.jit.is_tracing():
+            return table
+        class_pos, patch_pos = table[:, :1], table[:, 1:]
+        patch_pos = patch_pos.reshape(1, grid, grid, self.embed_dim).permute(0, 3, 1, 2)
+        patch_pos = F.interpolate(
+            patch_pos.float(), size=(new_height, new_width), mode="bicubic", align_corners=False
+        ).to(table.dtype)
+        patch_pos = patch_pos.permute(0, 2, 3, 1).reshape(1, new_height * new_width, self.embed_dim)
+        return torch.cat([class_pos, patch_pos], dim=1)
+
+    def forward(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> torch.Tensor:
+        if pixel_values.dim() != 4 or pixel_values.shape[1] != self.config.num_channels:
+            raise ValueError(
+                f"pixel_values must have shape (batch_size, {self.config.num_channels}, height, width), "
+                f"got {tuple(pixel_values.shape)}."
+            )
+        batch_size, _, height, width = pixel_values.shape
+        if not interpolate_pos_encoding and (height != self.image_size or width != self.image_size):
+            raise ValueError(
+                f"Input image size ({height}*{width}) doesn't match model ({self.image_size}*{self.image_size}); "
+                "pass `interpolate_pos_encoding=True` to run at another resolution."
+            )
+        if height % self.patch_size or width % self.patch_size:
+            raise ValueError(
+                f"Input image size ({height}*{width}) must be a multiple of the patch size ({self.patch_size})."
+            )
+        patch_embeds = self.patch_embedding(pixel_values.to(self.patch_embedding.weight.dtype))
+        patch_embeds = patch_embeds.flatten(2).transpose(1, 2)
+        class_embeds = self.class_embedding.to(patch_embeds.dtype).expand(batch_size, 1, -1)
+        embeddings = torch.cat([class_embeds, patch_embeds], dim=1)
+        if interpolate_pos_encoding:
+            return embeddings + self.interpolate_pos_encoding(height, width)
+        return embeddings + self.position_embedding.weight.unsqueeze(0)
+
+
+class DiffCLIPTextEmbeddings(nn.Module):
+    """Token embedding plus learned absolute position embedding."""
+
+    def __init__(self, config: DiffCLIPTextConfig):
+        super().__init__()
+        self.token_embedding = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.position_embedding = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        seq_length = input_ids.shape[-1] if input_ids is not None else inputs_embeds.shape[-2]
+        max_positions = self.position_embedding.num_embeddings
+        if seq_length > max_positions:
+            raise ValueError(
+                f"Sequence length {seq_length} exceeds max_position_embeddings ({max_positions}); tokenize with "
+                f"`truncation=True, max_length={max_positions}`."
+            )
+        if inputs_embeds is None:
+            inputs_embeds = self.token_embedding(input_ids)
+        if position_ids is None:
+            position_embeds = self.position_embedding.weight[:seq_length].unsqueeze(0)
+        else:
+            position_embeds = self.position_embedding(position_ids)
+        return inputs_embeds + position_embeds
+
+
+# --------------------------------------------------------------------------------------------------
+# Attention
+# --------------------------------------------------------------------------------------------------
+
+
+def eager_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+    **kwargs,
+):
+    """Plain softmax attention on (batch, heads, seq, dim) inputs; returns the output as (batch, seq, heads, dim_v)
+    and the softmax maps. The value width may differ from the query width."""
+    attn_weights = torch.matmul(query, key.transpose(-1, -2)) * scaling
+    if attention_mask is not None:
+        attn_weights = attn_weights + attention_mask
+    attn_weights = F.softmax(attn_weights, dim=-1, dtype=torch.float32).to(query.dtype)
+    attn_weights = F.dropout(attn_weights, p=dropout, training=module.training)
+    attn_output = torch.matmul(attn_weights, value).transpose(1, 2).contiguous()
+    return attn_output, attn_weights
+
+
+def _attention_function(module: nn.Module, need_weights: bool):
+    """The kernel for `config._attn_implementation`, from transformers' registry. Only the eager kernel returns
+    attention maps, so a call that asks for them runs eagerly (for that call only)."""
+    implementation = module.config._attn_implementation or "eager"
+    if implementation == "eager" or need_weights:
+        if need_weights and implementation != "eager":
+            logger.warning_once(
+                f"`output_attentions=True` is computed with the eager kernel; `{implementation}` never materialises "
+                "attention maps. Load with `attn_implementation='eager'` to silence this message."
+            )
+        return eager_attention_forward, True
+    return ALL_ATTENTION_FUNCTIONS[implementation], False
+
+
+class DiffCLIPAttention(nn.Module):
+    """Standard multi-head attention (the CLIP baselines' layers), with separate q/k/v/out projections."""
+
+    def __init__(self, config: DiffCLIPTextConfig | DiffCLIPVisionConfig, layer_idx: int = 0, is_causal: bool = False):
+        super().__init__()
+        self.config = config
+        self.layer_idx = layer_idx
+        self.embed_dim = config.hidden_size
+        self.num_heads = config.num_attention_heads
+        self.head_dim = self.embed_dim // self.num_heads
+        self.scaling = self.head_dim**-0.5
+        self.dropout = config.attention_dropout
+        self.is_causal = is_causal
+        self.q_proj = nn.Linear(self.embed_dim, self.embed_dim)
+        self.k_proj = nn.Linear(self.embed_dim, self.embed_dim)
+        self.v_proj = nn.Linear(self.embed_dim, self.embed_dim)
+        self.out_proj = nn.Linear(self.embed_dim, self.embed_dim)
+
+    def _call_kernel(self, query, key, value, attention_mask, output_attentions, **kwargs):
+        attention_function, is_eager = _attention_function(self, output_attentions)
+        # Eager needs the additive causal mask; fused kernels get none and use `is_causal` instead, which keeps
+        # them on their fastest path.
+        return attention_function(
+            self,
+            query,
+            key,
+            value,
+            attention_mask if is_eager else None,
+            scaling=self.scaling,
+            dropout=self.dropout if self.training else 0.0,
+            is_causal=self.is_causal,
+            **kwargs,
+        )
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        output_attentions: bool = False,
+        **kwargs,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        batch_size, seq_length, _ = hidden_states.shape
+        shape = (batch_size, seq_length, self.num_heads, self.head_dim)
+        query = self.q_proj(hidden_states).view(shape).transpose(1, 2)
+        key = self.k_proj(hidden_states).view(shape).transpose(1, 2)
+        value = self.v_proj(hidden_states).view(shape).transpose(1, 2)
+        attn_output, attn_weights = self._call_kernel(query, key, value, attention_mask, output_attentions, **kwargs)
+        attn_output = self.out_proj(attn_output.reshape(batch_size, seq_length, self.embed_dim))
+        return attn_output, attn_weights if output_attentions else None
+
+
+class DiffCLIPDifferentialAttention(DiffCLIPAttention):
+    r"""Differential attention (arXiv:2410.05258) as DiffCLIP uses it.
+
+    The `num_attention_heads` query/key heads of width `d` work in interleaved pairs: effective head `i` takes heads
+    `2i` (Q1, K1) and `2i + 1` (Q2, K2), and a value head `V_i` of width `2d` (columns `2di … 2d(i+1)`). With
+    `A = softmax(Q Kᵀ / √d + mask)`:
+
+        out_i = RMSNorm((A1 − λ·A2)·V_i) · (1 − λ_init),   λ = exp(λ_q1·λ_k1) − exp(λ_q2·λ_k2) + λ_init
+
+    Since `(A1 − λ·A2)·V = A1·V − λ·A2·V`, both maps go through ONE call of the registry's attention kernel: the
+    query/key heads are regrouped as [all first heads, all second heads] and every value head is used twice. Fused
+    kernels (sdpa, flash) thus never materialise the maps. Flash attention needs the value width to equal the query
+    width, so for it the `2d`-wide values are split into two `d`-wide calls.
+
+    With `output_attentions=True` the returned maps are `A1 − λ·A2`, of shape
+    `(batch_size, num_attention_heads // 2, seq_length, seq_length)`: one map per effective head.
+    """
+
+    def __init__(self, config: DiffCLIPTextConfig | DiffCLIPVisionConfig, layer_idx: int = 0, is_causal: bool = False):
+        super().__init__(config, layer_idx, is_causal)
+        self.num_pairs = self.num_heads // 2
+        self.lambda_init = config.lambda_init_for_layer(layer_idx)
+        self.lambda_q1 = nn.Parameter(torch.zeros(self.head_dim))
+        self.lambda_k1 = nn.Parameter(torch.zeros(self.head_dim))
+        self.lambda_q2 = nn.Parameter(torch.zeros(self.head_dim))
+        self.lambda_k2 = nn.Parameter(torch.zeros(self.head_dim))
+        self.diff_norm = DiffCLIPRMSNorm(2 * self.head_dim, eps=config.rms_norm_eps)
+
+    def lambda_full(self) -> torch.Tensor:
+        """λ of this layer, a float32 scalar."""
+        lambda_1 = torch.exp(torch.sum(self.lambda_q1.float() * self.lambda_k1.float()))
+        lambda_2 = torch.exp(torch.sum(self.lambda_q2.float() * self.lambda_k2.float()))
+        return lambda_1 - lambda_2 + self.lambda_init
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        output_attentions: bool = False,
+        **kwargs,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        batch_size, seq_length, _ = hidden_states.shape
+        pairs, head_dim = self.num_pairs, self.head_dim
+        # (batch, seq, pairs, 2, d) → first and second head of every pair, each (batch, pairs, seq, d)
+        query = self.q_proj(hidden_states).view(batch_size, seq_length, pairs, 2, head_dim)
+        key = self.k_proj(hidden_states).view(batch_size, seq_length, pairs, 2, head_dim)
+        query = torch.cat([query[:, :, :, 0], query[:, :, :, 1]], dim=2).transpose(1, 2)
+        key = torch.cat([key[:, :, :, 0], key[:, :, :, 1]], dim=2).transpose(1, 2)
+        value = self.v_proj(hidden_states).view(batch_size, seq_length, pairs, 2 * head_dim).transpose(1, 2)
+        value = value.repeat(1, 2, 1, 1)  # heads [0, pairs) see A1, heads [pairs, 2·pairs) see A2
+
+        implementation = self.config._attn_implementation or "eager"
+        if implementation.startswith("flash_attention") and not output_attentions:
+            out_a, _ = self._call_kernel(query, key, value[..., :head_dim].contiguous(), attention_mask, False, **kwargs)
+            out_b, _ = self._call_kernel(query, key, value[..., head_dim:].contiguous(), attention_mask, False, **kwargs)
+            attn_output, attn_weights = torch.cat([out_a, out_b], dim=-1), None
+        else:
+            attn_output, attn_weights = self._call_kernel(
+                query, key, value, attention_mask, output_attentions, **kwargs
+            )
+
+        # attn_output: (batch, seq, 2·pairs, 2d)
+        lambda_full = self.lambda_full()
+        out_1, out_2 = attn_output[:, :, :pairs], attn_output[:, :, pairs:]
+        attn_output = out_1 - lambda_full.to(out_1.dtype) * out_2
+        attn_output = self.diff_norm(attn_output) * (1 - self.lambda_init)
+        attn_output = self.out_proj(attn_output.reshape(batch_size, seq_length, self.embed_dim))
+
+        if output_attentions:
+            attn_weights = attn_weights[:, :pairs] - lambda_full.to(attn_weights.dtype) * attn_weights[:, pairs:]
+            return attn_output, attn_weights
+        return attn_output, None
+
+
+class DiffCLIPMLP(nn.Module):
+    def __init__(self, config: DiffCLIPTextConfig | DiffCLIPVisionConfig):
+        super().__init__()
+        self.activation_fn = ACT2FN[config.hidden_act]
+        self.fc1 = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.fc2 = nn.Linear(config.intermediate_size, config.hidden_size)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.activation_fn(self.fc1(hidden_states)))
+
+
+class DiffCLIPEncoderLayer(GradientCheckpointingLayer):
+    """Pre-norm transformer block, shared by both towers: `x + attn(norm1(x))`, then `x + mlp(norm2(x))`."""
+
+    def __init__(self, config: DiffCLIPTextConfig | DiffCLIPVisionConfig, layer_idx: int = 0, is_causal: bool = False):
+        super().__init__()
+        attention_class = DiffCLIPDifferentialAttention if config.use_differential_attention else DiffCLIPAttention
+        self.self_attn = attention_class(config, layer_idx=layer_idx, is_causal=is_causal)
+        self.layer_norm1 = DiffCLIPLayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.mlp = DiffCLIPMLP(config)
+        self.layer_norm2 = DiffCLIPLayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        output_attentions: bool = False,
+        **kwargs,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        attn_output, attn_weights = self.self_attn(
+            self.layer_norm1(hidden_states), attention_mask=attention_mask, output_attentions=output_attentions, **kwargs
+        )
+        hidden_states = hidden_states + attn_output
+        hidden_states = hidden_states + self.mlp(self.layer_norm2(hidden_states))
+        return hidden_states, attn_weights
+
+
+class DiffCLIPEncoder(nn.Module):
+    """A stack of [`DiffCLIPEncoderLayer`]; `is_causal` for the text tower."""
+
+    def __init__(self, config: DiffCLIPTextConfig | DiffCLIPVisionConfig, is_causal: bool = False):
+        super().__init__()
+        self.config = config
+        self.layers = nn.ModuleList(
+            [DiffCLIPEncoderLayer(config, layer_idx=i, is_causal=is_causal) for i in range(config.num_hidden_layers)]
+        )
+        self.gradient_checkpointing = False
+
+    def forward(
+        self,
+        inputs_embeds: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
+        **kwargs,
+    ) -> BaseModelOutput:
+        hidden_states = inputs_embeds
+        all_hidden_states = (hidden_states,) if output_hidden_states else None
+        all_attentions = () if output_attentions else None
+        for layer in self.layers:
+            hidden_states, attn_weights = layer(hidden_states, attention_mask, output_attentions, **kwargs)
+            if output_hidden_states:
+                all_hidden_states += (hidden_states,)
+            if output_attentions:
+                all_attentions += (attn_weights,)
+        return BaseModelOutput(
+            last_hidden_state=hidden_states, hidden_states=all_hidden_states, attentions=all_attentions
+        )
+
+
+# --------------------------------------------------------------------------------------------------
+# Pre-trained base
+# --------------------------------------------------------------------------------------------------
+
+
+class DiffCLIPPreTrainedModel(PreTrainedModel):
+    config_class = DiffCLIPConfig
+    base_model_prefix = "diffclip"
+    main_input_name = "input_ids"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["DiffCLIPTextEmbeddings", "DiffCLIPVisionEmbeddings", "DiffCLIPEncoderLayer"]
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_flash_attn_2 = True
+    _supports_flex_attn = False
+    _supports_attention_backend = True
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module):
+        """Initialise newly created weights. Only `nn.init` functions write, so a load never overwrites what the
+        checkpoint filled (transformers 5 guards them), and the model holds no buffers that could come back
+        uninitialised."""
+        config = self.config
+        factor = getattr(config, "initializer_factor", 1.0)
+        tower = getattr(module, "config", None)
+        std = getattr(tower, "initializer_range", 0.02) * factor
+        if isinstance(module, DiffCLIPTextEmbeddings):
+            nn.init.normal_(module.token_embedding.weight, std=0.02 * factor)
+            nn.init.normal_(module.position_embedding.weight, std=0.01 * factor)
+        elif isinstance(module, DiffCLIPVisionEmbeddings):
+            nn.init.normal_(module.class_embedding, std=module.embed_dim**-0.5 * factor)
+            nn.init.normal_(module.patch_embedding.weight, std=std)
+            if module.patch_embedding.bias is not None:
+                nn.init.zeros_(module.patch_embedding.bias)
+            nn.init.normal_(module.position_embedding.weight, std=std)
+        elif isinstance(module, DiffCLIPAttention):
+            in_std = module.embed_dim**-0.5 * (2 * module.config.num_hidden_layers) ** -0.5 * factor
+            for projection in (module.q_proj, module.k_proj, module.v_proj):
+                nn.init.normal_(projection.weight, std=in_std)
+                nn.init.zeros_(projection.bias)
+            nn.init.normal_(module.out_proj.weight, std=module.embed_dim**-0.5 * factor)
+            nn.init.zeros_(module.out_proj.bias)
+            if isinstance(module, DiffCLIPDifferentialAttention):
+                for vector in (module.lambda_q1, module.lambda_k1, module.lambda_q2, module.lambda_k2):
+                    nn.init.normal_(vector, std=0.1)
+        elif isinstance(module, DiffCLIPMLP):
+            hidden = module.fc1.in_features
+            nn.init.normal_(module.fc1.weight, std=(2 * hidden) ** -0.5 * factor)
+            nn.init.normal_(module.fc2.weight, std=hidden**-0.5 * factor)
+            nn.init.zeros_(module.fc1.bias)
+            nn.init.zeros_(module.fc2.bias)
+        elif isinstance(module, (nn.LayerNorm, DiffCLIPRMSNorm)):
+            nn.init.ones_(module.weight)
+            if getattr(module, "bias", None) is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, DiffCLIPModel):
+            nn.init.normal_(module.text_projection.weight, std=module.text_embed_dim**-0.5 * factor)
+            nn.init.normal_(module.visual_projection.weight, std=module.vision_embed_dim**-0.5 * factor)
+            nn.init.constant_(module.logit_scale, config.logit_scale_init_value)
+        elif isinstance(module, DiffCLIPTextModelWithProjection):
+            nn.init.normal_(module.text_projection.weight, std=config.hidden_size**-0.5 * factor)
+        elif isinstance(module, DiffCLIPVisionModelWithProjection):
+            nn.init.normal_(module.visual_projection.weight, std=config.hidden_size**-0.5 * factor)
+
+
+def _resolve(value, default):
+    return default if value is None else value
+
+
+def _text_pool_index(input_ids: torch.Tensor, eos_token_id: int) -> torch.Tensor:
+    """Position of the pooled token of each row: the first end-of-text token. A row without one (the original
+    tokenizer truncates long texts past it) falls back to the original rule, the position of the largest id."""
+    is_eos = input_ids == eos_token_id
+    first_eos = is_eos.int().argmax(dim=-1)
+    return torch.where(is_eos.any(dim=-1), first_eos, input_ids.argmax(dim=-1))
+
+
+def _check_right_padding(attention_mask: torch.Tensor | None) -> None:
+    """The causal mask makes right padding exact without a padding mask; left padding would not be."""
+    if attention_mask is None or torch.jit.is_tracing():
+        return
+    compiler = getattr(torch, "compiler", None)
+    if compiler is not None and compiler.is_compiling():
+        return
+    if attention_mask.dim() != 2:
+        raise ValueError(f"attention_mask must have shape (batch_size, seq_length), got {tuple(attention_mask.shape)}.")
+    if bool((attention_mask[:, 1:] > attention_mask[:, :-1]).any()):
+        raise ValueError(
+            "DiffCLIP's text tower expects right padding (the CLIP tokenizer's default); attention_mask shows left "
+            "padding. Tokenize with `padding_side='right'`."
+        )
+
+
+# --------------------------------------------------------------------------------------------------
+# Towers
+# --------------------------------------------------------------------------------------------------
+
+
+class DiffCLIPTextTransformer(nn.Module):
+    def __init__(self, config: DiffCLIPTextConfig):
+        super().__init__()
+        self.config = config
+        self.embeddings = DiffCLIPTextEmbeddings(config)
+        self.encoder = DiffCLIPEncoder(config, is_causal=True)
+        self.final_layer_norm = DiffCLIPLayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
+        **kwargs,
+    ) -> BaseModelOutputWithPooling:
+        if input_ids is None:
+            raise ValueError("You have to specify input_ids.")
+        if input_ids.dim() == 1:
+            input_ids = input_ids.unsqueeze(0)
+        if input_ids.dim() != 2:
+            raise ValueError(f"input_ids must have shape (batch_size, seq_length), got {tuple(input_ids.shape)}.")
+        _check_right_padding(attention_mask)
+        hidden_states = self.embeddings(input_ids=input_ids, position_ids=position_ids)
+        seq_length = input_ids.shape[1]
+        # Additive causal mask for the eager kernel; the fused kernels use `is_causal` instead.
+        causal_mask = torch.full(
+            (seq_length, seq_length), torch.finfo(hidden_states.dtype).min, device=hidden_states.device
+        ).triu(1)[None, None].to(hidden_states.dtype)
+        encoder_outputs = self.encoder(
+            hidden_states,
+            attention_mask=causal_mask,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            **kwargs,
+        )
+        last_hidden_state = self.final_layer_norm(encoder_outputs.last_hidden_state)
+        pool_index = _text_pool_index(input_ids.to(last_hidden_state.device), self.config.eos_token_id)
+        pooled_output = last_hidden_state[torch.arange(last_hidden_state.shape[0], device=pool_index.device), pool_index]
+        return BaseModelOutputWithPooling(
+            last_hidden_state=last_hidden_state,
+            pooler_output=pooled_output,
+            hidden_states=encoder_outputs.hidden_states,
+            attentions=encoder_outputs.attentions,
+        )
+
+
+class DiffCLIPVisionTransformer(nn.Module):
+    def __init__(self, config: DiffCLIPVisionConfig):
+        super().__init__()
+        self.config = config
+        self.embeddings = DiffCLIPVisionEmbeddings(config)
+        self.pre_layernorm = (
+            DiffCLIPLayerNorm(config.hidden_size, eps=config.layer_norm_eps) if config.use_pre_layernorm else None
+        )
+        self.encoder = DiffCLIPEncoder(config)
+        self.post_layernorm = DiffCLIPLayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        interpolate_pos_encoding: bool = False,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
+        **kwargs,
+    ) -> BaseModelOutputWithPooling:
+        if pixel_values is None:
+            raise ValueError("You have to specify pixel_values.")
+        hidden_states = self.embeddings(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding)
+        if self.pre_layernorm is not None:
+            hidden_states = self.pre_layernorm(hidden_states)
+        encoder_outputs = self.encoder(
+            hidden_states,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            **kwargs,
+        )
+        # The final norm covers every token (timm's ViT); the class token is the pooled output.
+        last_hidden_state = self.post_layernorm(encoder_outputs.last_hidden_state)
+        return BaseModelOutputWithPooling(
+            last_hidden_state=last_hidden_state,
+            pooler_output=last_hidden_state[:, 0],
+            hidden_states=encoder_outputs.hidden_states,
+            attentions=encoder_outputs.attentions,
+        )
+
+
+def _finish(output: ModelOutput, return_dict: bool):
+    return output if return_dict else output.to_tuple()
+
+
+class DiffCLIPTextModel(DiffCLIPPreTrainedModel):
+    """The DiffCLIP text tower without projection."""
+
+    config_class = DiffCLIPTextConfig
+    _no_split_modules = ["DiffCLIPTextEmbeddings", "DiffCLIPEncoderLayer"]
+
+    def __init__(self, config: DiffCLIPTextConfig):
+        super().__init__(config)
+        self.text_model = DiffCLIPTextTransformer(config)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.text_model.embeddings.token_embedding
+
+    def set_input_embeddings(self, value: nn.Module):
+        self.text_model.embeddings.token_embedding = value
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> BaseModelOutputWithPooling | tuple:
+        outputs = self.text_model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            output_attentions=_resolve(output_attentions, self.config.output_attentions),
+            output_hidden_states=_resolve(output_hidden_states, self.config.output_hidden_states),
+            **kwargs,
+        )
+        return _finish(outputs, _resolve(return_dict, self.config.return_dict))
+
+
+class DiffCLIPVisionModel(DiffCLIPPreTrainedModel):
+    """The DiffCLIP vision tower without projection; usable as an image encoder (`output_hidden_states=True` gives
+    every layer's tokens)."""
+
+    config_class = DiffCLIPVisionConfig
+    main_input_name = "pixel_values"
+    _no_split_modules = ["DiffCLIPVisionEmbeddings", "DiffCLIPEncoderLayer"]
+
+    def __init__(self, config: DiffCLIPVisionConfig):
+        super().__init__(config)
+        self.vision_model = DiffCLIPVisionTransformer(config)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.vision_model.embeddings.patch_embedding
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        interpolate_pos_encoding: bool = False,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> BaseModelOutputWithPooling | tuple:
+        outputs = self.vision_model(
+            pixel_values=pixel_values,
+            interpolate_pos_encoding=interpolate_pos_encoding,
+            output_attentions=_resolve(output_attentions, self.config.output_attentions),
+            output_hidden_states=_resolve(output_hidden_states, self.config.output_hidden_states),
+            **kwargs,
+        )
+        return _finish(outputs, _resolve(return_dict, self.config.return_dict))
+
+
+# --------------------------------------------------------------------------------------------------
+# Dual encoder and single-tower heads
+# --------------------------------------------------------------------------------------------------
+
+
+class DiffCLIPModel(DiffCLIPPreTrainedModel):
+    """DiffCLIP: both towers, their projections and the learned temperature.
+
+    Similarities are `exp(logit_scale) · cos(image, text)`; `return_loss=True` adds the symmetric contrastive loss.
+    """
+
+    config_class = DiffCLIPConfig
+
+    def __init__(self, config: DiffCLIPConfig):
+        super().__init__(config)
+        self.projection_dim = config.projection_dim
+        self.text_embed_dim = config.text_config.hidden_size
+        self.vision_embed_dim = config.vision_config.hidden_size
+        self.text_model = DiffCLIPTextTransformer(config.text_config)
+        self.vision_model = DiffCLIPVisionTransformer(config.vision_config)
+        self.visual_projection = nn.Linear(self.vision_embed_dim, self.projection_dim, bias=False)
+        self.text_projection = nn.Linear(self.text_embed_dim, self.projection_dim, bias=False)
+        self.logit_scale = nn.Parameter(torch.tensor(float(config.logit_scale_init_value)))
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.text_model.embeddings.token_embedding
+
+    def set_input_embeddings(self, value: nn.Module):
+        self.text_model.embeddings.token_embedding = value
+
+    def get_text_features(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        **kwargs,
+    ) -> BaseModelOutputWithPooling | torch.FloatTensor:
+        """Projected (not normalised) text embeddings. Like the installed transformers' CLIP: on transformers 5 a
+        `BaseModelOutputWithPooling` whose `pooler_output` is the embedding, on 4.x the tensor itself."""
+        kwargs.pop("return_dict", None)
+        outputs = self.text_model(
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, **kwargs
+        )
+        embeds = self.text_projection(outputs.pooler_output)
+        if not _FEATURES_AS_OUTPUT:
+            return embeds
+        outputs.pooler_output = embeds
+        return outputs
+
+    def get_image_features(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        interpolate_pos_encoding: bool = False,
+        **kwargs,
+    ) -> BaseModelOutputWithPooling | torch.FloatTensor:
+        """Projected (not normalised) image embeddings; return type as in [`get_text_features`]."""
+        kwargs.pop("return_dict", None)
+        outputs = self.vision_model(pixel_values=pixel_values, interpolate_pos_encoding=interpolate_pos_encoding, **kwargs)
+        embeds = self.visual_projection(outputs.pooler_output)
+        if not _FEATURES_AS_OUTPUT:
+            return embeds
+        outputs.pooler_output = embeds
+        return outputs
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        pixel_values: torch.FloatTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        return_loss: bool | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        interpolate_pos_encoding: bool = False,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> DiffCLIPOutput | tuple:
+        output_attentions = _resolve(output_attentions, self.config.output_attentions)
+        output_hidden_states = _resolve(output_hidden_states, self.config.output_hidden_states)
+        vision_outputs = self.vision_model(
+            pixel_values=pixel_values,
+            interpolate_pos_encoding=interpolate_pos_encoding,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            **kwargs,
+        )
+        text_outputs = self.text_model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            **kwargs,
+        )
+        image_embeds = self.visual_projection(vision_outputs.pooler_output)
+        text_embeds = self.text_projection(text_outputs.pooler_output)
+        image_embeds = image_embeds / image_embeds.norm(p=2, dim=-1, keepdim=True)
+        text_embeds = text_embeds / text_embeds.norm(p=2, dim=-1, keepdim=True)
+
+        logits_per_text = torch.matmul(text_embeds, image_embeds.t().to(text_embeds.device))
+        logits_per_text = logits_per_text * self.logit_scale.exp().to(text_embeds.device)
+        logits_per_image = logits_per_text.t()
+
+        loss = None
+        if return_loss:
+            if logits_per_text.shape[0] != logits_per_text.shape[1]:
+                raise ValueError(
+                    "return_loss=True needs matching image-text pairs: got "
+                    f"{logits_per_text.shape[1]} images and {logits_per_text.shape[0]} texts."
+                )
+            loss = contrastive_loss(logits_per_text)
+
+        output = DiffCLIPOutput(
+            loss=loss,
+            logits_per_image=logits_per_image,
+            logits_per_text=logits_per_text,
+            text_embeds=text_embeds,
+            image_embeds=image_embeds,
+            text_model_output=text_outputs,
+            vision_model_output=vision_outputs,
+        )
+        return _finish(output, _resolve(return_dict, self.config.return_dict))
+
+
+class DiffCLIPTextModelWithProjection(DiffCLIPPreTrainedModel):
+    """The text tower with its projection to the joint space."""
+
+    config_class = DiffCLIPTextConfig
+    _no_split_modules = ["DiffCLIPTextEmbeddings", "DiffCLIPEncoderLayer"]
+
+    def __init__(self, config: DiffCLIPTextConfig):
+        super().__init__(config)
+        self.text_model = DiffCLIPTextTransformer(config)
+        self.text_projection = nn.Linear(config.hidden_size, config.projection_dim, bias=False)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.text_model.embeddings.token_embedding
+
+    def set_input_embeddings(self, value: nn.Module):
+        self.text_model.embeddings.token_embedding = value
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> DiffCLIPTextModelOutput | tuple:
+        outputs = self.text_model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            output_attentions=_resolve(output_attentions, self.config.output_attentions),
+            output_hidden_states=_resolve(output_hidden_states, self.config.output_hidden_states),
+            **kwargs,
+        )
+        output = DiffCLIPTextModelOutput(
+            text_embeds=self.text_projection(outputs.pooler_output),
+            last_hidden_state=outputs.last_hidden_state,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
+        return _finish(output, _resolve(return_dict, self.config.return_dict))
+
+
+class DiffCLIPVisionModelWithProjection(DiffCLIPPreTrainedModel):
+    """The vision tower with its projection to the joint space."""
+
+    config_class = DiffCLIPVisionConfig
+    main_input_name = "pixel_values"
+    _no_split_modules = ["DiffCLIPVisionEmbeddings", "DiffCLIPEncoderLayer"]
+
+    def __init__(self, config: DiffCLIPVisionConfig):
+        super().__init__(config)
+        self.vision_model = DiffCLIPVisionTransformer(config)
+        self.visual_projection = nn.Linear(config.hidden_size, config.projection_dim, bias=False)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.vision_model.embeddings.patch_embedding
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        interpolate_pos_encoding: bool = False,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> DiffCLIPVisionModelOutput | tuple:
+        outputs = self.vision_model(
+            pixel_values=pixel_values,
+            interpolate_pos_encoding=interpolate_pos_encoding,
+            output_attentions=_resolve(output_attentions, self.config.output_attentions),
+            output_hidden_states=_resolve(output_hidden_states, self.config.output_hidden_states),
+            **kwargs,
+        )
+        output = DiffCLIPVisionModelOutput(
+            image_embeds=self.visual_projection(outputs.pooler_output),
+            last_hidden_state=outputs.last_hidden_state,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
+        return _finish(output, _resolve(return_dict, self.config.return_dict))
+
+
+__all__ = [
+    "DiffCLIPModel",
+    "DiffCLIPPreTrainedModel",
+    "DiffCLIPTextModel",
+    "DiffCLIPTextModelWithProjection",
+    "DiffCLIPVisionModel",
+    "DiffCLIPVisionModelWithProjection",
+]
