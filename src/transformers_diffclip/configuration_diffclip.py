@@ -44,6 +44,8 @@ def _check_transformers_version(version: str = transformers.__version__) -> None
 _check_transformers_version()
 
 LAMBDA_INIT_SCHEDULES = ("constant", "depth")
+LOGIT_SCALE_INIT = math.log(1 / 0.07)  # the stored logit scale is a log; training starts at temperature 0.07
+MAX_LOGIT_SCALE = math.log(100.0)  # training clamps the logit scale to at most 100
 
 
 def lambda_init_for_layer(layer_idx: int, lambda_init: float = 0.8, schedule: str = "constant") -> float:
@@ -100,7 +102,13 @@ class _DiffCLIPTowerConfig(PretrainedConfig):
 
     def _validate_tower(self):
         name = type(self).__name__
-        for field in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "projection_dim"):
+        for field in (
+            "hidden_size",
+            "intermediate_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "projection_dim",
+        ):
             value = getattr(self, field)
             _require(
                 isinstance(value, int) and not isinstance(value, bool) and value > 0,
@@ -360,8 +368,8 @@ class DiffCLIPConfig(PretrainedConfig):
         text_config=None,
         vision_config=None,
         projection_dim=512,
-        logit_scale_init_value=math.log(1 / 0.07),
-        max_logit_scale=math.log(100.0),
+        logit_scale_init_value=LOGIT_SCALE_INIT,
+        max_logit_scale=MAX_LOGIT_SCALE,
         initializer_factor=1.0,
         **kwargs,
     ):

@@ -368,8 +368,12 @@ class DiffCLIPDifferentialAttention(DiffCLIPAttention):
 
         implementation = self.config._attn_implementation or "eager"
         if implementation.startswith("flash_attention") and not output_attentions:
-            out_a, _ = self._call_kernel(query, key, value[..., :head_dim].contiguous(), attention_mask, False, **kwargs)
-            out_b, _ = self._call_kernel(query, key, value[..., head_dim:].contiguous(), attention_mask, False, **kwargs)
+            out_a, _ = self._call_kernel(
+                query, key, value[..., :head_dim].contiguous(), attention_mask, False, **kwargs
+            )
+            out_b, _ = self._call_kernel(
+                query, key, value[..., head_dim:].contiguous(), attention_mask, False, **kwargs
+            )
             attn_output, attn_weights = torch.cat([out_a, out_b], dim=-1), None
         else:
             attn_output, attn_weights = self._call_kernel(
@@ -419,7 +423,10 @@ class DiffCLIPEncoderLayer(GradientCheckpointingLayer):
         **kwargs,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         attn_output, attn_weights = self.self_attn(
-            self.layer_norm1(hidden_states), attention_mask=attention_mask, output_attentions=output_attentions, **kwargs
+            self.layer_norm1(hidden_states),
+            attention_mask=attention_mask,
+            output_attentions=output_attentions,
+            **kwargs,
         )
         hidden_states = hidden_states + attn_output
         hidden_states = hidden_states + self.mlp(self.layer_norm2(hidden_states))
@@ -544,7 +551,9 @@ def _check_right_padding(attention_mask: torch.Tensor | None) -> None:
     if compiler is not None and compiler.is_compiling():
         return
     if attention_mask.dim() != 2:
-        raise ValueError(f"attention_mask must have shape (batch_size, seq_length), got {tuple(attention_mask.shape)}.")
+        raise ValueError(
+            f"attention_mask must have shape (batch_size, seq_length), got {tuple(attention_mask.shape)}."
+        )
     if bool((attention_mask[:, 1:] > attention_mask[:, :-1]).any()):
         raise ValueError(
             "DiffCLIP's text tower expects right padding (the CLIP tokenizer's default); attention_mask shows left "
@@ -584,9 +593,11 @@ class DiffCLIPTextTransformer(nn.Module):
         hidden_states = self.embeddings(input_ids=input_ids, position_ids=position_ids)
         seq_length = input_ids.shape[1]
         # Additive causal mask for the eager kernel; the fused kernels use `is_causal` instead.
-        causal_mask = torch.full(
-            (seq_length, seq_length), torch.finfo(hidden_states.dtype).min, device=hidden_states.device
-        ).triu(1)[None, None].to(hidden_states.dtype)
+        causal_mask = (
+            torch.full((seq_length, seq_length), torch.finfo(hidden_states.dtype).min, device=hidden_states.device)
+            .triu(1)[None, None]
+            .to(hidden_states.dtype)
+        )
         encoder_outputs = self.encoder(
             hidden_states,
             attention_mask=causal_mask,
@@ -596,7 +607,9 @@ class DiffCLIPTextTransformer(nn.Module):
         )
         last_hidden_state = self.final_layer_norm(encoder_outputs.last_hidden_state)
         pool_index = _text_pool_index(input_ids.to(last_hidden_state.device), self.config.eos_token_id)
-        pooled_output = last_hidden_state[torch.arange(last_hidden_state.shape[0], device=pool_index.device), pool_index]
+        pooled_output = last_hidden_state[
+            torch.arange(last_hidden_state.shape[0], device=pool_index.device), pool_index
+        ]
         return BaseModelOutputWithPooling(
             last_hidden_state=last_hidden_state,
             pooler_output=pooled_output,
@@ -780,7 +793,9 @@ class DiffCLIPModel(DiffCLIPPreTrainedModel):
     ) -> BaseModelOutputWithPooling | torch.FloatTensor:
         """Projected (not normalised) image embeddings; return type as in [`get_text_features`]."""
         kwargs.pop("return_dict", None)
-        outputs = self.vision_model(pixel_values=pixel_values, interpolate_pos_encoding=interpolate_pos_encoding, **kwargs)
+        outputs = self.vision_model(
+            pixel_values=pixel_values, interpolate_pos_encoding=interpolate_pos_encoding, **kwargs
+        )
         embeds = self.visual_projection(outputs.pooler_output)
         if not _FEATURES_AS_OUTPUT:
             return embeds

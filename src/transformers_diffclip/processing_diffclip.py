@@ -38,7 +38,9 @@ def clean_text(text: str) -> str:
     if ftfy is not None:
         text = ftfy.fix_text(text)
     else:
-        logger.warning_once("ftfy is not installed: DiffCLIP's tokenizer skips its mojibake repair (`pip install ftfy`).")
+        logger.warning_once(
+            "ftfy is not installed: DiffCLIP's tokenizer skips its mojibake repair (`pip install ftfy`)."
+        )
     text = html.unescape(html.unescape(text)).strip()
     return _WHITESPACE.sub(" ", text).strip().lower()
 
@@ -67,9 +69,7 @@ class DiffCLIPTokenizer(CLIPTokenizerFast):
         # transformers 5: every entry point (__call__, encode, tokenize) goes through `_encode_plus`.
         def _encode_plus(self, text, text_pair=None, *args, **kwargs):
             split = kwargs.get("is_split_into_words", False)
-            return super()._encode_plus(
-                _clean_inputs(text, split), _clean_inputs(text_pair, split), *args, **kwargs
-            )
+            return super()._encode_plus(_clean_inputs(text, split), _clean_inputs(text_pair, split), *args, **kwargs)
 
     else:
         # transformers 4: every entry point of the fast tokenizer ends in `_batch_encode_plus`.
