@@ -393,7 +393,8 @@ class DiffCLIPConfig(PretrainedConfig):
             value = value.to_dict()
         if not isinstance(value, dict):
             raise ValueError(
-                f"Expected a dict or a {config_class.__name__} for the tower configuration, got {type(value).__name__}."
+                f"Expected a dict or a {config_class.__name__} for the tower configuration, "
+                f"got {type(value).__name__}."
             )
         value = {k: v for k, v in value.items() if k not in ("model_type", "transformers_version")}
         value["projection_dim"] = projection_dim
