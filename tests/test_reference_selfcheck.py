@@ -387,6 +387,90 @@ def test_standard_attention_matches_torch_modules():
     assert torch.allclose(maps, torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(8), dim=-1), atol=1e-12)
 
 
+class _QuickGELU(torch.nn.Module):
+    def forward(self, x):
+        return x * torch.sigmoid(1.702 * x)
+
+
+def _torch_encoder_layer(p, width, heads, eps, activation, names):
+    """A pre-norm torch.nn.TransformerEncoderLayer loaded from one original block."""
+    layer = torch.nn.TransformerEncoderLayer(
+        width,
+        heads,
+        dim_feedforward=p[names["fc1"] + ".weight"].shape[0],
+        dropout=0.0,
+        activation=activation,
+        layer_norm_eps=eps,
+        batch_first=True,
+        norm_first=True,
+        dtype=torch.float64,
+    )
+    mapping = {
+        "self_attn.in_proj_weight": names["qkv_w"],
+        "self_attn.in_proj_bias": names["qkv_b"],
+        "self_attn.out_proj.weight": names["out"] + ".weight",
+        "self_attn.out_proj.bias": names["out"] + ".bias",
+        "linear1.weight": names["fc1"] + ".weight",
+        "linear1.bias": names["fc1"] + ".bias",
+        "linear2.weight": names["fc2"] + ".weight",
+        "linear2.bias": names["fc2"] + ".bias",
+        "norm1.weight": names["ln1"] + ".weight",
+        "norm1.bias": names["ln1"] + ".bias",
+        "norm2.weight": names["ln2"] + ".weight",
+        "norm2.bias": names["ln2"] + ".bias",
+    }
+    layer.load_state_dict({new: p[old] for new, old in mapping.items()})
+    return layer.eval()
+
+
+def test_baseline_matches_torch_transformer_layers():
+    """The CLIP baseline, rebuilt from torch.nn.TransformerEncoderLayer (pre-norm, packed q/k/v)."""
+    sd = ref.strip_prefix(tiny_state_dict(diff_vision=False, diff_text=False))
+    ids, pixels = tiny_inputs()
+    out = tiny_forward(sd, ids, pixels, diff_vision=False, diff_text=False)
+
+    vision_names = {
+        "qkv_w": "attn.qkv.weight",
+        "qkv_b": "attn.qkv.bias",
+        "out": "attn.proj",
+        "fc1": "mlp.fc1",
+        "fc2": "mlp.fc2",
+        "ln1": "norm1",
+        "ln2": "norm2",
+    }
+    patches = torch.nn.functional.conv2d(
+        pixels, sd["visual.patch_embed.proj.weight"], sd["visual.patch_embed.proj.bias"], stride=8
+    )
+    x = torch.cat([sd["visual.cls_token"].expand(2, 1, 32), patches.flatten(2).transpose(1, 2)], 1)
+    x = x + sd["visual.pos_embed"]
+    for i in range(2):
+        p = {k.removeprefix(f"visual.blocks.{i}."): v for k, v in sd.items() if k.startswith(f"visual.blocks.{i}.")}
+        x = _torch_encoder_layer(p, 32, 4, 1e-6, "gelu", vision_names)(x)
+    x = torch.nn.functional.layer_norm(x, (32,), sd["visual.norm.weight"], sd["visual.norm.bias"], 1e-6)
+    assert torch.allclose(out["vision_last_hidden"], x, atol=1e-9)
+    assert torch.allclose(out["image_embeds"], x[:, 0] @ sd["image_projection"], atol=1e-9)
+
+    text_names = {
+        "qkv_w": "attn.in_proj_weight",
+        "qkv_b": "attn.in_proj_bias",
+        "out": "attn.out_proj",
+        "fc1": "mlp.c_fc",
+        "fc2": "mlp.c_proj",
+        "ln1": "ln_1",
+        "ln2": "ln_2",
+    }
+    x = sd["token_embedding.weight"][ids] + sd["positional_embedding"][: ids.shape[1]]
+    mask = torch.nn.Transformer.generate_square_subsequent_mask(ids.shape[1], dtype=torch.float64)
+    for i in range(2):
+        prefix = f"transformer.resblocks.{i}."
+        p = {k.removeprefix(prefix): v for k, v in sd.items() if k.startswith(prefix)}
+        x = _torch_encoder_layer(p, 32, 4, 1e-5, _QuickGELU(), text_names)(x, src_mask=mask)
+    x = torch.nn.functional.layer_norm(x, (32,), sd["ln_final.weight"], sd["ln_final.bias"], 1e-5)
+    assert torch.allclose(out["text_last_hidden"], x, atol=1e-9)
+    pooled = x[torch.arange(3), torch.tensor([5, 9, 11])]
+    assert torch.allclose(out["text_embeds"], pooled @ sd["text_projection"], atol=1e-9)
+
+
 def test_lambda_init_schedule():
     assert ref.lambda_init_schedule(12, False) == [0.8] * 12
     sched = ref.lambda_init_schedule(12, True)
