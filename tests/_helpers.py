@@ -1,0 +1,130 @@
+"""Shared helpers of the modeling tests: tiny configurations, the original→HF tensor layout written out
+independently of conversion/, and paths to ../shared."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+
+SHARED_DIR = Path(__file__).resolve().parents[2] / "shared"
+BPE_PATH = SHARED_DIR / "data" / "bpe_simple_vocab_16e6.txt.gz"
+
+TINY = dict(
+    vision_width=32,
+    vision_layers=2,
+    vision_heads=4,
+    patch_size=8,
+    image_size=32,
+    text_width=32,
+    text_layers=2,
+    text_heads=4,
+    context_length=77,
+    vocab_size=49408,
+    embed_dim=16,
+)
+
+
+def require_bpe() -> Path:
+    if not BPE_PATH.is_file():
+        pytest.skip(f"CLIP BPE file not found at {BPE_PATH} (tests read it from ../shared beside the checkout)")
+    return BPE_PATH
+
+
+def tiny_config(diff_text=True, diff_vision=True, schedule="constant", sizes=TINY, **vision_overrides):
+    from transformers_diffclip import DiffCLIPConfig
+
+    text = dict(
+        hidden_size=sizes["text_width"],
+        intermediate_size=4 * sizes["text_width"],
+        num_hidden_layers=sizes["text_layers"],
+        num_attention_heads=sizes["text_heads"],
+        max_position_embeddings=sizes["context_length"],
+        vocab_size=sizes["vocab_size"],
+        use_differential_attention=diff_text,
+        lambda_init_schedule=schedule,
+    )
+    vision = dict(
+        hidden_size=sizes["vision_width"],
+        intermediate_size=4 * sizes["vision_width"],
+        num_hidden_layers=sizes["vision_layers"],
+        num_attention_heads=sizes["vision_heads"],
+        image_size=sizes["image_size"],
+        patch_size=sizes["patch_size"],
+        use_differential_attention=diff_vision,
+        layer_norm_eps=1e-5 if diff_vision else 1e-6,
+        lambda_init_schedule=schedule,
+    )
+    vision.update(vision_overrides)
+    return DiffCLIPConfig(text_config=text, vision_config=vision, projection_dim=sizes["embed_dim"])
+
+
+def _attention_to_hf(sd, src, dst, diff, fused_name):
+    out = {}
+    if diff:
+        for name in ("q_proj", "k_proj", "v_proj", "out_proj"):
+            out[f"{dst}.{name}.weight"] = sd[f"{src}.{name}.weight"]
+            out[f"{dst}.{name}.bias"] = sd[f"{src}.{name}.bias"]
+        for name in ("lambda_q1", "lambda_k1", "lambda_q2", "lambda_k2"):
+            out[f"{dst}.{name}"] = sd[f"{src}.{name}"]
+        out[f"{dst}.diff_norm.weight"] = sd[f"{src}.diff_norm.weight"]
+        return out
+    if fused_name == "timm":  # vision baseline: attn.qkv (3W, W) + attn.proj
+        weights, biases = sd[f"{src}.qkv.weight"].chunk(3), sd[f"{src}.qkv.bias"].chunk(3)
+        out_w, out_b = sd[f"{src}.proj.weight"], sd[f"{src}.proj.bias"]
+    else:  # text baseline: nn.MultiheadAttention in_proj_weight (3W, W) + out_proj
+        weights, biases = sd[f"{src}.in_proj_weight"].chunk(3), sd[f"{src}.in_proj_bias"].chunk(3)
+        out_w, out_b = sd[f"{src}.out_proj.weight"], sd[f"{src}.out_proj.bias"]
+    for name, weight, bias in zip(("q_proj", "k_proj", "v_proj"), weights, biases):
+        out[f"{dst}.{name}.weight"], out[f"{dst}.{name}.bias"] = weight, bias
+    out[f"{dst}.out_proj.weight"], out[f"{dst}.out_proj.bias"] = out_w, out_b
+    return out
+
+
+def original_to_hf(sd: dict[str, torch.Tensor], diff_text=True, diff_vision=True) -> dict[str, torch.Tensor]:
+    """Original DiffCLIP/CLIP tensor names → this package's parameter names (prefix `module.` removed)."""
+    sd = {k.removeprefix("module."): v for k, v in sd.items()}
+    out = {
+        "logit_scale": sd["logit_scale"],
+        "text_projection.weight": sd["text_projection"].t(),
+        "visual_projection.weight": sd["image_projection"].t(),
+        "text_model.embeddings.token_embedding.weight": sd["token_embedding.weight"],
+        "text_model.embeddings.position_embedding.weight": sd["positional_embedding"],
+        "text_model.final_layer_norm.weight": sd["ln_final.weight"],
+        "text_model.final_layer_norm.bias": sd["ln_final.bias"],
+        "vision_model.embeddings.class_embedding": sd["visual.cls_token"].reshape(-1),
+        "vision_model.embeddings.position_embedding.weight": sd["visual.pos_embed"][0],
+        "vision_model.embeddings.patch_embedding.weight": sd["visual.patch_embed.proj.weight"],
+        "vision_model.embeddings.patch_embedding.bias": sd["visual.patch_embed.proj.bias"],
+        "vision_model.post_layernorm.weight": sd["visual.norm.weight"],
+        "vision_model.post_layernorm.bias": sd["visual.norm.bias"],
+    }
+    text_layers = len({k.split(".")[2] for k in sd if k.startswith("transformer.resblocks.")})
+    vision_layers = len({k.split(".")[2] for k in sd if k.startswith("visual.blocks.")})
+    for i in range(text_layers):
+        src, dst = f"transformer.resblocks.{i}", f"text_model.encoder.layers.{i}"
+        pairs = {"ln_1": "layer_norm1", "ln_2": "layer_norm2", "mlp.c_fc": "mlp.fc1", "mlp.c_proj": "mlp.fc2"}
+        for a, b in pairs.items():
+            out[f"{dst}.{b}.weight"], out[f"{dst}.{b}.bias"] = sd[f"{src}.{a}.weight"], sd[f"{src}.{a}.bias"]
+        out.update(_attention_to_hf(sd, f"{src}.attn", f"{dst}.self_attn", diff_text, "mha"))
+    for i in range(vision_layers):
+        src, dst = f"visual.blocks.{i}", f"vision_model.encoder.layers.{i}"
+        pairs = {"norm1": "layer_norm1", "norm2": "layer_norm2", "mlp.fc1": "mlp.fc1", "mlp.fc2": "mlp.fc2"}
+        for a, b in pairs.items():
+            out[f"{dst}.{b}.weight"], out[f"{dst}.{b}.bias"] = sd[f"{src}.{a}.weight"], sd[f"{src}.{a}.bias"]
+        out.update(_attention_to_hf(sd, f"{src}.attn", f"{dst}.self_attn", diff_vision, "timm"))
+    return {k: v.clone() for k, v in out.items()}
+
+
+def text_batch(batch=3, length=77, seed=0, lengths=(5, 11, 9), vocab=49405, pad_id=0):
+    """Rows `[49406] + tokens + [49407]` padded with `pad_id` (0 as the original, 49407 as the tokenizer)."""
+    generator = torch.Generator().manual_seed(seed)
+    ids = torch.full((batch, length), pad_id, dtype=torch.long)
+    for row in range(batch):
+        n = lengths[row % len(lengths)]
+        ids[row, 0] = 49406
+        ids[row, 1 : n + 1] = torch.randint(1, vocab, (n,), generator=generator)
+        ids[row, n + 1] = 49407
+    return ids
