@@ -328,3 +328,32 @@ def test_depth_schedule_lambda_init():
         assert math.isclose(layer.self_attn.lambda_init, 0.8 - 0.6 * math.exp(-0.3 * index))
     model, _ = build("diffclip")
     assert all(layer.self_attn.lambda_init == 0.8 for layer in model.text_model.encoder.layers)
+
+
+def test_flash_attention_path_splits_values_to_the_query_width(monkeypatch):
+    """Flash attention needs equal query and value widths and takes no mask (causality through `is_causal`). A
+    stand-in kernel registered under its name enforces both; the result must equal the eager model."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    calls = []
+
+    def strict_flash(module, query, key, value, attention_mask, **kwargs):
+        assert query.shape[-1] == value.shape[-1], "flash attention needs equal head dims"
+        assert attention_mask is None
+        calls.append(kwargs.get("is_causal"))
+        return sdpa_attention_forward(module, query, key, value, None, **kwargs)
+
+    monkeypatch.setitem(ALL_ATTENTION_FUNCTIONS._global_mapping, "flash_attention_2", strict_flash)
+    eager, original = build("diffclip", attn_implementation="eager")
+    flash, _ = build("diffclip", attn_implementation="eager")
+    for config in (flash.config, flash.config.text_config, flash.config.vision_config):
+        config._attn_implementation = "flash_attention_2"
+    inputs = dict(input_ids=text_batch(), pixel_values=pixels())
+    with torch.no_grad():
+        want, got = eager(**inputs), flash(**inputs)
+    torch.testing.assert_close(got.logits_per_image, want.logits_per_image, atol=1e-5, rtol=0)
+    torch.testing.assert_close(got.text_embeds, want.text_embeds, atol=1e-6, rtol=0)
+    # two calls per differential layer, text layers causal, vision layers not
+    layers = TINY["text_layers"] + TINY["vision_layers"]
+    assert len(calls) == 2 * layers and calls.count(True) == 2 * TINY["text_layers"]
