@@ -265,9 +265,14 @@ def attn_implementations(model):
 def test_sdpa_model_gives_eager_maps_and_is_restored():
     eager, _ = build("diffclip", "eager")
     sdpa, _ = build("diffclip", "sdpa")
+    with torch.no_grad():  # DiffCLIP itself already computes maps under sdpa (eagerly, for that call)
+        direct = sdpa.vision_model(pixel_values=pixels(), output_attentions=True).attentions
     sdpa.train()
-    for got, want in zip(am.vision_attentions(sdpa, pixels()), am.vision_attentions(eager, pixels())):
+    for got, direct_map, want in zip(
+        am.vision_attentions(sdpa, pixels()), direct, am.vision_attentions(eager, pixels())
+    ):
         torch.testing.assert_close(got, want, atol=1e-6, rtol=0)
+        torch.testing.assert_close(direct_map, want, atol=1e-6, rtol=0)
     assert attn_implementations(sdpa) == ("sdpa", "sdpa", "sdpa") and sdpa.training
     with pytest.raises(RuntimeError, match="inside"):
         with am.eager_attention(sdpa):

@@ -305,7 +305,8 @@ def text_attention_gradients(
                 )
             # Where the heads' outputs o = A·V sit before being mixed: DiffCLIP's differential layers normalise them
             # (diff_norm) first, standard layers feed them straight to out_proj.
-            mixer = getattr(attention, "diff_norm", None) or attention.out_proj
+            mixer = getattr(attention, "diff_norm", None)
+            mixer = attention.out_proj if mixer is None else mixer
             handles.append(mixer.register_forward_pre_hook(keep(head_outputs, index, True)))
             handles.append(attention.v_proj.register_forward_hook(keep(values, index, False)))
 
@@ -604,6 +605,10 @@ def attention_map_rows(
 
 
 def _run_cli(args: argparse.Namespace) -> int:
+    if not 0.0 <= args.alpha <= 1.0:
+        raise ValueError(f"--alpha must be in [0, 1], got {args.alpha}.")
+    if args.cell_size < 8:
+        raise ValueError(f"--cell-size must be at least 8 pixels, got {args.cell_size}.")
     names = [args.model] + ([args.compare_model] if args.compare_model else [])
     rows = attention_map_rows(
         names,
