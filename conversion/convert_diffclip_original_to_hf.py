@@ -26,7 +26,7 @@ import os
 import shutil
 import sys
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -74,7 +74,6 @@ class ConversionResult:
     model_card: str
     source: str
     verification: dict[str, float] | None = None
-    messages: list[str] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -113,14 +112,21 @@ def describe(architecture: Architecture) -> str:
     return "; ".join(parts)
 
 
+def check_bpe_path(bpe_path) -> Path:
+    """The BPE file, checked before anything is downloaded or read."""
+    from transformers_diffclip.tokenizer_files import BPE_HINT
+
+    if bpe_path is None:
+        raise ConversionError(f"--bpe-path is required: the tokenizer files are built from it. {BPE_HINT}")
+    if not Path(bpe_path).is_file():
+        raise FileNotFoundError(f"--bpe-path {bpe_path}: no such file. {BPE_HINT}")
+    return Path(bpe_path)
+
+
 def build_processor(bpe_path, architecture: Architecture):
     from transformers_diffclip import DiffCLIPImageProcessor, DiffCLIPProcessor, build_tokenizer
 
     text, vision = architecture.config_kwargs["text_config"], architecture.config_kwargs["vision_config"]
-    if bpe_path is None:
-        from transformers_diffclip.tokenizer_files import BPE_HINT
-
-        raise ConversionError(f"--bpe-path is required: the tokenizer files are built from it. {BPE_HINT}")
     tokenizer = build_tokenizer(bpe_path, model_max_length=text["max_position_embeddings"])
     if len(tokenizer) != text["vocab_size"]:
         raise ConversionError(
@@ -295,6 +301,7 @@ def convert(
     output_dir = Path(output_dir)
     if output_dir.exists() and not overwrite:
         raise ConversionError(f"--output-dir {output_dir} already exists; pass --overwrite to replace it.")
+    bpe_path = check_bpe_path(bpe_path)
     path, source_repo = resolve_checkpoint(checkpoint, checkpoint_filename, revision)
     original = load_original_checkpoint(path, allow_unsafe_pickle=allow_unsafe_pickle)
     architecture = detect_architecture(

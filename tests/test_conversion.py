@@ -109,6 +109,13 @@ def convert(tmp_path: Path, checkpoint, name="out", **kwargs):
     return converter.convert(str(checkpoint), tmp_path / name, **kwargs)
 
 
+def placeholder_bpe(tmp_path: Path) -> Path:
+    """For conversions that must fail before the tokenizer is built: the BPE path only has to exist."""
+    path = tmp_path / "placeholder_bpe.txt.gz"
+    path.touch()
+    return path
+
+
 def assert_nothing_written(tmp_path: Path, name: str = "out"):
     assert not (tmp_path / name).exists()
     assert not [p.name for p in tmp_path.iterdir() if ".partial-" in p.name or ".old-" in p.name]
@@ -370,7 +377,7 @@ def test_pickle_that_would_run_code_is_refused_unrun(payload, zip_format, tmp_pa
     path = tmp_path / "evil.pt"
     torch.save(container, path, _use_new_zipfile_serialization=zip_format)
     with pytest.raises(ConversionError) as error:
-        convert(tmp_path, path, model_card="DiffCLIP_ViTB16_CC3M")
+        convert(tmp_path, path, model_card="DiffCLIP_ViTB16_CC3M", bpe_path=placeholder_bpe(tmp_path))
     message = str(error.value)
     assert "--allow-unsafe-pickle" in message and "arbitrary code" in message
     refused = {_RunsShell: ("posix.system", "os.system"), _RunsPython: ("builtins.exec",)}[payload]
@@ -414,7 +421,14 @@ def test_truncated_file_fails_clearly_from_the_command_line(tmp_path, capsys):
     path = save_checkpoint(tmp_path / "c.pt", tiny_state_dict("DiffCLIP"))
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
-    args = ["--checkpoint", str(path), "--output-dir", str(tmp_path / "out"), "--bpe-path", str(BPE_PATH)]
+    args = [
+        "--checkpoint",
+        str(path),
+        "--output-dir",
+        str(tmp_path / "out"),
+        "--bpe-path",
+        str(placeholder_bpe(tmp_path)),
+    ]
     assert converter.main(args) == 2
     assert re.search(r"error: Cannot read .*truncated", capsys.readouterr().err)
     assert_nothing_written(tmp_path)
@@ -425,7 +439,7 @@ def test_missing_tensor_is_named(tmp_path):
     del state_dict["module.transformer.resblocks.1.attn.q_proj.weight"]
     del state_dict["module.visual.blocks.0.attn.diff_norm.weight"]
     with pytest.raises(ConversionError) as error:
-        convert(tmp_path, save_checkpoint(tmp_path / "c.pt", state_dict), model_card="DiffCLIP_ViTB16_CC3M")
+        convert(tmp_path, save_checkpoint(tmp_path / "c.pt", state_dict), bpe_path=placeholder_bpe(tmp_path))
     message = str(error.value)
     assert "missing original tensors (2)" in message
     assert (
@@ -440,7 +454,7 @@ def test_extra_and_misshaped_tensors_are_named(tmp_path):
     state_dict["module.image_mlp.layers.0.weight"] = torch.zeros(8, 32)  # SLIP's SSL head: another model
     state_dict["module.transformer.resblocks.0.ln_2.bias"] = torch.zeros(31)
     with pytest.raises(ConversionError) as error:
-        convert(tmp_path, save_checkpoint(tmp_path / "c.pt", state_dict), model_card="DiffCLIP_ViTB16_CC3M")
+        convert(tmp_path, save_checkpoint(tmp_path / "c.pt", state_dict), bpe_path=placeholder_bpe(tmp_path))
     message = str(error.value)
     assert "unexpected original tensors (1): image_mlp.layers.0.weight (8, 32)" in message
     assert "shape mismatches (1): transformer.resblocks.0.ln_2.bias (31,)" in message
@@ -458,7 +472,7 @@ def test_checkpoint_of_another_architecture_is_refused(tmp_path):
         "head.weight": torch.zeros(10, 32),
     }
     with pytest.raises(ConversionError, match="not a DiffCLIP or CLIP checkpoint") as error:
-        convert(tmp_path, save_checkpoint(tmp_path / "vit.pt", vit), model_card="ViTB16_CC3M")
+        convert(tmp_path, save_checkpoint(tmp_path / "vit.pt", vit), bpe_path=placeholder_bpe(tmp_path))
     assert "visual.cls_token" in str(error.value) and "head.weight" in str(error.value)
     assert_nothing_written(tmp_path)
 
@@ -521,11 +535,21 @@ def test_existing_output_needs_overwrite(tmp_path):
 def test_repo_id_offline_without_cache_says_the_hub_is_unreachable(tmp_path, monkeypatch, capsys):
     go_offline(monkeypatch, tmp_path / "empty-cache")
     args = ["--checkpoint", "hammh0a/DiffCLIP_ViTB16_CC12M", "--output-dir", str(tmp_path / "out")]
+    args += ["--bpe-path", str(placeholder_bpe(tmp_path))]
     assert converter.main(args) == 2
     message = capsys.readouterr().err
     assert "Hub is unreachable (HF_HUB_OFFLINE is set)" in message
     assert "hammh0a/DiffCLIP_ViTB16_CC12M/checkpoint_best.pt" in message
     assert "--checkpoint DIR/checkpoint_best.pt" in message
+    assert_nothing_written(tmp_path)
+
+
+def test_missing_bpe_file_says_where_to_get_it(tmp_path):
+    path = tmp_path / "never-read.pt"  # the BPE file is checked before the checkpoint is even looked at
+    with pytest.raises(ConversionError, match=r"--bpe-path is required.*bpe_simple_vocab_16e6\.txt\.gz.*open_clip"):
+        convert(tmp_path, path, bpe_path=None)
+    with pytest.raises(FileNotFoundError, match=r"--bpe-path .*: no such file.*open_clip"):
+        convert(tmp_path, path, bpe_path=tmp_path / "bpe_simple_vocab_16e6.txt.gz")
     assert_nothing_written(tmp_path)
 
 
