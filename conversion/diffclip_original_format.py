@@ -247,7 +247,7 @@ def _split_qkv(tensor: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """timm's fused `qkv` and `nn.MultiheadAttention`'s `in_proj_*` stack q, k and v (in that order) on dim 0."""
     if tensor.shape[0] % 3:
         raise ConversionError(f"a fused q/k/v tensor needs a first dimension divisible by 3, not {tensor.shape[0]}")
-    return tuple(part.contiguous() for part in tensor.chunk(3, dim=0))
+    return tuple(part.clone() for part in tensor.chunk(3, dim=0))  # own storage each: safetensors refuses shared
 
 
 @dataclass(frozen=True)
