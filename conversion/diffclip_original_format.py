@@ -393,8 +393,7 @@ def layout_error(
     if mismatched:
         lines.append(f"  shape mismatches ({len(mismatched)}): {_listing(mismatched)}")
     lines.append(
-        "Is the file truncated, from another model, or edited? The released files are "
-        f"{', '.join(RELEASED_REPOS)} (original layout: shared/reference/original_layout.json)."
+        f"Is the file truncated, from another model, or edited? The released files are {', '.join(RELEASED_REPOS)}."
     )
     return ConversionError("\n".join(lines))
 
