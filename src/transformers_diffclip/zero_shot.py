@@ -1005,6 +1005,10 @@ def _load_model(args: argparse.Namespace):
 
 
 def _templates_from_args(args: argparse.Namespace) -> list[str]:
+    if args.classifier and (args.templates or args.template):
+        raise ValueError(
+            "--templates/--template do not combine with --classifier: it keeps the templates it was built with."
+        )
     templates = []
     if args.templates:
         templates.extend(load_templates(args.templates, args.key))
