@@ -286,6 +286,22 @@ def test_two_processes_match_one_process_on_the_concatenated_batch(model_dir, to
             torch.testing.assert_close(grad, expected[name], atol=1e-5, rtol=1e-5, msg=name)
     assert expected["logit_scale"].abs() > 0
 
+    # The same step under FSDP (FULL_SHARD over the two processes): same loss and gradients; the clamp reaches the
+    # shard that holds the logit scale, and the state dict holds it as the scalar an ordinary model loads.
+    for record in ranks:
+        fsdp = record["fsdp"]
+        torch.testing.assert_close(fsdp["loss"], record["loss"], atol=1e-5, rtol=1e-5)
+        assert set(fsdp["grads"]) == set(expected)
+        for name, grad in fsdp["grads"].items():
+            torch.testing.assert_close(
+                grad.reshape(expected[name].shape), expected[name], atol=1e-5, rtol=1e-5, msg=name
+            )
+        assert fsdp["state_dict"]["logit_scale"].shape == () and fsdp["state_dict"]["logit_scale"].item() == 1.0
+    assert sorted(r["fsdp"]["logit_scale_shard"][0].numel() for r in ranks) == [0, 1]  # really sharded
+    plain = AutoModel.from_pretrained(model_dir)
+    plain.load_state_dict(ranks[0]["fsdp"]["state_dict"])
+    assert plain.logit_scale.item() == 1.0
+
     # The loss function alone with unequal local batches (2 and 3 rows), in float64.
     image = torch.cat([r["uneven"]["image_embeds"] for r in ranks]).requires_grad_(True)
     text = torch.cat([r["uneven"]["text_embeds"] for r in ranks]).requires_grad_(True)

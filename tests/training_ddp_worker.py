@@ -1,9 +1,11 @@
 """Run by tests/test_training.py under `torchrun --nproc_per_node 2` (CPU, gloo); not a test module.
 
 Each process takes one DiffCLIPTrainer step on its share of a 6-pair batch and records its loss, its inputs and
-the gradients DDP leaves on the parameters; then it calls the loss function alone on an unequal share (2 and 3
-rows) of fixed float64 embeddings and records the loss and the gradients it gets back. The test compares
-everything with one process on the concatenated batch.
+the gradients DDP leaves on the parameters. Then it runs the same share through the model wrapped in FSDP
+(FULL_SHARD, parameters split between the two processes) with the loss hook the trainer uses, and records loss,
+full gradients, and the state dict after a logit-scale clamp. Last, it calls the loss function alone on an
+unequal share (2 and 3 rows) of fixed float64 embeddings. The test compares everything with one process on the
+concatenated batch.
 
     torchrun --standalone --nproc_per_node 2 tests/training_ddp_worker.py MODEL_DIR TOY_DATA_DIR OUT_DIR
 """
@@ -13,9 +15,13 @@ from pathlib import Path
 
 import datasets
 import torch
+from torch.distributed.fsdp import FullStateDictConfig, ShardingStrategy, StateDictType
+from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+from torch.distributed.fsdp.wrap import ModuleWrapPolicy
 from transformers import AutoModel, AutoProcessor, TrainerCallback, TrainingArguments
 
 from transformers_diffclip import training
+from transformers_diffclip.modeling_diffclip import DiffCLIPEncoderLayer
 
 
 class Recorder(training.DiffCLIPTrainer):
@@ -52,6 +58,28 @@ def uneven_loss_check(rank: int) -> dict:
         "text_grad": local_text.grad,
         "scale_grad": logit_scale.grad,
     }
+
+
+def fsdp_check(model_dir: str, inputs: dict) -> dict:
+    model = AutoModel.from_pretrained(model_dir, attn_implementation="eager")
+    training.make_logit_scale_shardable(model)  # FSDP refuses scalar parameters
+    wrapped = FSDP(
+        model,
+        auto_wrap_policy=ModuleWrapPolicy({DiffCLIPEncoderLayer}),
+        sharding_strategy=ShardingStrategy.FULL_SHARD,
+        use_orig_params=True,
+        device_id=torch.device("cpu"),
+    )
+    with training.gathered_loss_hook(model):
+        outputs = wrapped(**inputs, return_loss=True)
+    outputs.loss.backward()
+    with FSDP.summon_full_params(wrapped, with_grads=True):
+        grads = {training._canonical_name(name): p.grad.detach().clone() for name, p in model.named_parameters()}
+    training.LogitScaleClampCallback(max_value=1.0).on_optimizer_step(None, None, None, model=wrapped)
+    shards = [p.data.clone() for name, p in wrapped.named_parameters() if name.endswith("logit_scale")]
+    with FSDP.state_dict_type(wrapped, StateDictType.FULL_STATE_DICT, FullStateDictConfig()):
+        state_dict = wrapped.state_dict()
+    return {"loss": outputs.loss.detach(), "grads": grads, "logit_scale_shard": shards, "state_dict": state_dict}
 
 
 def main(model_dir: str, data_dir: str, out_dir: str) -> None:
@@ -91,6 +119,9 @@ def main(model_dir: str, data_dir: str, out_dir: str) -> None:
     trainer.train()
     world_size, rank = training._world()
     record = {**trainer.recorded, "grads": catcher.grads, "world_size": world_size, "uneven": uneven_loss_check(rank)}
+    record["fsdp"] = fsdp_check(
+        model_dir, {k: record["inputs"][k] for k in ("input_ids", "attention_mask", "pixel_values")}
+    )
     torch.save(record, Path(out_dir) / f"rank{rank}.pt")
     torch.distributed.barrier()
     trainer.end()

@@ -20,6 +20,7 @@ distributed engine) is the standard `TrainingArguments`. Gradient accumulation a
 negatives: each micro-batch is contrasted against the micro-batches of the same step on the other processes.
 """
 
+import contextlib
 import io
 import math
 import os
@@ -45,7 +46,7 @@ from transformers import (
     set_seed,
 )
 from transformers.trainer_utils import get_last_checkpoint
-from transformers.utils import logging
+from transformers.utils import ModelOutput, logging
 
 from .modeling_diffclip import DiffCLIPModel
 
@@ -117,7 +118,7 @@ def _local_logits(
     image_embeds, text_embeds = image_embeds.to(dtype), text_embeds.to(dtype)
     all_image_embeds, offset = gather_with_grad(image_embeds)
     all_text_embeds, _ = gather_with_grad(text_embeds)
-    scale = logit_scale.to(dtype).exp()
+    scale = logit_scale.to(dtype).exp().reshape(())  # a scalar, or a 1-element vector under FSDP
     logits_image_to_text = scale * image_embeds @ all_text_embeds.t()
     logits_text_to_image = scale * text_embeds @ all_image_embeds.t()
     targets = torch.arange(image_embeds.shape[0], device=image_embeds.device) + offset
@@ -484,6 +485,51 @@ def freeze_towers(model: DiffCLIPModel, vision: bool = False, text: bool = False
         module.requires_grad_(False)
 
 
+@contextlib.contextmanager
+def gathered_loss_hook(model: torch.nn.Module):
+    """Within this context, a forward of `model` with `return_loss=True` returns [`distributed_contrastive_loss`]
+    (negatives from every process) as its `loss` instead of the model's own single-process loss."""
+
+    def hook(module, args, output):
+        if isinstance(output, ModelOutput) and output.get("loss") is not None:
+            output["loss"] = distributed_contrastive_loss(output.image_embeds, output.text_embeds, module.logit_scale)
+        return output
+
+    handle = model.register_forward_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def _logit_scale_as_scalar(module, state_dict, prefix, local_metadata):
+    key = prefix + "logit_scale"
+    if key in state_dict and state_dict[key].shape == (1,):
+        state_dict[key] = state_dict[key].reshape(())
+
+
+def _logit_scale_as_vector(module, state_dict, prefix, local_metadata, strict, missing, unexpected, errors):
+    key = prefix + "logit_scale"
+    if key in state_dict and state_dict[key].dim() == 0:
+        state_dict[key] = state_dict[key].reshape(1)
+
+
+def make_logit_scale_shardable(model: DiffCLIPModel) -> DiffCLIPModel:
+    """Store `model.logit_scale` as a 1-element vector instead of a scalar, in place, for FSDP.
+
+    FSDP (1 and 2) refuses 0-dimensional parameters ("Change logit_scale to a 1D tensor with numel equal to 1").
+    The forward broadcasts either shape the same way. State dicts keep the scalar: `state_dict()` (and so
+    `save_pretrained` and Trainer checkpoints) writes it as a scalar and `load_state_dict` accepts a scalar, so saved
+    folders load into an ordinary `DiffCLIPModel`. [`DiffCLIPTrainer`] calls this when FSDP is enabled.
+    """
+    parameter = model.logit_scale
+    if parameter.dim() == 0:
+        model.logit_scale = torch.nn.Parameter(parameter.detach().reshape(1), requires_grad=parameter.requires_grad)
+        model.register_state_dict_post_hook(_logit_scale_as_scalar)
+        model.register_load_state_dict_pre_hook(_logit_scale_as_vector)
+    return model
+
+
 _WRAPPER_PREFIXES = re.compile(r"(^|\.)(_fsdp_wrapped_module|_checkpoint_wrapped_module|_orig_mod|module)\.")
 
 
@@ -528,6 +574,8 @@ class DiffCLIPTrainer(Trainer):
         # divides it by the gradient-accumulation steps itself.
         self.model_accepts_loss_kwargs = False
         self.loss_is_scaled_for_ga = False
+        if self.is_fsdp_enabled:
+            make_logit_scale_shardable(self.accelerator.unwrap_model(self.model))
         self._decay_names = decay_parameter_names(self.model)
         callbacks = self.callback_handler.callbacks
         if clamp_logit_scale and not any(isinstance(c, LogitScaleClampCallback) for c in callbacks):
@@ -540,24 +588,25 @@ class DiffCLIPTrainer(Trainer):
     def get_decay_parameter_names(self, model) -> list[str]:
         return [name for name, _ in model.named_parameters() if _canonical_name(name) in self._decay_names]
 
-    def _embeddings(self, model, inputs):
+    def _forward(self, model, inputs):
+        """The model's forward with the loss replaced by [`distributed_contrastive_loss`].
+
+        The loss is computed by a forward hook on the unwrapped model, i.e. inside the forward of whatever wraps it
+        (DDP, FSDP): only there are the parameters guaranteed whole — FSDP reshards them when its forward returns.
+        """
         inputs = {k: v for k, v in inputs.items() if k != "return_loss"}
-        outputs = model(**inputs, return_loss=False, return_dict=True)
-        # The gathered loss needs the temperature itself. It is read from the unwrapped model (DDP and FSDP keep
-        # the root module's parameters whole between its forward and backward).
-        logit_scale = self.accelerator.unwrap_model(model).logit_scale
-        return outputs, logit_scale
+        with gathered_loss_hook(self.accelerator.unwrap_model(model)):
+            return model(**inputs, return_loss=True, return_dict=True)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        outputs, logit_scale = self._embeddings(model, inputs)
-        loss = distributed_contrastive_loss(outputs.image_embeds, outputs.text_embeds, logit_scale)
-        return (loss, outputs) if return_outputs else loss
+        outputs = self._forward(model, inputs)
+        return (outputs.loss, outputs) if return_outputs else outputs.loss
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         inputs = self._prepare_inputs(inputs)
         with torch.no_grad(), self.compute_loss_context_manager():
-            outputs, logit_scale = self._embeddings(model, inputs)
-            loss = distributed_contrastive_loss(outputs.image_embeds, outputs.text_embeds, logit_scale).detach()
+            outputs = self._forward(model, inputs)
+            loss = outputs.loss.detach()
             if prediction_loss_only:
                 return loss, None, None
             ranks = retrieval_ranks(outputs.image_embeds, outputs.text_embeds)
