@@ -31,7 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except (FileNotFoundError, ValueError, OSError) as error:
-        print(f"diffclip {args.command}: error: {error}", file=sys.stderr)
+        command = " ".join(part for part in (args.command, getattr(args, "task", None)) if part)
+        print(f"diffclip {command}: error: {error}", file=sys.stderr)
         return 2
 
 
