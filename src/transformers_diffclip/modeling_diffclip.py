@@ -329,6 +329,11 @@ class DiffCLIPDifferentialAttention(DiffCLIPAttention):
     kernels (sdpa, flash) thus never materialise the maps. Flash attention needs the value width to equal the query
     width, so for it the `2d`-wide values are split into two `d`-wide calls.
 
+    On the CPU, sdpa instead writes both maps out and combines them before the value product (the original
+    formulation, see `_combined_maps_attention`): PyTorch's CPU SDPA has no fused kernel for values wider than the
+    queries and falls back to its unfused math path with the repeated values, while the combined maps cost one
+    standard attention's products. Measured with `benchmarks/benchmark_cpu.py`.
+
     With `output_attentions=True` the returned maps are `A1 − λ·A2`, of shape
     `(batch_size, num_attention_heads // 2, seq_length, seq_length)`: one map per effective head.
     """
@@ -349,6 +354,44 @@ class DiffCLIPDifferentialAttention(DiffCLIPAttention):
         lambda_2 = torch.exp(torch.sum(self.lambda_q2.float() * self.lambda_k2.float()))
         return lambda_1 - lambda_2 + self.lambda_init
 
+    def _combined_maps_attention(
+        self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attention_mask: torch.Tensor | None
+    ) -> torch.Tensor:
+        """`(A1 − λ·A2)·V` with the maps written out and combined before the value product; the CPU fast path.
+
+        Takes the projections, (batch, seq, width) each, and returns (batch, seq, pairs, 2d). The score and value
+        products then cost what standard attention's do, where a fused kernel pays for two `2d`-wide value products.
+        Pairs are processed in chunks whose maps hold at most as many elements as the MLP activation of the layer
+        (batch · seq · intermediate_size), so the layer's peak memory stays the MLP's.
+        """
+        batch_size, seq_length, _ = query.shape
+        pairs, head_dim = self.num_pairs, self.head_dim
+        query = query.view(batch_size, seq_length, 2 * pairs, head_dim)
+        key = key.view(batch_size, seq_length, 2 * pairs, head_dim)
+        value = value.view(batch_size, seq_length, pairs, 2 * head_dim)
+        lambda_full = self.lambda_full()
+        dropout = self.dropout if self.training else 0.0
+        chunk = max(1, min(pairs, self.config.intermediate_size // (2 * seq_length)))
+        outputs = []
+        for first in range(0, pairs, chunk):
+            last = min(first + chunk, pairs)
+            # contiguous (batch, heads, seq, d) operands keep the batched matmuls on their fast path
+            q = query[:, :, 2 * first : 2 * last].transpose(1, 2).contiguous()
+            k = key[:, :, 2 * first : 2 * last].transpose(1, 2).contiguous()
+            scores = torch.matmul(q, k.transpose(-1, -2)).mul_(self.scaling)
+            del q, k  # (`del`s here and below free each buffer as soon as it is spent)
+            if attention_mask is not None:
+                scores.add_(attention_mask)
+            maps = F.softmax(scores, dim=-1, dtype=torch.float32)
+            del scores
+            maps = F.dropout(maps, p=dropout, training=self.training)
+            maps = maps.view(batch_size, last - first, 2, seq_length, seq_length)
+            combined = torch.addcmul(maps[:, :, 0], maps[:, :, 1], lambda_full, value=-1).to(value.dtype)
+            del maps
+            outputs.append(torch.matmul(combined, value[:, :, first:last].transpose(1, 2).contiguous()))
+        attn_output = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=1)
+        return attn_output.transpose(1, 2)
+
     def forward(
         self,
         hidden_states: torch.Tensor,
@@ -358,6 +401,14 @@ class DiffCLIPDifferentialAttention(DiffCLIPAttention):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         batch_size, seq_length, _ = hidden_states.shape
         pairs, head_dim = self.num_pairs, self.head_dim
+        implementation = self.config._attn_implementation or "eager"
+        if implementation == "sdpa" and not output_attentions and hidden_states.device.type == "cpu":
+            attn_output = self._combined_maps_attention(
+                self.q_proj(hidden_states), self.k_proj(hidden_states), self.v_proj(hidden_states), attention_mask
+            )
+            attn_output = self.diff_norm(attn_output) * (1 - self.lambda_init)
+            return self.out_proj(attn_output.reshape(batch_size, seq_length, self.embed_dim)), None
+
         # (batch, seq, pairs, 2, d) → first and second head of every pair, each (batch, pairs, seq, d)
         query = self.q_proj(hidden_states).view(batch_size, seq_length, pairs, 2, head_dim)
         key = self.k_proj(hidden_states).view(batch_size, seq_length, pairs, 2, head_dim)
@@ -366,7 +417,6 @@ class DiffCLIPDifferentialAttention(DiffCLIPAttention):
         value = self.v_proj(hidden_states).view(batch_size, seq_length, pairs, 2 * head_dim).transpose(1, 2)
         value = value.repeat(1, 2, 1, 1)  # heads [0, pairs) see A1, heads [pairs, 2·pairs) see A2
 
-        implementation = self.config._attn_implementation or "eager"
         if implementation.startswith("flash_attention") and not output_attentions:
             out_a, _ = self._call_kernel(
                 query, key, value[..., :head_dim].contiguous(), attention_mask, False, **kwargs
@@ -422,13 +472,15 @@ class DiffCLIPEncoderLayer(GradientCheckpointingLayer):
         output_attentions: bool = False,
         **kwargs,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        attn_output, attn_weights = self.self_attn(
+        residual = hidden_states
+        # rebinding drops the attention output before the MLP runs, so it does not add to the layer's peak memory
+        hidden_states, attn_weights = self.self_attn(
             self.layer_norm1(hidden_states),
             attention_mask=attention_mask,
             output_attentions=output_attentions,
             **kwargs,
         )
-        hidden_states = hidden_states + attn_output
+        hidden_states = residual + hidden_states
         hidden_states = hidden_states + self.mlp(self.layer_norm2(hidden_states))
         return hidden_states, attn_weights
 
