@@ -328,7 +328,7 @@ def toy_dataset(toy_data, rows=None):
     dataset = datasets.load_dataset("csv", data_files=str(toy_data / "train.csv"), split="train")
     if rows is not None:
         dataset = dataset.select(range(rows))
-    prepared, _ = training.prepare_image_caption_dataset(dataset, image_dir=toy_data)
+    prepared, _ = training.prepare_image_caption_dataset(dataset, image_root=toy_data)
     return prepared
 
 

@@ -15,6 +15,10 @@ The recipe of the released models (ORIGINAL_MODEL.md) is kept where it is a prop
 - weight decay applies to matrices and the class token only, not to biases, norms, λ vectors or the logit scale
   ([`DiffCLIPTrainer.get_decay_parameter_names`]).
 
+The loss is computed inside the model's forward (a forward hook, [`gathered_loss_hook`]), where DDP and FSDP have
+the parameters whole; under FSDP the scalar logit scale is stored as a 1-element vector, since FSDP refuses scalar
+parameters ([`make_logit_scale_shardable`]; saved files keep the scalar).
+
 Everything else (optimizer, schedule, mixed precision, gradient accumulation, checkpointing, logging, the
 distributed engine) is the standard `TrainingArguments`. Gradient accumulation accumulates gradients, not
 negatives: each micro-batch is contrasted against the micro-batches of the same step on the other processes.
@@ -165,7 +169,7 @@ def retrieval_ranks(image_embeds: torch.Tensor, text_embeds: torch.Tensor) -> to
     Ties count against the match, so a collapsed model that gives every pair the same score ranks last, not first;
     duplicate captions in one batch therefore count as misses.
     """
-    logits_i2t, logits_t2i, targets, _ = _local_logits(image_embeds, text_embeds, torch.zeros(()))
+    logits_i2t, logits_t2i, targets, _ = _local_logits(image_embeds, text_embeds, image_embeds.new_zeros(()))
     rows = torch.arange(targets.shape[0], device=targets.device)
     ranks = [(logits >= logits[rows, targets].unsqueeze(1)).sum(dim=1) - 1 for logits in (logits_i2t, logits_t2i)]
     return torch.stack(ranks, dim=1)
@@ -198,16 +202,16 @@ def _describe(image: Any) -> str:
     return repr(image)
 
 
-def _resolve_path(path: str, image_dir: str | os.PathLike | None) -> Path:
+def _resolve_path(path: str, image_root: str | os.PathLike | None) -> Path:
     resolved = Path(path).expanduser()
-    if not resolved.is_absolute() and image_dir is not None:
-        resolved = Path(image_dir) / resolved
+    if not resolved.is_absolute() and image_root is not None:
+        resolved = Path(image_root) / resolved
     return resolved
 
 
-def open_image(image: Any, image_dir: str | os.PathLike | None = None) -> Image.Image:
+def open_image(image: Any, image_root: str | os.PathLike | None = None) -> Image.Image:
     """An RGB PIL image from what an image column may hold: a PIL image, a path (relative paths are taken from
-    `image_dir`), raw bytes, or the `{"path", "bytes"}` dict of `datasets.Image(decode=False)`. Raises
+    `image_root`), raw bytes, or the `{"path", "bytes"}` dict of `datasets.Image(decode=False)`. Raises
     `FileNotFoundError` or `ValueError` naming the image when it is missing or cannot be decoded."""
     if isinstance(image, Image.Image):
         return image.convert("RGB")
@@ -217,7 +221,7 @@ def open_image(image: Any, image_dir: str | os.PathLike | None = None) -> Image.
     if isinstance(source, (bytes, bytearray)):
         handle, name = io.BytesIO(source), _describe(image)
     elif isinstance(source, (str, os.PathLike)) and str(source):
-        path = _resolve_path(str(source), image_dir)
+        path = _resolve_path(str(source), image_root)
         if not path.is_file():
             raise FileNotFoundError(f"image file not found: {str(path)!r}")
         handle, name = path, repr(str(path))
@@ -230,7 +234,7 @@ def open_image(image: Any, image_dir: str | os.PathLike | None = None) -> Image.
         raise ValueError(f"cannot read image {name}: {error}") from error
 
 
-def _image_problem(image: Any, image_dir) -> str:
+def _image_problem(image: Any, image_root) -> str:
     """Why this image cannot be used ('' when it can), checked cheaply: the file exists and PIL recognises its
     header. Full decoding happens lazily, when the row is used."""
     if isinstance(image, Image.Image):
@@ -239,7 +243,7 @@ def _image_problem(image: Any, image_dir) -> str:
     if isinstance(source, (bytes, bytearray)):
         handle = io.BytesIO(source)
     elif isinstance(source, (str, os.PathLike)) and str(source).strip():
-        handle = _resolve_path(str(source), image_dir)
+        handle = _resolve_path(str(source), image_root)
         if not handle.is_file():
             return f"image file not found: {str(handle)!r}"
     else:
@@ -265,13 +269,13 @@ def _caption_problem(caption: Any) -> str:
 class _RowChecker:
     """`datasets.map` function that writes, for each row, why it cannot be used ('' when it can)."""
 
-    def __init__(self, image_dir):
-        self.image_dir = None if image_dir is None else str(image_dir)
+    def __init__(self, image_root):
+        self.image_root = None if image_root is None else str(image_root)
 
     def __call__(self, batch: dict[str, list]) -> dict[str, list]:
         problems = []
         for image, caption in zip(batch[IMAGE], batch[CAPTION]):
-            found = (_image_problem(image, self.image_dir), _caption_problem(caption))
+            found = (_image_problem(image, self.image_root), _caption_problem(caption))
             problems.append("; ".join(problem for problem in found if problem))
         return {"_problem": problems}
 
@@ -285,15 +289,15 @@ class ImageCaptionTransform:
     otherwise it raises a `ValueError` naming the image.
     """
 
-    def __init__(self, image_dir: str | os.PathLike | None = None, skip_bad_rows: bool = False):
-        self.image_dir = None if image_dir is None else str(image_dir)
+    def __init__(self, image_root: str | os.PathLike | None = None, skip_bad_rows: bool = False):
+        self.image_root = None if image_root is None else str(image_root)
         self.skip_bad_rows = skip_bad_rows
 
     def __call__(self, batch: dict[str, list]) -> dict[str, list]:
         images = []
         for image in batch[IMAGE]:
             try:
-                images.append(open_image(image, self.image_dir))
+                images.append(open_image(image, self.image_root))
             except (FileNotFoundError, ValueError) as error:
                 if not self.skip_bad_rows:
                     raise ValueError(f"{error}. Pass --skip_bad_rows to skip unreadable images.") from error
@@ -324,7 +328,7 @@ def prepare_image_caption_dataset(
     dataset,
     image_column: str | None = None,
     caption_column: str = "caption",
-    image_dir: str | os.PathLike | None = None,
+    image_root: str | os.PathLike | None = None,
     skip_bad_rows: bool = False,
     split: str = "train",
     num_proc: int | None = None,
@@ -332,14 +336,14 @@ def prepare_image_caption_dataset(
     """Check an image–caption `datasets.Dataset` and set it up for lazy loading.
 
     Keeps the two columns, renamed `image` and `caption`; checks every row cheaply (a non-empty caption, an image
-    file that exists and whose header PIL recognises; relative paths are taken from `image_dir`); then attaches an
+    file that exists and whose header PIL recognises; relative paths are taken from `image_root`); then attaches an
     [`ImageCaptionTransform`] so images are opened only when their rows are read.
 
     Args:
         dataset (`datasets.Dataset`): one split. The image column may hold paths, `datasets.Image` values or bytes.
         image_column (`str`, *optional*): defaults to the first of `image_path`, `image` that exists.
         caption_column (`str`, defaults to `"caption"`).
-        image_dir (`str` or `os.PathLike`, *optional*): folder that relative image paths are relative to (the
+        image_root (`str` or `os.PathLike`, *optional*): folder that relative image paths are relative to (the
             current directory when `None`).
         skip_bad_rows (`bool`): drop bad rows (and report how many) instead of raising.
         split (`str`): name used in messages.
@@ -362,7 +366,15 @@ def prepare_image_caption_dataset(
     if renames:
         dataset = dataset.rename_columns(renames)
 
-    checked = dataset.map(_RowChecker(image_dir), batched=True, num_proc=num_proc, desc=f"Checking the {split} split")
+    # Never from the cache: an image may have been fixed or broken since the last run.
+    checked = dataset.map(
+        _RowChecker(image_root),
+        batched=True,
+        num_proc=num_proc,
+        load_from_cache_file=False,
+        keep_in_memory=True,
+        desc=f"Checking the {split} split",
+    )
     problems = checked["_problem"]
     bad_rows = [index for index, problem in enumerate(problems) if problem]
     num_skipped = 0
@@ -379,7 +391,7 @@ def prepare_image_caption_dataset(
         num_skipped = len(bad_rows)
     if len(dataset) == 0:
         raise ValueError(f"The {split} split has no usable rows.")
-    return dataset.with_transform(ImageCaptionTransform(image_dir, skip_bad_rows)), num_skipped
+    return dataset.with_transform(ImageCaptionTransform(image_root, skip_bad_rows)), num_skipped
 
 
 @dataclass
@@ -396,13 +408,13 @@ class DiffCLIPDataCollator:
             results do not depend on it: the text tower is causal and pools at the first end-of-text token),
             `"max_length"` to `max_length` (static shapes).
         max_length (`int`, *optional*): longest caption in tokens; defaults to the tokenizer's (77).
-        image_dir: folder that relative image paths are relative to.
+        image_root: folder that relative image paths are relative to.
     """
 
     processor: Any
     padding: str = "longest"
     max_length: int | None = None
-    image_dir: str | None = None
+    image_root: str | None = None
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
         images, captions, skipped = [], [], 0
@@ -418,7 +430,7 @@ class DiffCLIPDataCollator:
             problem = _caption_problem(feature[CAPTION])
             if problem:
                 raise ValueError(f"{problem} in a batch (caption {feature[CAPTION]!r}).")
-            images.append(open_image(feature[IMAGE], self.image_dir))
+            images.append(open_image(feature[IMAGE], self.image_root))
             captions.append(feature[CAPTION])
         if skipped:
             logger.warning(f"Dropped {skipped} row(s) with unreadable images from this batch (--skip_bad_rows).")
@@ -485,17 +497,19 @@ def freeze_towers(model: DiffCLIPModel, vision: bool = False, text: bool = False
         module.requires_grad_(False)
 
 
+def _replace_loss(module, args, output):
+    # A module-level function (not a closure), so that a compiled model sees the same hook at every step.
+    if isinstance(output, ModelOutput) and output.get("loss") is not None:
+        output["loss"] = distributed_contrastive_loss(output.image_embeds, output.text_embeds, module.logit_scale)
+    return output
+
+
 @contextlib.contextmanager
 def gathered_loss_hook(model: torch.nn.Module):
     """Within this context, a forward of `model` with `return_loss=True` returns [`distributed_contrastive_loss`]
     (negatives from every process) as its `loss` instead of the model's own single-process loss."""
 
-    def hook(module, args, output):
-        if isinstance(output, ModelOutput) and output.get("loss") is not None:
-            output["loss"] = distributed_contrastive_loss(output.image_embeds, output.text_embeds, module.logit_scale)
-        return output
-
-    handle = model.register_forward_hook(hook)
+    handle = model.register_forward_hook(_replace_loss)
     try:
         yield
     finally:
@@ -557,7 +571,9 @@ class DiffCLIPTrainer(Trainer):
 
     Differences from the stock `Trainer`, each through one of its extension points:
 
-    - `compute_loss`: [`distributed_contrastive_loss`] — negatives gathered with gradient from every process;
+    - `compute_loss`: [`distributed_contrastive_loss`] — negatives gathered with gradient from every process —
+      computed in the model's forward through [`gathered_loss_hook`];
+    - with FSDP, [`make_logit_scale_shardable`] is applied to the model;
     - a [`LogitScaleClampCallback`] is added (pass `clamp_logit_scale=False` to leave it out);
     - `get_decay_parameter_names`: the original weight-decay groups ([`decay_parameter_names`]);
     - `prediction_step` returns retrieval ranks, and `compute_metrics` defaults to [`compute_retrieval_metrics`],
@@ -653,7 +669,7 @@ class DataTrainingArguments:
         default=None, metadata={"help": "Column of image paths or images (default: 'image_path', else 'image')."}
     )
     caption_column: str = field(default="caption", metadata={"help": "Column of captions."})
-    image_dir: str | None = field(
+    image_root: str | None = field(
         default=None,
         metadata={
             "help": "Folder that relative image paths are relative to (default: the folder of --train_file / "
@@ -687,7 +703,7 @@ def _data_file_split(path: str, split: str, cache_dir: str | None):
 
 
 def load_image_caption_splits(data_args: DataTrainingArguments, cache_dir: str | None = None) -> dict[str, tuple]:
-    """Load the raw splits named by `data_args`: `{"train" | "validation": (dataset, image_dir)}`, where `image_dir`
+    """Load the raw splits named by `data_args`: `{"train" | "validation": (dataset, image_root)}`, where `image_root`
     is the folder relative image paths of that split are relative to."""
     import datasets
 
@@ -697,11 +713,11 @@ def load_image_caption_splits(data_args: DataTrainingArguments, cache_dir: str |
             data_args.dataset_name, data_args.dataset_config_name, data_dir=data_args.data_dir, cache_dir=cache_dir
         )
         for split, dataset in loaded.items():
-            splits[split] = (dataset, data_args.image_dir)
+            splits[split] = (dataset, data_args.image_root)
     for split, path in (("train", data_args.train_file), ("validation", data_args.validation_file)):
         if path is not None:
-            image_dir = data_args.image_dir or str(Path(path).expanduser().resolve().parent)
-            splits[split] = (_data_file_split(path, split, cache_dir), image_dir)
+            image_root = data_args.image_root or str(Path(path).expanduser().resolve().parent)
+            splits[split] = (_data_file_split(path, split, cache_dir), image_root)
     if not splits:
         raise ValueError("No data: pass --train_file/--validation_file, or --dataset_name (and --data_dir).")
     return splits
@@ -767,14 +783,14 @@ def run(model_args: ModelArguments, data_args: DataTrainingArguments, training_a
                     f"{flag} needs a {split} split; the data has: {sorted(raw_splits)}. Pass --{split}_file, or a "
                     f"dataset with a '{split}' split."
                 )
-            dataset, image_dir = raw_splits[split]
+            dataset, image_root = raw_splits[split]
             if limit is not None:
                 dataset = dataset.select(range(min(limit, len(dataset))))
             prepared[split], skipped[split] = prepare_image_caption_dataset(
                 dataset,
                 image_column=data_args.image_column,
                 caption_column=data_args.caption_column,
-                image_dir=image_dir,
+                image_root=image_root,
                 skip_bad_rows=data_args.skip_bad_rows,
                 split=split,
                 num_proc=data_args.preprocessing_num_workers,
@@ -849,7 +865,9 @@ __all__ = [
     "distributed_contrastive_loss",
     "freeze_towers",
     "gather_with_grad",
+    "gathered_loss_hook",
     "load_image_caption_splits",
+    "make_logit_scale_shardable",
     "open_image",
     "prepare_image_caption_dataset",
     "retrieval_ranks",
