@@ -24,7 +24,6 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 from transformers import (
     AutoConfig,
-    AutoImageProcessor,
     AutoModel,
     AutoModelForZeroShotImageClassification,
     AutoProcessor,
@@ -34,7 +33,7 @@ from transformers import (
 
 
 VARIANTS = ("diffclip", "baseline")
-TRANSFORMERS_MAJOR = int(transformers.__version__.split(".")[0])
+TRANSFORMERS_VERSION = tuple(int(part) for part in transformers.__version__.split(".")[:2])
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -82,6 +81,20 @@ def original_ids(ref, fixture_info, texts):
     if not bpe_path.is_file():
         pytest.skip(f"the original tokenizer needs {bpe_path}")
     return ref.OriginalTokenizer(bpe_path)(texts, context_length=fixture_info["tiny"]["context_length"])
+
+
+def auto_image_processor():
+    """`AutoImageProcessor`. transformers 5.4 to 5.17 export a placeholder under `transformers.AutoImageProcessor`
+    when torchvision is not installed (it asks for torchvision whatever the folder's processor needs); the class
+    itself, which the zero-shot pipeline and AutoProcessor use, is importable from its module. Anywhere else the
+    placeholder is a failure."""
+    top_level = transformers.AutoImageProcessor
+    if type(top_level).__name__ != "DummyObject":
+        return top_level
+    assert (5, 4) <= TRANSFORMERS_VERSION < (5, 18), f"transformers.AutoImageProcessor is a placeholder: {top_level}"
+    from transformers.models.auto.image_processing_auto import AutoImageProcessor
+
+    return AutoImageProcessor
 
 
 # ------------------------------------------------------------------------------------------------ loading
@@ -182,6 +195,28 @@ def test_zero_shot_auto_class(fixture_dir, fixture_info, inputs, models):
     model = AutoModelForZeroShotImageClassification.from_pretrained(folder, trust_remote_code=True).eval()
     assert type(model).__name__ == "DiffCLIPModel" and is_remote(model)
     integrity.assert_matches_checkpoint(model, folder)
+    with torch.no_grad():
+        assert torch.equal(model(**inputs).logits_per_image, models("diffclip")(**inputs).logits_per_image)
+
+
+def test_tuple_outputs(inputs, models):
+    model = models("diffclip")
+    with torch.no_grad():
+        as_output, as_tuple = model(**inputs), model(**inputs, return_dict=False)
+    assert isinstance(as_tuple, tuple) and torch.equal(as_tuple[0], as_output.logits_per_image)
+
+
+def test_loads_from_an_offline_hub_cache(fixture_dir, fixture_info, inputs, models, tmp_path):
+    """A Hub id resolved from a pre-seeded cache, offline: the remote code is then imported under the repository
+    and revision (another code path of the dynamic-module loader than a local folder)."""
+    revision = "0123456789abcdef0123456789abcdef01234567"
+    repository = tmp_path / "models--diffclip-test--tiny"
+    shutil.copytree(folder_of(fixture_dir, fixture_info, "diffclip"), repository / "snapshots" / revision)
+    (repository / "refs").mkdir()
+    (repository / "refs" / "main").write_text(revision)
+    model = AutoModel.from_pretrained("diffclip-test/tiny", trust_remote_code=True, cache_dir=tmp_path).eval()
+    processor = AutoProcessor.from_pretrained("diffclip-test/tiny", trust_remote_code=True, cache_dir=tmp_path)
+    assert is_remote(model) and is_remote(processor) and f".tiny.{revision}." in type(model).__module__
     with torch.no_grad():
         assert torch.equal(model(**inputs).logits_per_image, models("diffclip")(**inputs).logits_per_image)
 
@@ -386,7 +421,7 @@ def test_processor_classes(fixture_dir, fixture_info, processor):
         processor.image_processor
     )
     tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=True)
-    image_processor = AutoImageProcessor.from_pretrained(folder, trust_remote_code=True)
+    image_processor = auto_image_processor().from_pretrained(folder, trust_remote_code=True)
     assert type(tokenizer).__name__ == "DiffCLIPTokenizer" and is_remote(tokenizer)
     assert type(image_processor).__name__ == "DiffCLIPImageProcessor" and is_remote(image_processor)
 
@@ -397,7 +432,7 @@ def test_image_processor_matches_original_transform(fixture_dir, fixture_info, r
     images = sample_images()
     expected = torch.stack([ref.original_image_transform(image, size=size) for image in images])
     for image_processor in (
-        AutoImageProcessor.from_pretrained(folder, trust_remote_code=True),
+        auto_image_processor().from_pretrained(folder, trust_remote_code=True),
         processor.image_processor,
     ):
         pixel_values = image_processor(images=images, return_tensors="pt")["pixel_values"]
