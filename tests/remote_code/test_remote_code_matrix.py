@@ -342,6 +342,38 @@ def test_save_load_round_trip_is_bit_exact(inputs, models, variant, tmp_path):
     }
 
 
+def test_folders_saved_under_other_versions(fixture_dir, inputs, models, processor):
+    """Folders that earlier runs of the matrix saved under other transformers versions (model and processor, with
+    their copied code) load here with the fixture's exact weights, outputs and preprocessing; then this version
+    saves its own for the runs after it. (The fixture folders themselves were saved by the package's environment.)"""
+    saved_root = fixture_dir / "saved_by"
+    reference_model = models("diffclip")
+    reference_state = reference_model.state_dict()
+    images = sample_images()[:2]
+    reference_batch = processor(text=TEXTS, images=images, padding=True, return_tensors="pt")
+    others = (
+        [f for f in sorted(saved_root.glob("*")) if f.name != transformers.__version__] if saved_root.is_dir() else []
+    )
+    for folder in others:
+        model = load_model(folder)
+        integrity.assert_matches_checkpoint(model, folder)
+        state = model.state_dict()
+        assert state.keys() == reference_state.keys()
+        assert all(integrity.same_bytes(state[k], reference_state[k]) for k in state), folder.name
+        batch = AutoProcessor.from_pretrained(folder, trust_remote_code=True)(
+            text=TEXTS, images=images, padding=True, return_tensors="pt"
+        )
+        for key in reference_batch:
+            assert torch.equal(batch[key], reference_batch[key]), f"{key} of the processor saved by {folder.name}"
+        with torch.no_grad():
+            assert torch.equal(model(**inputs).logits_per_image, reference_model(**inputs).logits_per_image)
+    target = saved_root / transformers.__version__
+    if target.exists():
+        shutil.rmtree(target)
+    reference_model.save_pretrained(target)
+    processor.save_pretrained(target)
+
+
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_golden_embeddings(fixture_info, inputs, models, variant):
     golden = json.loads(remote_env.GOLDEN_PATH.read_text())
