@@ -645,11 +645,12 @@ class DiffCLIPTextTransformer(nn.Module):
         hidden_states = self.embeddings(input_ids=input_ids, position_ids=position_ids)
         seq_length = input_ids.shape[1]
         # Additive causal mask for the eager kernel; the fused kernels use `is_causal` instead.
-        causal_mask = (
-            torch.full((seq_length, seq_length), torch.finfo(hidden_states.dtype).min, device=hidden_states.device)
-            .triu(1)[None, None]
-            .to(hidden_states.dtype)
-        )
+        causal_mask = torch.full(
+            (seq_length, seq_length),
+            torch.finfo(hidden_states.dtype).min,
+            dtype=hidden_states.dtype,
+            device=hidden_states.device,
+        ).triu(1)[None, None]
         encoder_outputs = self.encoder(
             hidden_states,
             attention_mask=causal_mask,
