@@ -265,10 +265,14 @@ def dtypes(models, inputs, args, report):
 
         functions = {"fp32": make(fp32, torch.float32)}
         functions.update({str(dtype).split(".")[1]: make(model, dtype) for dtype, model in copies.items()})
+        # Without native bf16/fp16 instructions those dtypes run many times slower than fp32: two rounds then, and
+        # the cosine calls serve as the warm-up.
+        rounds = args.repeats if (native_bf16 and native_fp16) else min(args.repeats, 2)
         with torch.inference_mode():
             reference = common.features(functions["fp32"]())
             cosines = {name: common.cosine(common.features(f()), reference) for name, f in functions.items()}
-            summary = _timed_group(functions, args, "fp32")
+            times = common.interleaved_times(functions, repeats=rounds, warmup=0)
+            summary = common.summarize(times, "fp32")
             memory = _memory(functions)
         section[tower] = {"times": summary, "cosine_to_fp32": cosines, "peak_memory_bytes": memory}
         for name, native in (("bfloat16", native_bf16), ("float16", native_fp16)):

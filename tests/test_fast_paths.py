@@ -224,9 +224,8 @@ def test_attention_maps_under_sdpa_are_the_eager_maps():
 # --------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("fast", ["sdpa", "eager"])
-def test_both_towers_trace_without_graph_breaks(fast):
-    _, model = build_pair(fast=fast)
+def test_both_towers_trace_without_graph_breaks():
+    _, model = build_pair()
     ids = text_batch(length=16)
     mask = (ids != 0).long()
     cases = [
