@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from _helpers import TINY, text_batch, tiny_config
 
-from transformers_diffclip import DiffCLIPModel, DiffCLIPVisionConfig
+from transformers_diffclip import DiffCLIPModel, DiffCLIPVisionConfig, modeling_diffclip
 from transformers_diffclip.modeling_diffclip import DiffCLIPDifferentialAttention
 
 
@@ -69,18 +69,15 @@ def pair_loop_reference(attention, query, key, value, mask):
 
 
 @pytest.mark.parametrize("causal", [False, True])
-@pytest.mark.parametrize("intermediate_size", [8, 60, 4096])  # one pair per chunk, two pairs, all pairs at once
-def test_combined_maps_match_a_loop_over_pairs(intermediate_size, causal):
-    config = DiffCLIPVisionConfig(
-        hidden_size=48, intermediate_size=intermediate_size, num_attention_heads=6, num_hidden_layers=1
-    )
+@pytest.mark.parametrize("budget", [450, 2700, 2**20])  # a row and a pair per chunk, 3 rows × 2 pairs, one chunk
+def test_combined_maps_match_a_loop_over_pairs(monkeypatch, budget, causal):
+    monkeypatch.setattr(modeling_diffclip, "_MAP_CHUNK_ELEMENTS", budget)
+    config = DiffCLIPVisionConfig(hidden_size=48, num_attention_heads=6, num_hidden_layers=1)
     attention = DiffCLIPDifferentialAttention(config, layer_idx=0)
     generator = torch.Generator().manual_seed(0)
     for vector in (attention.lambda_q1, attention.lambda_k1, attention.lambda_q2, attention.lambda_k2):
         vector.data = torch.randn(vector.shape, generator=generator) * 0.3
-    batch, seq = 3, 15
-    chunk = max(1, min(attention.num_pairs, intermediate_size // (2 * seq)))
-    assert chunk == {8: 1, 60: 2, 4096: 3}[intermediate_size]  # the three cases really differ
+    batch, seq = 3, 15  # both maps of one pair for one row: 2 · 15² = 450 values
     query, key, value = (torch.randn(batch, seq, 48, generator=generator) for _ in range(3))
     mask = torch.zeros(seq, seq)
     if causal:
@@ -90,6 +87,23 @@ def test_combined_maps_match_a_loop_over_pairs(intermediate_size, causal):
         want = pair_loop_reference(attention, query, key, value, mask)
     assert got.shape == (batch, seq, attention.num_pairs, 2 * attention.head_dim)
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+def test_combined_maps_slice_a_per_row_mask_with_the_rows(monkeypatch):
+    """A (batch, 1, seq, seq) mask must follow the rows of each chunk."""
+    monkeypatch.setattr(modeling_diffclip, "_MAP_CHUNK_ELEMENTS", 2 * 9 * 9)  # one row and one pair per chunk
+    config = DiffCLIPVisionConfig(hidden_size=32, num_attention_heads=4, num_hidden_layers=1)
+    attention = DiffCLIPDifferentialAttention(config, layer_idx=0)
+    generator = torch.Generator().manual_seed(1)
+    query, key, value = (torch.randn(2, 9, 32, generator=generator) for _ in range(3))
+    masks = torch.zeros(2, 1, 9, 9)
+    masks[1, :, :, 5:] = torch.finfo(torch.float32).min  # the second row may not look past token 4
+    with torch.no_grad():
+        got = attention._combined_maps_attention(query, key, value, masks)
+        for row in range(2):
+            one = slice(row, row + 1)
+            want = pair_loop_reference(attention, query[one], key[one], value[one], masks[row, 0])
+            torch.testing.assert_close(got[one], want, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
@@ -107,15 +121,12 @@ def test_sdpa_fast_path_equals_eager(variant):
             torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("size", [32, 48, 96])
-def test_image_sizes_with_one_or_several_chunks_agree(size):
-    """Tiny towers have 2 pairs and intermediate 128: 17 tokens (32 px) put both pairs in one chunk, 37 tokens
-    (48 px) and 145 tokens (96 px) give every pair a chunk of its own."""
+# chunks of one row and one pair; of both rows and one pair at 32 px (2 · 17² values per row and pair); one chunk
+@pytest.mark.parametrize("budget", [1, 1500, 2**20])
+@pytest.mark.parametrize("size", [32, 48])
+def test_image_sizes_and_chunkings_agree(monkeypatch, size, budget):
+    monkeypatch.setattr(modeling_diffclip, "_MAP_CHUNK_ELEMENTS", budget)
     eager, fast = build_pair()
-    tokens = (size // TINY["patch_size"]) ** 2 + 1
-    pairs = TINY["vision_heads"] // 2
-    chunk = max(1, min(pairs, 4 * TINY["vision_width"] // (2 * tokens)))
-    assert chunk == {32: 2, 48: 1, 96: 1}[size]
     with torch.no_grad():
         want = eager.vision_model(pixel_values=pixels(size=size), interpolate_pos_encoding=True)
         got = fast.vision_model(pixel_values=pixels(size=size), interpolate_pos_encoding=True)

@@ -229,6 +229,11 @@ class DiffCLIPTextEmbeddings(nn.Module):
 # --------------------------------------------------------------------------------------------------
 
 
+# Score maps per chunk of the CPU differential-attention path (4 MiB in float32): chunks this small keep the maps
+# and their softmax in cache; measured faster than larger chunks and than fused kernels (benchmarks/README.md).
+_MAP_CHUNK_ELEMENTS = 2**20
+
+
 def eager_attention_forward(
     module: nn.Module,
     query: torch.Tensor,
@@ -360,9 +365,9 @@ class DiffCLIPDifferentialAttention(DiffCLIPAttention):
         """`(A1 − λ·A2)·V` with the maps written out and combined before the value product; the CPU fast path.
 
         Takes the projections, (batch, seq, width) each, and returns (batch, seq, pairs, 2d). The score and value
-        products then cost what standard attention's do, where a fused kernel pays for two `2d`-wide value products.
-        Pairs are processed in chunks whose maps hold at most as many elements as the MLP activation of the layer
-        (batch · seq · intermediate_size), so the layer's peak memory stays the MLP's.
+        products cost what standard attention's do, where a fused kernel pays for two `2d`-wide value products.
+        The work is split into chunks of batch rows and head pairs whose maps hold at most `_MAP_CHUNK_ELEMENTS`
+        values, so they stay in cache and the layer's memory does not grow with the square of the sequence.
         """
         batch_size, seq_length, _ = query.shape
         pairs, head_dim = self.num_pairs, self.head_dim
@@ -371,26 +376,36 @@ class DiffCLIPDifferentialAttention(DiffCLIPAttention):
         value = value.view(batch_size, seq_length, pairs, 2 * head_dim)
         lambda_full = self.lambda_full()
         dropout = self.dropout if self.training else 0.0
-        chunk = max(1, min(pairs, self.config.intermediate_size // (2 * seq_length)))
-        outputs = []
-        for first in range(0, pairs, chunk):
-            last = min(first + chunk, pairs)
-            # contiguous (batch, heads, seq, d) operands keep the batched matmuls on their fast path
-            q = query[:, :, 2 * first : 2 * last].transpose(1, 2).contiguous()
-            k = key[:, :, 2 * first : 2 * last].transpose(1, 2).contiguous()
-            scores = torch.matmul(q, k.transpose(-1, -2)).mul_(self.scaling)
-            del q, k  # (`del`s here and below free each buffer as soon as it is spent)
-            if attention_mask is not None:
-                scores.add_(attention_mask)
-            maps = F.softmax(scores, dim=-1, dtype=torch.float32)
-            del scores
-            maps = F.dropout(maps, p=dropout, training=self.training)
-            maps = maps.view(batch_size, last - first, 2, seq_length, seq_length)
-            combined = torch.addcmul(maps[:, :, 0], maps[:, :, 1], lambda_full, value=-1).to(value.dtype)
-            del maps
-            outputs.append(torch.matmul(combined, value[:, :, first:last].transpose(1, 2).contiguous()))
-        attn_output = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=1)
-        return attn_output.transpose(1, 2)
+        pair_maps = 2 * seq_length * seq_length  # both maps of one pair for one row
+        rows_per_chunk = max(1, min(batch_size, _MAP_CHUNK_ELEMENTS // pair_maps))
+        pairs_per_chunk = max(1, min(pairs, _MAP_CHUNK_ELEMENTS // (rows_per_chunk * pair_maps)))
+        single_chunk = rows_per_chunk == batch_size and pairs_per_chunk == pairs
+        attn_output = None if single_chunk else value.new_empty(batch_size, seq_length, pairs, 2 * head_dim)
+        for row in range(0, batch_size, rows_per_chunk):
+            rows = slice(row, row + rows_per_chunk)
+            mask = attention_mask
+            if mask is not None and mask.shape[0] > 1:
+                mask = mask[rows]
+            for first in range(0, pairs, pairs_per_chunk):
+                last = min(first + pairs_per_chunk, pairs)
+                # contiguous (rows, heads, seq, d) operands keep the batched matmuls on their fast path
+                q = query[rows, :, 2 * first : 2 * last].transpose(1, 2).contiguous()
+                k = key[rows, :, 2 * first : 2 * last].transpose(1, 2).contiguous()
+                scores = torch.matmul(q, k.transpose(-1, -2)).mul_(self.scaling)
+                del q, k  # (`del`s here and below free each buffer as soon as it is spent)
+                if mask is not None:
+                    scores.add_(mask)
+                maps = F.softmax(scores, dim=-1, dtype=torch.float32)
+                del scores
+                maps = F.dropout(maps, p=dropout, training=self.training)
+                maps = maps.view(maps.shape[0], last - first, 2, seq_length, seq_length)
+                combined = torch.addcmul(maps[:, :, 0], maps[:, :, 1], lambda_full, value=-1).to(value.dtype)
+                del maps
+                output = torch.matmul(combined, value[rows, :, first:last].transpose(1, 2).contiguous())
+                if single_chunk:
+                    return output.transpose(1, 2)
+                attn_output[rows, :, first:last] = output.transpose(1, 2)
+        return attn_output
 
     def forward(
         self,
