@@ -435,6 +435,7 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     started = time.perf_counter()
+    load_at_start = common.environment()["load_average_1_5_15"]
     models = {
         "clip": common.build_clip(args.quick),
         "diffclip": common.build_diffclip(args.quick),
@@ -453,7 +454,7 @@ def main(argv=None) -> int:
             print(f"[{name}] {time.perf_counter() - section_start:.0f} s", file=sys.stderr, flush=True)
 
     cpu = common.cpu_description()
-    env = common.environment()
+    env = dict(common.environment(), load_average_at_start=load_at_start)
     flags = ", ".join(flag for flag, present in cpu["flags"].items() if present) or "none of interest"
     title = (
         f"DiffCLIP CPU benchmark: {cpu['model']}, {cpu['logical_cpus']} logical CPUs, {cpu['torch_threads']} torch "
