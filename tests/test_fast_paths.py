@@ -156,8 +156,9 @@ def test_gradients_through_the_fast_path_equal_eager():
     assert all(g is not None for g in grads[1].values())
     lambda_grads = [name for name in grads[0] if "lambda_q1" in name]
     assert lambda_grads and all(grads[0][name].abs().sum() > 0 for name in lambda_grads)
-    for name, want in grads[0].items():
-        torch.testing.assert_close(grads[1][name], want, atol=1e-6, rtol=1e-4, msg=name)
+    for name, want in grads[0].items():  # float32 sums of large terms: errors scale with the tensor's magnitude
+        scale = float(want.abs().max())
+        torch.testing.assert_close(grads[1][name], want, atol=2e-6 * max(scale, 1.0), rtol=1e-4, msg=name)
 
 
 def test_attention_dropout_is_off_in_eval_and_on_in_training():
