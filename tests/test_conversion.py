@@ -35,23 +35,13 @@ for folder in (TESTS, ROOT / "conversion"):
 import convert_diffclip_original_to_hf as converter  # noqa: E402
 import diffclip_original_format as original_format  # noqa: E402
 import reference_original as ref  # noqa: E402
+from _helpers import TINY  # noqa: E402
 from diffclip_original_format import ConversionError  # noqa: E402
 
 
 needs_bpe = pytest.mark.skipif(not BPE_PATH.is_file(), reason=f"CLIP BPE file not found at {BPE_PATH}")
 needs_layout = pytest.mark.skipif(not LAYOUT_PATH.is_file(), reason=f"original layout not found at {LAYOUT_PATH}")
 
-TINY = {
-    "vision_width": 32,
-    "vision_layers": 2,
-    "vision_heads": 4,
-    "patch_size": 8,
-    "image_size": 32,
-    "text_width": 32,
-    "text_layers": 2,
-    "text_heads": 4,
-    "embed_dim": 16,
-}
 TEXTS = ["a photo of a dog.", "a diagram", "two cats sleeping on a red sofa &amp; a blanket"]
 # variant → (differential vision, differential text, λ_init schedule)
 VARIANTS = {

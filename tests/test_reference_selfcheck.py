@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _helpers import TINY as SHARED_TINY
 from PIL import Image
 
 
@@ -26,19 +27,8 @@ SHARED = Path(__file__).resolve().parents[2] / "shared"
 BPE_PATH = SHARED / "data" / "bpe_simple_vocab_16e6.txt.gz"
 LAYOUT_PATH = SHARED / "reference" / "original_layout.json"
 
-TINY = {
-    "vision_width": 32,
-    "vision_layers": 2,
-    "vision_heads": 4,
-    "patch_size": 8,
-    "image_size": 32,
-    "text_width": 32,
-    "text_layers": 2,
-    "text_heads": 4,
-    "context_length": 77,
-    "vocab_size": 100,
-    "embed_dim": 16,
-}
+# the shared tiny sizes with a 100-token vocabulary, so random ids exercise the end-of-text id often
+TINY = dict(SHARED_TINY, vocab_size=100)
 EOT = TINY["vocab_size"] - 1
 
 
