@@ -204,16 +204,17 @@ def test_map_gradients_equal_autograd_for_differential_attention(monkeypatch):
     monkeypatch.setattr(modeling_diffclip, "eager_attention_forward", recording_kernel)
     pixel_values, input_ids = pixels(2), text_batch(2)
     outputs = model(input_ids=input_ids, pixel_values=pixel_values, output_attentions=True)
-    vision_kernel_maps = kernel_maps[: TINY["vision_layers"]]  # the vision tower runs first
+    # the vision tower runs first; every layer calls the kernel once for A1, then once for A2
+    vision_kernel_maps = kernel_maps[: 2 * TINY["vision_layers"]]
     assert all(k.shape[-1] == TOKENS for k in vision_kernel_maps)
     want = torch.autograd.grad(cosine_scores(outputs).sum(), vision_kernel_maps)
     _, gradients, _ = am.text_attention_gradients(model, pixel_values, input_ids)
     pairs = TINY["vision_heads"] // 2
-    for layer, got, expected in zip(model.vision_model.encoder.layers, gradients, want):
+    for index, (layer, got) in enumerate(zip(model.vision_model.encoder.layers, gradients)):
         lam = float(layer.self_attn.lambda_full().detach())
         assert got.shape == (2, pairs, TOKENS, TOKENS)
-        torch.testing.assert_close(got, expected[:, :pairs], atol=1e-6, rtol=1e-4)
-        torch.testing.assert_close(-lam * got, expected[:, pairs:], atol=1e-6, rtol=1e-4)
+        torch.testing.assert_close(got, want[2 * index], atol=1e-6, rtol=1e-4)
+        torch.testing.assert_close(-lam * got, want[2 * index + 1], atol=1e-6, rtol=1e-4)
 
 
 def test_gradient_weighted_relevance_formula():

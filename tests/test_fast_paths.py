@@ -1,7 +1,7 @@
 """Every fast path of DiffCLIP's attention computes what the eager float32 model computes.
 
 Fast paths: the CPU sdpa path of differential attention (both maps written out and combined before the value
-product, in chunks of head pairs), the fused single-kernel path that sdpa takes on other devices, the causal text
+product, in chunks of head pairs), the fused per-map kernel calls that sdpa takes on other devices, the causal text
 path without a mask, half precision, gradients through the in-place score updates, and torch.compile tracing.
 Nothing here is timed; benchmarks/ measures speed.
 """
@@ -195,16 +195,16 @@ def test_half_precision_fast_path_stays_close_to_eager_float32(dtype):
 # --------------------------------------------------------------------------------------------------
 
 
-def test_fused_single_call_path_equals_eager(monkeypatch):
-    """Off the CPU, sdpa runs both maps in one kernel call over regrouped heads with `2d`-wide values. A stand-in
-    registered under another name takes that path on the CPU and must reproduce eager."""
+def test_fused_per_map_path_equals_eager(monkeypatch):
+    """Off the CPU, sdpa runs each softmax map as one kernel call over all head pairs, with `2d`-wide values. A
+    stand-in registered under another name takes that path on the CPU and must reproduce eager."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
     from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
     calls = []
 
     def fused_kernel(module, query, key, value, attention_mask, **kwargs):
-        calls.append((query.shape[1], value.shape[-1] // query.shape[-1], attention_mask is None))
+        calls.append((query.shape[1], value.shape[1], value.shape[-1] // query.shape[-1], attention_mask is None))
         return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
 
     monkeypatch.setitem(ALL_ATTENTION_FUNCTIONS._global_mapping, "fused_stand_in", fused_kernel)
@@ -214,9 +214,11 @@ def test_fused_single_call_path_equals_eager(monkeypatch):
         want, got = eager(**inputs), fused(**inputs)
     torch.testing.assert_close(got.logits_per_image, want.logits_per_image, atol=1e-5, rtol=0)
     torch.testing.assert_close(got.text_embeds, want.text_embeds, atol=1e-6, rtol=0)
-    # one call per layer, all heads at once, values twice the query width, no mask (text causal via is_causal)
-    assert len(calls) == TINY["text_layers"] + TINY["vision_layers"]
-    assert all(call == (TINY["vision_heads"], 2, True) for call in calls)
+    # two calls per layer (one per map), each over all pairs, values twice the query width, no mask (text causal
+    # via is_causal)
+    assert len(calls) == 2 * (TINY["text_layers"] + TINY["vision_layers"])
+    pairs = TINY["vision_heads"] // 2
+    assert all(call == (pairs, pairs, 2, True) for call in calls)
 
 
 def test_attention_maps_under_sdpa_are_the_eager_maps():

@@ -354,6 +354,6 @@ def test_flash_attention_path_splits_values_to_the_query_width(monkeypatch):
         want, got = eager(**inputs), flash(**inputs)
     torch.testing.assert_close(got.logits_per_image, want.logits_per_image, atol=1e-5, rtol=0)
     torch.testing.assert_close(got.text_embeds, want.text_embeds, atol=1e-6, rtol=0)
-    # two calls per differential layer, text layers causal, vision layers not
+    # per differential layer: two maps, each over two value halves; text layers causal, vision layers not
     layers = TINY["text_layers"] + TINY["vision_layers"]
-    assert len(calls) == 2 * layers and calls.count(True) == 2 * TINY["text_layers"]
+    assert len(calls) == 4 * layers and calls.count(True) == 4 * TINY["text_layers"]

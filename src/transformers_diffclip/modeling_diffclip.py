@@ -106,27 +106,37 @@ def contrastive_loss(logits_per_text: torch.Tensor) -> torch.Tensor:
 
 
 class DiffCLIPLayerNorm(nn.LayerNorm):
-    """LayerNorm computed in float32 whatever the input dtype (as the original text tower does), cast back."""
+    """LayerNorm computed in float32 for half-precision inputs, as the original does.
+
+    PyTorch's layer_norm kernels already accumulate bfloat16/float16 inputs in float32 and round once at the end,
+    which is what casting to float32 and back computes; calling them directly saves two casts of the activations
+    per norm (on a GPU these casts cost more than the norm). Inputs whose dtype differs from the weight's (autocast,
+    mixed models) take the explicit float32 route. float64 models stay float64."""
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        weight = self.weight.float() if self.weight is not None else None
+        if self.weight is None or hidden_states.dtype == self.weight.dtype:
+            return F.layer_norm(hidden_states, self.normalized_shape, self.weight, self.bias, self.eps)
         bias = self.bias.float() if self.bias is not None else None
-        output = F.layer_norm(hidden_states.float(), self.normalized_shape, weight, bias, self.eps)
+        output = F.layer_norm(hidden_states.float(), self.normalized_shape, self.weight.float(), bias, self.eps)
         return output.to(hidden_states.dtype)
 
 
 class DiffCLIPRMSNorm(nn.Module):
-    """RMSNorm over the last dimension, in float32, with a learned weight (the per-head norm of differential
-    attention)."""
+    """RMSNorm over the last dimension with a learned weight (the per-head norm of differential attention),
+    accumulated in float32 for half-precision inputs (see `DiffCLIPLayerNorm`). `scale` multiplies the output; it
+    is folded into the weight so that it costs no pass over the activations."""
 
     def __init__(self, hidden_size: int, eps: float = 1e-5):
         super().__init__()
         self.weight = nn.Parameter(torch.ones(hidden_size))
         self.eps = eps
 
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        output = F.rms_norm(hidden_states.float(), (hidden_states.shape[-1],), self.weight.float(), self.eps)
-        return output.to(hidden_states.dtype)
+    def forward(self, hidden_states: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+        weight = self.weight if scale == 1.0 else self.weight * scale
+        shape = (hidden_states.shape[-1],)
+        if hidden_states.dtype == weight.dtype:
+            return F.rms_norm(hidden_states, shape, weight, self.eps)
+        return F.rms_norm(hidden_states.float(), shape, weight.float(), self.eps).to(hidden_states.dtype)
 
     def extra_repr(self) -> str:
         return f"{self.weight.shape[0]}, eps={self.eps}"
@@ -329,14 +339,15 @@ class DiffCLIPDifferentialAttention(DiffCLIPAttention):
 
         out_i = RMSNorm((A1 − λ·A2)·V_i) · (1 − λ_init),   λ = exp(λ_q1·λ_k1) − exp(λ_q2·λ_k2) + λ_init
 
-    Since `(A1 − λ·A2)·V = A1·V − λ·A2·V`, both maps go through ONE call of the registry's attention kernel: the
-    query/key heads are regrouped as [all first heads, all second heads] and every value head is used twice. Fused
-    kernels (sdpa, flash) thus never materialise the maps. Flash attention needs the value width to equal the query
-    width, so for it the `2d`-wide values are split into two `d`-wide calls.
+    Since `(A1 − λ·A2)·V = A1·V − λ·A2·V`, each map is one call of the registry's attention kernel over all pairs
+    at once (queries/keys: head `2i + j` of pair `i` for map `j`; values: the pair's `2d`-wide head), and the two
+    outputs are combined. Fused kernels (sdpa, flash) thus never materialise the maps, and nothing is copied but
+    the outputs. Flash attention needs the value width to equal the query width, so for it each map's call is split
+    into two calls on the `d`-wide value halves.
 
     On the CPU, sdpa instead writes both maps out and combines them before the value product (the original
     formulation, see `_combined_maps_attention`): PyTorch's CPU SDPA has no fused kernel for values wider than the
-    queries and falls back to its unfused math path with the repeated values, while the combined maps cost one
+    queries and falls back to its unfused math path for them, while the combined maps cost one
     standard attention's products. Measured with `benchmarks/benchmark_cpu.py`.
 
     With `output_attentions=True` the returned maps are `A1 − λ·A2`, of shape
@@ -355,8 +366,8 @@ class DiffCLIPDifferentialAttention(DiffCLIPAttention):
 
     def lambda_full(self) -> torch.Tensor:
         """λ of this layer, a float32 scalar."""
-        lambda_1 = torch.exp(torch.sum(self.lambda_q1.float() * self.lambda_k1.float()))
-        lambda_2 = torch.exp(torch.sum(self.lambda_q2.float() * self.lambda_k2.float()))
+        lambda_1 = torch.exp(torch.dot(self.lambda_q1.float(), self.lambda_k1.float()))
+        lambda_2 = torch.exp(torch.dot(self.lambda_q2.float(), self.lambda_k2.float()))
         return lambda_1 - lambda_2 + self.lambda_init
 
     def _combined_maps_attention(
@@ -421,40 +432,37 @@ class DiffCLIPDifferentialAttention(DiffCLIPAttention):
             attn_output = self._combined_maps_attention(
                 self.q_proj(hidden_states), self.k_proj(hidden_states), self.v_proj(hidden_states), attention_mask
             )
-            attn_output = self.diff_norm(attn_output) * (1 - self.lambda_init)
+            attn_output = self.diff_norm(attn_output, scale=1 - self.lambda_init)
             return self.out_proj(attn_output.reshape(batch_size, seq_length, self.embed_dim)), None
 
-        # (batch, seq, pairs, 2, d) → first and second head of every pair, each (batch, pairs, seq, d)
+        # One kernel call per softmax map: call j attends with head 2i + j of every pair i (a strided view of the
+        # projections, no copy) over the pair's 2d-wide value head, so neither values nor outputs are duplicated.
         query = self.q_proj(hidden_states).view(batch_size, seq_length, pairs, 2, head_dim)
         key = self.k_proj(hidden_states).view(batch_size, seq_length, pairs, 2, head_dim)
-        query = torch.cat([query[:, :, :, 0], query[:, :, :, 1]], dim=2).transpose(1, 2)
-        key = torch.cat([key[:, :, :, 0], key[:, :, :, 1]], dim=2).transpose(1, 2)
         value = self.v_proj(hidden_states).view(batch_size, seq_length, pairs, 2 * head_dim).transpose(1, 2)
-        value = value.repeat(1, 2, 1, 1)  # heads [0, pairs) see A1, heads [pairs, 2·pairs) see A2
+        split_values = implementation.startswith("flash_attention") and not output_attentions
+        outputs, maps = [], []
+        for j in (0, 1):
+            query_j, key_j = query[:, :, :, j].transpose(1, 2), key[:, :, :, j].transpose(1, 2)
+            if split_values:  # flash attention needs values as wide as the queries: two d-wide halves
+                halves = [value[..., :head_dim], value[..., head_dim:]]
+                output = torch.cat(
+                    [self._call_kernel(query_j, key_j, half, attention_mask, False, **kwargs)[0] for half in halves],
+                    dim=-1,
+                )
+                weights = None
+            else:
+                output, weights = self._call_kernel(query_j, key_j, value, attention_mask, output_attentions, **kwargs)
+            outputs.append(output)  # (batch, seq, pairs, 2d)
+            maps.append(weights)
 
-        if implementation.startswith("flash_attention") and not output_attentions:
-            out_a, _ = self._call_kernel(
-                query, key, value[..., :head_dim].contiguous(), attention_mask, False, **kwargs
-            )
-            out_b, _ = self._call_kernel(
-                query, key, value[..., head_dim:].contiguous(), attention_mask, False, **kwargs
-            )
-            attn_output, attn_weights = torch.cat([out_a, out_b], dim=-1), None
-        else:
-            attn_output, attn_weights = self._call_kernel(
-                query, key, value, attention_mask, output_attentions, **kwargs
-            )
-
-        # attn_output: (batch, seq, 2·pairs, 2d)
+        # A1·V − λ·A2·V in one pass over contiguous operands, λ kept in float32
         lambda_full = self.lambda_full()
-        out_1, out_2 = attn_output[:, :, :pairs], attn_output[:, :, pairs:]
-        attn_output = out_1 - lambda_full.to(out_1.dtype) * out_2
-        attn_output = self.diff_norm(attn_output) * (1 - self.lambda_init)
+        attn_output = torch.addcmul(outputs[0], outputs[1], lambda_full, value=-1)
+        attn_output = self.diff_norm(attn_output, scale=1 - self.lambda_init)
         attn_output = self.out_proj(attn_output.reshape(batch_size, seq_length, self.embed_dim))
-
         if output_attentions:
-            attn_weights = attn_weights[:, :pairs] - lambda_full.to(attn_weights.dtype) * attn_weights[:, pairs:]
-            return attn_output, attn_weights
+            return attn_output, torch.addcmul(maps[0], maps[1], lambda_full, value=-1)
         return attn_output, None
 
 
