@@ -85,6 +85,26 @@ def test_matches_original_math(variant, sizes_name, attn_implementation):
     torch.testing.assert_close(out.logits_per_text, expected["logits_per_text"], atol=1e-4, rtol=0)
 
 
+@pytest.mark.parametrize("attn_implementation", ["eager", "sdpa"])
+def test_float64_model_is_float64_accurate(attn_implementation):
+    """No step of the model rounds through float32: in float64 it agrees with the float64 reference to 1e-10."""
+    model, original = build("diffclip", attn_implementation=attn_implementation)
+    model = model.double()
+    original = {name: tensor.double() for name, tensor in original.items()}
+    input_ids, pixel_values = text_batch(), pixels().double()
+    expected = reference(original, "diffclip", TINY, input_ids, pixel_values)
+    with torch.no_grad():
+        out = model(input_ids=input_ids, pixel_values=pixel_values)
+    assert out.logits_per_image.dtype == torch.float64
+    torch.testing.assert_close(
+        out.vision_model_output.last_hidden_state, expected["vision_last_hidden"], atol=1e-10, rtol=0
+    )
+    torch.testing.assert_close(
+        out.text_model_output.last_hidden_state, expected["text_last_hidden"], atol=1e-10, rtol=0
+    )
+    torch.testing.assert_close(out.logits_per_image, expected["logits_per_image"], atol=1e-9, rtol=0)
+
+
 @pytest.mark.parametrize("variant", ["diffclip", "clip_baseline", "diffclip_star"])
 @pytest.mark.parametrize("attn_implementation", ["eager", "sdpa"])
 def test_attention_maps_and_hidden_states_match_original(variant, attn_implementation):

@@ -105,6 +105,11 @@ def contrastive_loss(logits_per_text: torch.Tensor) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------------
 
 
+def _upcast(tensor: torch.Tensor) -> torch.Tensor:
+    """float16/bfloat16 → float32 (where the original computes in float32); float32 and float64 as they are."""
+    return tensor.to(torch.promote_types(tensor.dtype, torch.float32))
+
+
 class DiffCLIPLayerNorm(nn.LayerNorm):
     """LayerNorm computed in float32 for half-precision inputs, as the original does.
 
@@ -174,7 +179,7 @@ class DiffCLIPVisionEmbeddings(nn.Module):
         class_pos, patch_pos = table[:, :1], table[:, 1:]
         patch_pos = patch_pos.reshape(1, grid, grid, self.embed_dim).permute(0, 3, 1, 2)
         patch_pos = F.interpolate(
-            patch_pos.float(), size=(new_height, new_width), mode="bicubic", align_corners=False
+            _upcast(patch_pos), size=(new_height, new_width), mode="bicubic", align_corners=False
         ).to(table.dtype)
         patch_pos = patch_pos.permute(0, 2, 3, 1).reshape(1, new_height * new_width, self.embed_dim)
         return torch.cat([class_pos, patch_pos], dim=1)
@@ -259,7 +264,7 @@ def eager_attention_forward(
     attn_weights = torch.matmul(query, key.transpose(-1, -2)) * scaling
     if attention_mask is not None:
         attn_weights = attn_weights + attention_mask
-    attn_weights = F.softmax(attn_weights, dim=-1, dtype=torch.float32).to(query.dtype)
+    attn_weights = F.softmax(_upcast(attn_weights), dim=-1).to(query.dtype)
     attn_weights = F.dropout(attn_weights, p=dropout, training=module.training)
     attn_output = torch.matmul(attn_weights, value).transpose(1, 2).contiguous()
     return attn_output, attn_weights
@@ -365,9 +370,9 @@ class DiffCLIPDifferentialAttention(DiffCLIPAttention):
         self.diff_norm = DiffCLIPRMSNorm(2 * self.head_dim, eps=config.rms_norm_eps)
 
     def lambda_full(self) -> torch.Tensor:
-        """λ of this layer, a float32 scalar."""
-        lambda_1 = torch.exp(torch.dot(self.lambda_q1.float(), self.lambda_k1.float()))
-        lambda_2 = torch.exp(torch.dot(self.lambda_q2.float(), self.lambda_k2.float()))
+        """λ of this layer, a scalar in float32 (float64 in a float64 model)."""
+        lambda_1 = torch.exp(torch.dot(_upcast(self.lambda_q1), _upcast(self.lambda_k1)))
+        lambda_2 = torch.exp(torch.dot(_upcast(self.lambda_q2), _upcast(self.lambda_k2)))
         return lambda_1 - lambda_2 + self.lambda_init
 
     def _combined_maps_attention(
@@ -406,7 +411,7 @@ class DiffCLIPDifferentialAttention(DiffCLIPAttention):
                 del q, k  # (`del`s here and below free each buffer as soon as it is spent)
                 if mask is not None:
                     scores.add_(mask)
-                maps = F.softmax(scores, dim=-1, dtype=torch.float32)
+                maps = F.softmax(_upcast(scores), dim=-1)
                 del scores
                 maps = F.dropout(maps, p=dropout, training=self.training)
                 maps = maps.view(maps.shape[0], last - first, 2, seq_length, seq_length)
