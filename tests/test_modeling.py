@@ -350,7 +350,8 @@ def test_depth_schedule_lambda_init():
     assert all(layer.self_attn.lambda_init == 0.8 for layer in model.text_model.encoder.layers)
 
 
-def test_flash_attention_path_splits_values_to_the_query_width(monkeypatch):
+@pytest.mark.parametrize("name", ["flash_attention_2", "paged|flash_attention_2", "kernels-community/flash-attn3"])
+def test_flash_attention_path_splits_values_to_the_query_width(monkeypatch, name):
     """Flash attention needs equal query and value widths and takes no mask (causality through `is_causal`). A
     stand-in kernel registered under its name enforces both; the result must equal the eager model."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
@@ -364,11 +365,11 @@ def test_flash_attention_path_splits_values_to_the_query_width(monkeypatch):
         calls.append(kwargs.get("is_causal"))
         return sdpa_attention_forward(module, query, key, value, None, **kwargs)
 
-    monkeypatch.setitem(ALL_ATTENTION_FUNCTIONS._global_mapping, "flash_attention_2", strict_flash)
+    monkeypatch.setitem(ALL_ATTENTION_FUNCTIONS._global_mapping, name, strict_flash)
     eager, original = build("diffclip", attn_implementation="eager")
     flash, _ = build("diffclip", attn_implementation="eager")
     for config in (flash.config, flash.config.text_config, flash.config.vision_config):
-        config._attn_implementation = "flash_attention_2"
+        config._attn_implementation = name
     inputs = dict(input_ids=text_batch(), pixel_values=pixels())
     with torch.no_grad():
         want, got = eager(**inputs), flash(**inputs)

@@ -120,7 +120,9 @@ class DiffCLIPLayerNorm(nn.LayerNorm):
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         if self.weight is None or hidden_states.dtype == self.weight.dtype:
-            return F.layer_norm(hidden_states, self.normalized_shape, self.weight, self.bias, self.eps)
+            # (`.to` is free here, except under CUDA autocast, whose float32 layer_norm it casts back)
+            output = F.layer_norm(hidden_states, self.normalized_shape, self.weight, self.bias, self.eps)
+            return output.to(hidden_states.dtype)
         bias = self.bias.float() if self.bias is not None else None
         output = F.layer_norm(hidden_states.float(), self.normalized_shape, self.weight.float(), bias, self.eps)
         return output.to(hidden_states.dtype)
@@ -140,7 +142,7 @@ class DiffCLIPRMSNorm(nn.Module):
         weight = self.weight if scale == 1.0 else self.weight * scale
         shape = (hidden_states.shape[-1],)
         if hidden_states.dtype == weight.dtype:
-            return F.rms_norm(hidden_states, shape, weight, self.eps)
+            return F.rms_norm(hidden_states, shape, weight, self.eps).to(hidden_states.dtype)
         return F.rms_norm(hidden_states.float(), shape, weight.float(), self.eps).to(hidden_states.dtype)
 
     def extra_repr(self) -> str:
@@ -445,7 +447,8 @@ class DiffCLIPDifferentialAttention(DiffCLIPAttention):
         query = self.q_proj(hidden_states).view(batch_size, seq_length, pairs, 2, head_dim)
         key = self.k_proj(hidden_states).view(batch_size, seq_length, pairs, 2, head_dim)
         value = self.v_proj(hidden_states).view(batch_size, seq_length, pairs, 2 * head_dim).transpose(1, 2)
-        split_values = implementation.startswith("flash_attention") and not output_attentions
+        # flash kernels under any name ("flash_attention_2", "paged|flash_attention_2", hub "…/flash-attn3", …)
+        split_values = "flash" in implementation and not output_attentions
         outputs, maps = [], []
         for j in (0, 1):
             query_j, key_j = query[:, :, :, j].transpose(1, 2), key[:, :, :, j].transpose(1, 2)
@@ -461,7 +464,7 @@ class DiffCLIPDifferentialAttention(DiffCLIPAttention):
             outputs.append(output)  # (batch, seq, pairs, 2d)
             maps.append(weights)
 
-        # A1·V − λ·A2·V in one pass over contiguous operands, λ kept in float32
+        # A1·V − λ·A2·V in one pass over contiguous operands (in a half-precision model λ is rounded to its dtype)
         lambda_full = self.lambda_full()
         attn_output = torch.addcmul(outputs[0], outputs[1], lambda_full, value=-1)
         attn_output = self.diff_norm(attn_output, scale=1 - self.lambda_init)
