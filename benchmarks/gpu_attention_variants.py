@@ -15,7 +15,8 @@ Strategies besides the package's own path (q/k heads of width d in pairs, values
   interleaved_v2d     heads kept interleaved (views, no regrouping copy), values repeated per head, one call
   interleaved_padded  interleaved heads, q/k zero-padded to 2d, one call
   interleaved_two_calls  interleaved heads, two calls with d-wide value halves (flash-eligible)
-  combined_maps       both maps written out and combined before the value product (the CPU path)
+  combined_maps       both maps written out and combined before the value product (the CPU path's
+                      arithmetic, without its chunking)
 """
 
 from __future__ import annotations
@@ -71,11 +72,24 @@ def _finish(self, out_1, out_2, shape):
     return self.out_proj(combined.reshape(shape)), None
 
 
-def regrouped_v2d(self, hidden_states, attention_mask=None, output_attentions=False, **kwargs):
-    q, k, v = _regrouped(self, hidden_states)
-    p = self.num_pairs
-    out = _sdpa(self, q, k, v.repeat(1, 2, 1, 1))
-    return _finish(self, out[:, :p], out[:, p:], hidden_states.shape)
+def _one_call(interleaved: bool, padded: bool):
+    """A forward that runs both maps in one SDPA call: heads regrouped [first | second] by copying, or kept
+    interleaved (views; values repeated per head); q/k optionally zero-padded to 2d (equal widths everywhere)."""
+
+    def forward(self, hidden_states, attention_mask=None, output_attentions=False, **kwargs):
+        p, d = self.num_pairs, self.head_dim
+        if interleaved:
+            q, k, v = _interleaved(self, hidden_states)
+        else:
+            q, k, v = _regrouped(self, hidden_states)
+            v = v.repeat(1, 2, 1, 1)
+        if padded:
+            q, k = F.pad(q, (0, d)), F.pad(k, (0, d))
+        out = _sdpa(self, q, k, v)
+        first, second = (out[:, 0::2], out[:, 1::2]) if interleaved else (out[:, :p], out[:, p:])
+        return _finish(self, first, second, hidden_states.shape)
+
+    return forward
 
 
 def two_calls(self, hidden_states, attention_mask=None, output_attentions=False, **kwargs):
@@ -84,26 +98,6 @@ def two_calls(self, hidden_states, attention_mask=None, output_attentions=False,
     v = v.repeat(1, 2, 1, 1)
     out = torch.cat([_sdpa(self, q, k, v[..., :d].contiguous()), _sdpa(self, q, k, v[..., d:].contiguous())], -1)
     return _finish(self, out[:, :p], out[:, p:], hidden_states.shape)
-
-
-def regrouped_padded(self, hidden_states, attention_mask=None, output_attentions=False, **kwargs):
-    q, k, v = _regrouped(self, hidden_states)
-    p, d = self.num_pairs, self.head_dim
-    out = _sdpa(self, F.pad(q, (0, d)), F.pad(k, (0, d)), v.repeat(1, 2, 1, 1))
-    return _finish(self, out[:, :p], out[:, p:], hidden_states.shape)
-
-
-def interleaved_v2d(self, hidden_states, attention_mask=None, output_attentions=False, **kwargs):
-    q, k, v = _interleaved(self, hidden_states)
-    out = _sdpa(self, q, k, v)
-    return _finish(self, out[:, 0::2], out[:, 1::2], hidden_states.shape)
-
-
-def interleaved_padded(self, hidden_states, attention_mask=None, output_attentions=False, **kwargs):
-    q, k, v = _interleaved(self, hidden_states)
-    d = self.head_dim
-    out = _sdpa(self, F.pad(q, (0, d)), F.pad(k, (0, d)), v)
-    return _finish(self, out[:, 0::2], out[:, 1::2], hidden_states.shape)
 
 
 def interleaved_two_calls(self, hidden_states, attention_mask=None, output_attentions=False, **kwargs):
@@ -134,11 +128,11 @@ def combined_maps(self, hidden_states, attention_mask=None, output_attentions=Fa
 
 STRATEGIES = {
     "package": ORIGINAL_FORWARD,
-    "regrouped_v2d": regrouped_v2d,
+    "regrouped_v2d": _one_call(interleaved=False, padded=False),
     "two_calls": two_calls,
-    "regrouped_padded": regrouped_padded,
-    "interleaved_v2d": interleaved_v2d,
-    "interleaved_padded": interleaved_padded,
+    "regrouped_padded": _one_call(interleaved=False, padded=True),
+    "interleaved_v2d": _one_call(interleaved=True, padded=False),
+    "interleaved_padded": _one_call(interleaved=True, padded=True),
     "interleaved_two_calls": interleaved_two_calls,
     "combined_maps": combined_maps,
 }

@@ -378,3 +378,38 @@ def test_flash_attention_path_splits_values_to_the_query_width(monkeypatch, name
     # per differential layer: two maps, each over two value halves; text layers causal, vision layers not
     layers = TINY["text_layers"] + TINY["vision_layers"]
     assert len(calls) == 4 * layers and calls.count(True) == 4 * TINY["text_layers"]
+
+
+@pytest.mark.parametrize(
+    "input_dtype, weight_dtype, compute_dtype",
+    [
+        (torch.bfloat16, torch.float32, torch.float32),  # autocast-style: half activations, float32 weights
+        (torch.float64, torch.float32, torch.float64),  # a float64 input is never rounded through float32
+        (torch.float16, torch.float16, torch.float32),  # same dtype: the kernel accumulates in float32
+    ],
+)
+def test_norms_compute_in_the_wider_dtype_and_return_the_input_dtype(input_dtype, weight_dtype, compute_dtype):
+    from transformers_diffclip.modeling_diffclip import DiffCLIPLayerNorm, DiffCLIPRMSNorm
+
+    generator = torch.Generator().manual_seed(7)
+    x = (torch.randn(4, 6, 16, generator=generator, dtype=torch.float64) * 3 + 1).to(input_dtype)
+    weight, bias = (torch.randn(16, generator=generator, dtype=torch.float64) for _ in range(2))
+    layer_norm = DiffCLIPLayerNorm(16, eps=1e-5).to(weight_dtype)
+    rms_norm = DiffCLIPRMSNorm(16, eps=1e-5).to(weight_dtype)
+    with torch.no_grad():
+        layer_norm.weight.copy_(weight), layer_norm.bias.copy_(bias), rms_norm.weight.copy_(weight)
+    # the formulas, written out in compute_dtype from the same (rounded) operands
+    xc = x.to(compute_dtype)
+    w, b = layer_norm.weight.to(compute_dtype), layer_norm.bias.to(compute_dtype)
+    centred = xc - xc.mean(-1, keepdim=True)
+    want_ln = centred * torch.rsqrt(centred.pow(2).mean(-1, keepdim=True) + 1e-5) * w + b
+    want_rms = xc * torch.rsqrt(xc.pow(2).mean(-1, keepdim=True) + 1e-5) * w * 0.2
+    with torch.no_grad():
+        got_ln, got_rms = layer_norm(x), rms_norm(x, scale=0.2)
+    assert got_ln.dtype == got_rms.dtype == input_dtype
+    tolerance = 1e-12 if input_dtype == torch.float64 else 1e-5
+    # compared before the final rounding to the input dtype: identical up to that one rounding
+    rounding = torch.finfo(input_dtype).eps * 16 if input_dtype != torch.float64 else 0.0
+    for got, want in ((got_ln, want_ln), (got_rms, want_rms)):
+        limit = tolerance + rounding * want.abs().max().item()
+        assert (got.to(compute_dtype) - want).abs().max().item() <= limit

@@ -110,28 +110,35 @@ def _upcast(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.to(torch.promote_types(tensor.dtype, torch.float32))
 
 
-class DiffCLIPLayerNorm(nn.LayerNorm):
-    """LayerNorm computed in float32 for half-precision inputs, as the original does.
+def _norm_operands(hidden_states: torch.Tensor, *params: torch.Tensor | None) -> list[torch.Tensor | None]:
+    """The operands of a norm in one dtype: as they are when they already share one (PyTorch's norm kernels
+    accumulate half-precision inputs in float32 and round once, which is what the original's cast to float32 and
+    back computes), else all in the wider of their dtypes, at least float32 (autocast, mixed models)."""
+    tensors = [hidden_states, *params]
+    dtypes = {t.dtype for t in tensors if t is not None}
+    if len(dtypes) == 1:
+        return tensors
+    dtype = torch.float32
+    for other in dtypes:
+        dtype = torch.promote_types(dtype, other)
+    return [t.to(dtype) if t is not None else None for t in tensors]
 
-    PyTorch's layer_norm kernels already accumulate bfloat16/float16 inputs in float32 and round once at the end,
-    which is what casting to float32 and back computes; calling them directly saves two casts of the activations
-    per norm (on a GPU these casts cost more than the norm). Inputs whose dtype differs from the weight's (autocast,
-    mixed models) take the explicit float32 route. float64 models stay float64."""
+
+class DiffCLIPLayerNorm(nn.LayerNorm):
+    """LayerNorm computed in float32 for half-precision inputs, as the original does (see `_norm_operands`);
+    calling the kernel on the input dtype saves two casts of the activations per norm, which on a GPU cost more than
+    the norm. float64 models stay float64."""
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        if self.weight is None or hidden_states.dtype == self.weight.dtype:
-            # (`.to` is free here, except under CUDA autocast, whose float32 layer_norm it casts back)
-            output = F.layer_norm(hidden_states, self.normalized_shape, self.weight, self.bias, self.eps)
-            return output.to(hidden_states.dtype)
-        bias = self.bias.float() if self.bias is not None else None
-        output = F.layer_norm(hidden_states.float(), self.normalized_shape, self.weight.float(), bias, self.eps)
-        return output.to(hidden_states.dtype)
+        inputs, weight, bias = _norm_operands(hidden_states, self.weight, self.bias)
+        # `.to` is free unless the dtypes were mixed or CUDA autocast ran layer_norm in float32
+        return F.layer_norm(inputs, self.normalized_shape, weight, bias, self.eps).to(hidden_states.dtype)
 
 
 class DiffCLIPRMSNorm(nn.Module):
     """RMSNorm over the last dimension with a learned weight (the per-head norm of differential attention),
-    accumulated in float32 for half-precision inputs (see `DiffCLIPLayerNorm`). `scale` multiplies the output; it
-    is folded into the weight so that it costs no pass over the activations."""
+    accumulated in float32 for half-precision inputs (see `_norm_operands`). `scale` multiplies the output; it is
+    folded into the weight so that it costs no pass over the activations."""
 
     def __init__(self, hidden_size: int, eps: float = 1e-5):
         super().__init__()
@@ -139,11 +146,10 @@ class DiffCLIPRMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, hidden_states: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
-        weight = self.weight if scale == 1.0 else self.weight * scale
-        shape = (hidden_states.shape[-1],)
-        if hidden_states.dtype == weight.dtype:
-            return F.rms_norm(hidden_states, shape, weight, self.eps).to(hidden_states.dtype)
-        return F.rms_norm(hidden_states.float(), shape, weight.float(), self.eps).to(hidden_states.dtype)
+        inputs, weight = _norm_operands(hidden_states, self.weight)
+        if scale != 1.0:
+            weight = weight * scale
+        return F.rms_norm(inputs, (hidden_states.shape[-1],), weight, self.eps).to(hidden_states.dtype)
 
     def extra_repr(self) -> str:
         return f"{self.weight.shape[0]}, eps={self.eps}"
