@@ -1,8 +1,10 @@
-"""Shared helpers of the modeling tests: tiny configurations, the original→HF tensor layout written out
-independently of conversion/, and paths to ../shared."""
+"""Shared helpers of the modeling tests: tiny configurations, a tiny tokenizer, the original→HF tensor layout
+written out independently of conversion/, and paths to ../shared."""
 
 from __future__ import annotations
 
+import json
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -31,6 +33,49 @@ def require_bpe() -> Path:
     if not BPE_PATH.is_file():
         pytest.skip(f"CLIP BPE file not found at {BPE_PATH} (tests read it from ../shared beside the checkout)")
     return BPE_PATH
+
+
+# A tiny CLIP-style vocabulary the tests build themselves: the 256 byte symbols, the same with the end-of-word mark,
+# a few merges, unused filler, and the CLIP special tokens at their real ids (49406, 49407), so token ids fit the
+# tiny models' 49,408-row embedding and pooling at the first end-of-text token works as with the real vocabulary.
+# Tests of mechanics use it; only tests that compare ids with the original vocabulary need the real BPE file.
+TINY_MERGES = (("c", "a"), ("ca", "t</w>"), ("d", "o"), ("do", "g</w>"), ("r", "e"), ("re", "d</w>"), ("a", "r</w>"))
+
+
+def write_tiny_tokenizer_files(folder: str | Path, model_max_length: int = 77) -> Path:
+    """`vocab.json`, `merges.txt` and `tokenizer_config.json` of the tiny vocabulary, in the layout of CLIP's
+    tokenizer files (`openai/clip-vit-base-patch16` holds the same three)."""
+    from transformers_diffclip.tokenizer_files import END_OF_TEXT, START_OF_TEXT, byte_symbols
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    symbols = byte_symbols()
+    tokens = symbols + [s + "</w>" for s in symbols] + ["".join(m) for m in TINY_MERGES]
+    tokens += [f"<|unused_{i}|>" for i in range(49406 - len(tokens))] + [START_OF_TEXT, END_OF_TEXT]
+    (folder / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(tokens)}), encoding="utf-8")
+    merges = "#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in TINY_MERGES)
+    (folder / "merges.txt").write_text(merges, encoding="utf-8")
+    config = {"model_max_length": model_max_length, "tokenizer_class": "CLIPTokenizer"}
+    (folder / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
+    return folder
+
+
+def tiny_tokenizer(model_max_length: int = 77):
+    """A `DiffCLIPTokenizer` over the tiny vocabulary (no file from ../shared needed)."""
+    from transformers_diffclip import DiffCLIPTokenizer
+
+    with tempfile.TemporaryDirectory() as folder:
+        write_tiny_tokenizer_files(folder, model_max_length)
+        return DiffCLIPTokenizer.from_pretrained(folder, model_max_length=model_max_length)
+
+
+def tiny_processor(image_size: int = 32, model_max_length: int = 77):
+    """A `DiffCLIPProcessor`: the tiny tokenizer and the image processor at `image_size`."""
+    from transformers_diffclip import DiffCLIPImageProcessor, DiffCLIPProcessor
+
+    size = image_size
+    image_processor = DiffCLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
+    return DiffCLIPProcessor(image_processor=image_processor, tokenizer=tiny_tokenizer(model_max_length))
 
 
 def tiny_config(diff_text=True, diff_vision=True, schedule="constant", sizes=TINY, **vision_overrides):
