@@ -21,32 +21,35 @@ never leaves a half-written `--output-dir`.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import shutil
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 
 _HERE = Path(__file__).resolve().parent
-if str(_HERE) not in sys.path:  # the sibling modules, also when this file is imported or run with `python -m`
+if str(_HERE) not in sys.path:  # the sibling module, also when this file is imported or run with `python -m`
     sys.path.insert(0, str(_HERE))
 
 import torch  # noqa: E402
-from diffclip_original_format import (  # noqa: E402
+from diffclip_original_forward import original_forward  # noqa: E402
+
+from transformers_diffclip.original import (  # noqa: E402
     CHECKPOINT_FILENAME,
+    CLIP_TOKENIZER_REPO,
     RELEASED_REPOS,
-    UNSAFE_PICKLE_FLAG,
     Architecture,
     ConversionError,
-    convert_state_dict,
-    detect_architecture,
-    load_original_checkpoint,
+    build_processor,
+    convert_checkpoint,
     resolve_checkpoint,
 )
-from diffclip_original_forward import original_forward  # noqa: E402
+from transformers_diffclip.original.checkpoint import UNSAFE_PICKLE_FLAG  # noqa: E402
+from transformers_diffclip.original.convert import (  # noqa: E402
+    build_tokenizer_for,
+    describe,
+    save_converted,
+    write_folder_atomically,
+)
 
 
 MODEL_CARDS_DIR = _HERE.parent / "model_cards"
@@ -81,61 +84,15 @@ class ConversionResult:
 # --------------------------------------------------------------------------------------------------
 
 
-def build_model(architecture: Architecture, original_state_dict):
-    """A `DiffCLIPModel` for `architecture` holding the converted original weights (strict: every original tensor
-    used once, every parameter filled). The model is built on the meta device, so nothing is initialised twice."""
-    from transformers_diffclip import DiffCLIPConfig, DiffCLIPModel
-
-    config = DiffCLIPConfig(**architecture.config_kwargs)
-    with torch.device("meta"):
-        model = DiffCLIPModel(config)
-    expected = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
-    differential = {"vision": architecture.differential_vision, "text": architecture.differential_text}
-    converted = convert_state_dict(original_state_dict, expected, differential)
-    model.load_state_dict(converted, strict=True, assign=True)
-    still_empty = [name for name, tensor in model.state_dict().items() if tensor.is_meta]
-    if still_empty:  # a buffer or parameter that no checkpoint tensor fills
-        raise ConversionError(f"Model tensors left without values: {', '.join(still_empty)}")
-    return model.eval(), converted
-
-
-def describe(architecture: Architecture) -> str:
-    """One line: the variant and the shape of both towers."""
-    parts = [architecture.variant]
-    for tower in ("vision", "text"):
-        config = architecture.config_kwargs[f"{tower}_config"]
-        kind = "differential" if config["use_differential_attention"] else "standard"
-        parts.append(
-            f"{tower}: {config['num_hidden_layers']} layers × {config['num_attention_heads']} heads ({kind}), "
-            f"width {config['hidden_size']}"
-        )
-    return "; ".join(parts)
-
-
-def check_bpe_path(bpe_path) -> Path:
-    """The BPE file, checked before anything is downloaded or read."""
+def check_bpe_path(bpe_path) -> Path | None:
+    """The BPE file, checked before anything is downloaded or read; None: CLIP's tokenizer files from the Hub."""
     from transformers_diffclip.tokenizer_files import BPE_HINT
 
     if bpe_path is None:
-        raise ConversionError(f"--bpe-path is required: the tokenizer files are built from it. {BPE_HINT}")
+        return None
     if not Path(bpe_path).is_file():
         raise FileNotFoundError(f"--bpe-path {bpe_path}: no such file. {BPE_HINT}")
     return Path(bpe_path)
-
-
-def build_processor(bpe_path, architecture: Architecture):
-    from transformers_diffclip import DiffCLIPImageProcessor, DiffCLIPProcessor, build_tokenizer
-
-    text, vision = architecture.config_kwargs["text_config"], architecture.config_kwargs["vision_config"]
-    tokenizer = build_tokenizer(bpe_path, model_max_length=text["max_position_embeddings"])
-    if len(tokenizer) != text["vocab_size"]:
-        raise ConversionError(
-            f"token_embedding.weight has {text['vocab_size']} rows but the tokenizer built from {bpe_path} has "
-            f"{len(tokenizer)} tokens; the checkpoint was not trained with the CLIP BPE vocabulary."
-        )
-    size = vision["image_size"]
-    image_processor = DiffCLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
-    return DiffCLIPProcessor(image_processor=image_processor, tokenizer=tokenizer)
 
 
 def select_model_card(spec: str | None, repo_id: str | None, train_args: dict, variant: str) -> tuple[str, str]:
@@ -250,31 +207,6 @@ def verify_folder(folder: Path, original_state_dict, architecture: Architecture,
 # --------------------------------------------------------------------------------------------------
 
 
-def _write_folder(folder: Path, model, processor, card_text: str) -> None:
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
-    (folder / "README.md").write_text(card_text, encoding="utf-8")
-    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    if "AutoModel" not in config.get("auto_map", {}):
-        raise ConversionError("config.json was written without auto_map; is transformers_diffclip installed?")
-
-
-def _replace_directory(source: Path, target: Path) -> None:
-    """Move `source` to `target`, replacing an existing `target` only once `source` is complete."""
-    if not target.exists():
-        source.rename(target)
-        return
-    backup = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-    backup.rmdir()
-    target.rename(backup)
-    try:
-        source.rename(target)
-    except BaseException:
-        backup.rename(target)
-        raise
-    shutil.rmtree(backup, ignore_errors=True)
-
-
 def convert(
     checkpoint: str,
     output_dir: str | Path,
@@ -303,30 +235,27 @@ def convert(
         raise ConversionError(f"--output-dir {output_dir} already exists; pass --overwrite to replace it.")
     bpe_path = check_bpe_path(bpe_path)
     path, source_repo = resolve_checkpoint(checkpoint, checkpoint_filename, revision)
-    original = load_original_checkpoint(path, allow_unsafe_pickle=allow_unsafe_pickle)
-    architecture = detect_architecture(
-        original.state_dict,
+    conversion = convert_checkpoint(
+        path,
         lambda_init_schedule=lambda_init_schedule,
         vision_heads=vision_heads,
         text_heads=text_heads,
+        allow_unsafe_pickle=allow_unsafe_pickle,
     )
-    model, converted = build_model(architecture, original.state_dict)
-    num_parameters = sum(p.numel() for p in model.parameters())
-    log(f"{source_repo or path}: {describe(architecture)}, {num_parameters:,} parameters.")
-    processor = build_processor(bpe_path, architecture)
-    card_name, card_text = select_model_card(model_card, source_repo, original.args, architecture.variant)
+    architecture = conversion.architecture
+    log(f"{source_repo or path}: {describe(architecture)}, {conversion.num_parameters:,} parameters.")
+    tokenizer = build_tokenizer_for(architecture, bpe_path, instead=" (or pass the original BPE file with --bpe-path)")
+    processor = build_processor(architecture, tokenizer)
+    card_name, card_text = select_model_card(model_card, source_repo, conversion.original.args, architecture.variant)
     card_text = card_text.replace(REPO_ID_PLACEHOLDER, repo_id or f"YOUR_ORG/{card_name}")
+    result = ConversionResult(
+        output_dir, architecture.variant, conversion.num_parameters, card_name, str(source_repo or path)
+    )
 
-    result = ConversionResult(output_dir, architecture.variant, num_parameters, card_name, str(source_repo or path))
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    partial = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.partial-", dir=output_dir.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    partial.chmod(0o777 & ~umask)  # mkdtemp's 0700 would make the final folder private
-    try:
-        _write_folder(partial, model, processor, card_text)
+    def write(folder: Path) -> None:
+        save_converted(folder, conversion.model, processor, card_text)
         if verify:
-            differences = verify_folder(partial, original.state_dict, architecture, converted)
+            differences = verify_folder(folder, conversion.original.state_dict, architecture, conversion.converted)
             result.verification = differences
             report = ", ".join(f"{key} {value:.2e}" for key, value in differences.items())
             log(f"verify: max |converted − original| {report} (tolerance {VERIFY_TOLERANCE:.0e})")
@@ -335,10 +264,8 @@ def convert(
                     f"Verification failed: the converted model differs from the original forward by more than "
                     f"{VERIFY_TOLERANCE:.0e} ({report}). Nothing was written."
                 )
-        _replace_directory(partial, output_dir)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
+
+    write_folder_atomically(output_dir, write)
     log(f"wrote {output_dir} (model card {card_name})")
     return result
 
@@ -389,7 +316,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="CLIP's BPE merges bpe_simple_vocab_16e6.txt.gz, from which the tokenizer files are built (it ships "
         "with OpenAI's CLIP and with open_clip: `pip download open_clip_torch --no-deps` and take "
-        "open_clip/bpe_simple_vocab_16e6.txt.gz from the wheel)",
+        "open_clip/bpe_simple_vocab_16e6.txt.gz from the wheel). Default: the same vocabulary from the Hub's "
+        f"{CLIP_TOKENIZER_REPO} (vocab.json and merges.txt only), downloaded once into the Hugging Face cache",
     )
     parser.add_argument(
         "--verify",

@@ -60,6 +60,46 @@ def write_tiny_tokenizer_files(folder: str | Path, model_max_length: int = 77) -
     return folder
 
 
+HUB_REVISION = "0123456789abcdef0123456789abcdef01234567"
+CLIP_TOKENIZER_REPO = "openai/clip-vit-base-patch16"  # where converted models take vocab.json and merges.txt from
+
+
+def seed_hub_cache(cache: str | Path, repo_id: str, files: dict, revision: str = HUB_REVISION) -> Path:
+    """A Hugging Face Hub cache holding `files` (name → source path, or a folder to copy whole under name ".") of
+    `repo_id` at `revision` (also its `main`), laid out as huggingface_hub writes it; returns the snapshot."""
+    import shutil
+
+    repo = Path(cache) / f"models--{repo_id.replace('/', '--')}"
+    snapshot = repo / "snapshots" / revision
+    snapshot.mkdir(parents=True, exist_ok=True)
+    for name, source in files.items():
+        if name == ".":
+            shutil.copytree(source, snapshot, dirs_exist_ok=True)
+        else:
+            shutil.copyfile(source, snapshot / name)
+    (repo / "refs").mkdir(exist_ok=True)
+    (repo / "refs" / "main").write_text(revision)
+    return snapshot
+
+
+def seed_tiny_clip_tokenizer(cache: str | Path) -> Path:
+    """The tiny vocabulary's `vocab.json` and `merges.txt` in a Hub cache, standing in for CLIP's tokenizer files."""
+    with tempfile.TemporaryDirectory() as folder:
+        write_tiny_tokenizer_files(folder)
+        files = {name: Path(folder, name) for name in ("vocab.json", "merges.txt")}
+        return seed_hub_cache(cache, CLIP_TOKENIZER_REPO, files, revision="f" * 40)
+
+
+def go_offline(monkeypatch, cache: str | Path, diffclip_cache: str | Path | None = None) -> None:
+    """This process: Hub offline, its cache at `cache`, converted folders under `diffclip_cache`."""
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("DIFFCLIP_CACHE", str(diffclip_cache or Path(cache).parent / "diffclip"))
+
+
 def tiny_tokenizer(model_max_length: int = 77):
     """A `DiffCLIPTokenizer` over the tiny vocabulary (no file from ../shared needed)."""
     from transformers_diffclip import DiffCLIPTokenizer

@@ -33,10 +33,11 @@ for folder in (TESTS, ROOT / "conversion"):
         sys.path.insert(0, str(folder))
 
 import convert_diffclip_original_to_hf as converter  # noqa: E402
-import diffclip_original_format as original_format  # noqa: E402
 import reference_original as ref  # noqa: E402
-from _helpers import TINY  # noqa: E402
-from diffclip_original_format import ConversionError  # noqa: E402
+from _helpers import TINY, go_offline, seed_hub_cache, seed_tiny_clip_tokenizer  # noqa: E402
+
+from transformers_diffclip.original import ConversionError, build_model  # noqa: E402
+from transformers_diffclip.original import checkpoint as original_format  # noqa: E402
 
 
 needs_bpe = pytest.mark.skipif(not BPE_PATH.is_file(), reason=f"CLIP BPE file not found at {BPE_PATH}")
@@ -93,8 +94,17 @@ def write_card(path: Path) -> str:
     return str(path)
 
 
+@pytest.fixture(autouse=True)
+def offline_hub(tmp_path, monkeypatch) -> Path:
+    """Every test: the Hub offline, its cache at tmp_path/hub holding the tiny vocabulary as CLIP's tokenizer files
+    (what a conversion without --bpe-path reads)."""
+    go_offline(monkeypatch, tmp_path / "hub")
+    seed_tiny_clip_tokenizer(tmp_path / "hub")
+    return tmp_path / "hub"
+
+
 def convert(tmp_path: Path, checkpoint, name="out", **kwargs):
-    kwargs.setdefault("bpe_path", BPE_PATH)
+    kwargs.setdefault("bpe_path", None)
     kwargs.setdefault("log", _quiet)
     return converter.convert(str(checkpoint), tmp_path / name, **kwargs)
 
@@ -145,27 +155,8 @@ def original_tokenizer():
     return ref.OriginalTokenizer(BPE_PATH)
 
 
-def seed_hub_cache(cache: Path, repo_id: str, checkpoint: Path) -> None:
-    """A Hub cache holding `checkpoint_best.pt` of `repo_id`, as huggingface_hub lays it out."""
-    revision = "0123456789abcdef0123456789abcdef01234567"
-    repo = cache / f"models--{repo_id.replace('/', '--')}"
-    (repo / "snapshots" / revision).mkdir(parents=True)
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text(revision)
-    (repo / "snapshots" / revision / "checkpoint_best.pt").write_bytes(checkpoint.read_bytes())
-
-
-def go_offline(monkeypatch, cache: Path) -> None:
-    import huggingface_hub.constants
-
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
-
-
-@needs_bpe
 @pytest.mark.parametrize("variant", list(VARIANTS))
-def test_converted_variant_matches_the_original_forward(variant, tmp_path, monkeypatch, original_tokenizer):
+def test_converted_variant_matches_the_original_forward(variant, tmp_path):
     from transformers_diffclip import DiffCLIPModel, DiffCLIPProcessor
 
     diff_vision, diff_text, schedule = VARIANTS[variant]
@@ -174,8 +165,7 @@ def test_converted_variant_matches_the_original_forward(variant, tmp_path, monke
     kwargs = {"lambda_init_schedule": schedule, "repo_id": "acme/tiny"}
     if variant == "DiffCLIP":
         # through the Hub path: a repo id served from a pre-seeded cache, offline; its card is picked by the repo
-        go_offline(monkeypatch, tmp_path / "hub")
-        seed_hub_cache(tmp_path / "hub", "hammh0a/DiffCLIP_ViTB16_CC3M", checkpoint)
+        seed_hub_cache(tmp_path / "hub", "hammh0a/DiffCLIP_ViTB16_CC3M", {"checkpoint_best.pt": checkpoint})
         checkpoint = "hammh0a/DiffCLIP_ViTB16_CC3M"
         card = "DiffCLIP_ViTB16_CC3M"
     elif variant == "CLIP":  # the card comes from args.dataset; standard attention needs its head counts
@@ -203,8 +193,8 @@ def test_converted_variant_matches_the_original_forward(variant, tmp_path, monke
     assert config.vision_config.lambda_init_schedule == schedule
 
     inputs = processor(text=TEXTS, padding="max_length", max_length=77, return_tensors="pt")
-    original_ids = original_tokenizer(TEXTS)
-    assert torch.equal(inputs["input_ids"] * inputs["attention_mask"], original_ids)  # same ids, padding aside
+    # the original pads with 0 (the ids themselves are compared with the original tokenizer in test_processing)
+    original_ids = inputs["input_ids"] * inputs["attention_mask"]
     pixel_values = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(7))
 
     lambda_init = ref.lambda_init_schedule(2, depth_scheduled=schedule == "depth")
@@ -236,7 +226,6 @@ def test_converted_variant_matches_the_original_forward(variant, tmp_path, monke
         assert (text_embeds - constant["text_embeds"]).abs().max() > 1e-3
 
 
-@needs_bpe
 def test_output_folder_is_hub_ready(tmp_path):
     from safetensors.torch import load_file
 
@@ -280,7 +269,6 @@ def test_output_folder_is_hub_ready(tmp_path):
     assert len(weights) == len(original)  # differential layers: one tensor each way
 
 
-@needs_bpe
 def test_fused_qkv_is_split_in_q_k_v_order(tmp_path):
     from safetensors.torch import load_file
 
@@ -333,7 +321,7 @@ def test_full_vitb16_key_set_converts_strictly(kind, diff, parameters, tmp_path)
     )
     assert (text["vocab_size"], text["max_position_embeddings"], text["hidden_size"]) == (49408, 77, 512)
     assert architecture.variant == ("DiffCLIP" if diff else "CLIP")
-    model, converted = converter.build_model(architecture, original.state_dict)
+    model, converted = build_model(architecture, original.state_dict)
     assert set(converted) == set(model.state_dict())
     assert sum(p.numel() for p in model.parameters()) == parameters == layout["num_parameters"]
 
@@ -467,7 +455,6 @@ def test_checkpoint_of_another_architecture_is_refused(tmp_path):
     assert_nothing_written(tmp_path)
 
 
-@needs_bpe
 def test_model_card_of_the_other_architecture_is_refused(tmp_path):
     path = save_checkpoint(tmp_path / "c.pt", tiny_state_dict("CLIP"))
     with pytest.raises(ConversionError, match="describes DiffCLIP, but the checkpoint is CLIP"):
@@ -479,7 +466,6 @@ def test_model_card_of_the_other_architecture_is_refused(tmp_path):
     assert_nothing_written(tmp_path)
 
 
-@needs_bpe
 def test_failures_while_writing_or_verifying_leave_no_folder(tmp_path, monkeypatch):
     path = save_checkpoint(tmp_path / "c.pt", tiny_state_dict("DiffCLIP"))
     real_forward = converter.original_forward
@@ -498,13 +484,12 @@ def test_failures_while_writing_or_verifying_leave_no_folder(tmp_path, monkeypat
         (folder / "model.safetensors").write_bytes(b"partial")
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(converter, "_write_folder", disk_full)
+    monkeypatch.setattr(converter, "save_converted", disk_full)
     with pytest.raises(OSError, match="No space left"):
         convert(tmp_path, path)
     assert_nothing_written(tmp_path)
 
 
-@needs_bpe
 def test_existing_output_needs_overwrite(tmp_path):
     path = save_checkpoint(tmp_path / "c.pt", tiny_state_dict("DiffCLIP"))
     (tmp_path / "out").mkdir()
@@ -522,25 +507,34 @@ def test_existing_output_needs_overwrite(tmp_path):
 # --------------------------------------------------------------------------------------------------
 
 
-def test_repo_id_offline_without_cache_says_the_hub_is_unreachable(tmp_path, monkeypatch, capsys):
-    go_offline(monkeypatch, tmp_path / "empty-cache")
+def test_repo_id_offline_without_cache_says_the_hub_is_unreachable(tmp_path, capsys):
     args = ["--checkpoint", "hammh0a/DiffCLIP_ViTB16_CC12M", "--output-dir", str(tmp_path / "out")]
-    args += ["--bpe-path", str(placeholder_bpe(tmp_path))]
     assert converter.main(args) == 2
     message = capsys.readouterr().err
     assert "Hub is unreachable (HF_HUB_OFFLINE is set)" in message
     assert "hammh0a/DiffCLIP_ViTB16_CC12M/checkpoint_best.pt" in message
-    assert "--checkpoint DIR/checkpoint_best.pt" in message
+    assert "hf download hammh0a/DiffCLIP_ViTB16_CC12M checkpoint_best.pt" in message
     assert_nothing_written(tmp_path)
 
 
-def test_missing_bpe_file_says_where_to_get_it(tmp_path):
-    path = tmp_path / "never-read.pt"  # the BPE file is checked before the checkpoint is even looked at
-    with pytest.raises(ConversionError, match=r"--bpe-path is required.*bpe_simple_vocab_16e6\.txt\.gz.*open_clip"):
-        convert(tmp_path, path, bpe_path=None)
+def test_tokenizer_comes_from_the_hub_unless_a_bpe_file_is_given(tmp_path, monkeypatch):
+    path = save_checkpoint(tmp_path / "c.pt", tiny_state_dict("DiffCLIP"))
     with pytest.raises(FileNotFoundError, match=r"--bpe-path .*: no such file.*open_clip"):
-        convert(tmp_path, path, bpe_path=tmp_path / "bpe_simple_vocab_16e6.txt.gz")
+        convert(tmp_path, path, bpe_path=tmp_path / "bpe_simple_vocab_16e6.txt.gz", model_card="DiffCLIP_ViTB16_CC3M")
     assert_nothing_written(tmp_path)
+    # without --bpe-path: CLIP's vocab.json and merges.txt from the Hub cache; missing there, the error names them
+    go_offline(monkeypatch, tmp_path / "empty-hub")
+    with pytest.raises(ConversionError, match=r"openai/clip-vit-base-patch16/vocab\.json.*not in the local cache"):
+        convert(tmp_path, path, model_card="DiffCLIP_ViTB16_CC3M")
+    assert_nothing_written(tmp_path)
+    go_offline(monkeypatch, tmp_path / "hub")
+    convert(tmp_path, path, model_card="DiffCLIP_ViTB16_CC3M")
+    (vocab_file,) = (tmp_path / "hub" / "models--openai--clip-vit-base-patch16").glob("snapshots/*/vocab.json")
+    vocab = json.loads(vocab_file.read_text())
+    tokenizer = json.loads((tmp_path / "out" / "tokenizer.json").read_text())
+    assert tokenizer["model"]["vocab"] == vocab  # the Hub files' vocabulary, unchanged
+    image_config = json.loads((tmp_path / "out" / "processor_config.json").read_text())["image_processor"]
+    assert image_config["image_std"] == [0.229, 0.224, 0.225]  # ImageNet statistics, not CLIP's
 
 
 def test_missing_local_file_that_is_no_repo_id(tmp_path):
@@ -553,8 +547,7 @@ def test_missing_local_file_that_is_no_repo_id(tmp_path):
 # --------------------------------------------------------------------------------------------------
 
 
-@needs_bpe
-def test_folder_loads_and_classifies_without_the_package(tmp_path, original_tokenizer):
+def test_folder_loads_and_classifies_without_the_package(tmp_path):
     from transformers_diffclip import DiffCLIPModel, DiffCLIPProcessor
 
     state_dict = tiny_state_dict("DiffCLIP", seed=11)
@@ -581,14 +574,14 @@ def test_folder_loads_and_classifies_without_the_package(tmp_path, original_toke
     image = Image.open(image_path)
     # the in-process package model
     model, processor = DiffCLIPModel.from_pretrained(folder).eval(), DiffCLIPProcessor.from_pretrained(folder)
+    inputs = processor(text=prompts, images=image, return_tensors="pt", padding=True)
     with torch.no_grad():
-        local_logits = model(**processor(text=prompts, images=image, return_tensors="pt", padding=True))
-    local_logits = local_logits.logits_per_image[0]
+        local_logits = model(**inputs).logits_per_image[0]
     assert torch.allclose(torch.tensor(remote["logits"]), local_logits, atol=1e-5, rtol=0)
     # the original model, preprocessing included
     expected = ref.original_forward(
         state_dict,
-        original_tokenizer(prompts),
+        inputs["input_ids"] * inputs["attention_mask"],  # the original pads with 0
         ref.original_image_transform(image, size=32)[None],
         vision_heads=4,
         text_heads=4,
@@ -661,7 +654,7 @@ def test_help_documents_every_option(capsys):
 
 def test_package_never_imports_conversion():
     package = ROOT / "src" / "transformers_diffclip"
-    for path in package.glob("*.py"):
+    for path in package.rglob("*.py"):
         assert not re.search(
             r"^\s*(from|import)\s+(conversion|convert_diffclip|diffclip_original)", path.read_text(), re.M
         )

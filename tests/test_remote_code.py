@@ -3,7 +3,6 @@ imported, from a local folder and from a Hub id in a pre-seeded cache, offline."
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -11,10 +10,10 @@ import textwrap
 import numpy as np
 import pytest
 import torch
-from _helpers import require_bpe, text_batch, tiny_config
+from _helpers import seed_hub_cache, text_batch, tiny_config, tiny_processor
 from PIL import Image
 
-from transformers_diffclip import DiffCLIPImageProcessor, DiffCLIPModel, DiffCLIPProcessor, build_tokenizer
+from transformers_diffclip import DiffCLIPModel, DiffCLIPProcessor
 
 
 LABELS = ["a photo of a cat", "a photo of a dog", "a red car"]
@@ -30,8 +29,7 @@ def folder(tmp_path_factory):
     path = tmp_path_factory.mktemp("diffclip_tiny")
     torch.manual_seed(0)
     model = DiffCLIPModel(tiny_config()).eval()
-    image_processor = DiffCLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
-    processor = DiffCLIPProcessor(image_processor=image_processor, tokenizer=build_tokenizer(require_bpe()))
+    processor = tiny_processor()
     model.save_pretrained(path)
     processor.save_pretrained(path)
     make_image().save(path / "test_image.png")
@@ -131,12 +129,7 @@ def test_loads_from_a_local_folder_without_the_package(folder, tmp_path):
 
 
 def test_loads_from_a_hub_id_in_a_preseeded_cache_offline(folder, tmp_path):
-    revision = "0123456789abcdef0123456789abcdef01234567"
-    repo = tmp_path / "hub" / "models--diffclip-test--DiffCLIP_tiny"
-    snapshot = repo / "snapshots" / revision
-    shutil.copytree(folder, snapshot)
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text(revision)
+    seed_hub_cache(tmp_path / "hub", "diffclip-test/DiffCLIP_tiny", {".": folder})
     env = {
         "HF_HUB_OFFLINE": "1",
         "HF_HUB_CACHE": str(tmp_path / "hub"),

@@ -4,7 +4,8 @@
 Importing the package registers DiffCLIP with AutoConfig, AutoModel, AutoModelForZeroShotImageClassification,
 AutoTokenizer, AutoImageProcessor and AutoProcessor, and marks every class for remote code: a folder written by
 `save_pretrained` carries the code files and `auto_map` that let `trust_remote_code=True` load it where this
-package is not installed.
+package is not installed. `DiffCLIPModel.from_pretrained` (and the tower classes and `DiffCLIPProcessor`) also take
+the authors' training-format checkpoints (`hammh0a/DiffCLIP_ViTB16_CC12M`, ...), converted once and cached.
 """
 
 from transformers import (
@@ -27,6 +28,7 @@ from .modeling_diffclip import (
     DiffCLIPVisionModel,
     DiffCLIPVisionModelWithProjection,
 )
+from .original import DEFAULT_MODEL_ID, ORIGINAL_REPOS, resolve_pretrained
 from .processing_diffclip import DiffCLIPProcessor, DiffCLIPTokenizer, clean_text
 from .tokenizer_files import build_tokenizer, write_tokenizer_files
 
@@ -51,11 +53,16 @@ def _register() -> None:
     DiffCLIPTokenizer.register_for_auto_class("AutoTokenizer")
     DiffCLIPImageProcessor.register_for_auto_class("AutoImageProcessor")
     DiffCLIPProcessor.register_for_auto_class("AutoProcessor")
+    # `from_pretrained` of the installed classes also takes the authors' training-format checkpoints
+    DiffCLIPPreTrainedModel.pretrained_resolver = staticmethod(resolve_pretrained)
+    DiffCLIPProcessor.pretrained_resolver = staticmethod(resolve_pretrained)
 
 
 _register()
 
 __all__ = [
+    "DEFAULT_MODEL_ID",
+    "ORIGINAL_REPOS",
     "DiffCLIPConfig",
     "DiffCLIPImageProcessor",
     "DiffCLIPModel",
@@ -72,5 +79,6 @@ __all__ = [
     "build_tokenizer",
     "clean_text",
     "lambda_init_for_layer",
+    "resolve_pretrained",
     "write_tokenizer_files",
 ]

@@ -4,12 +4,14 @@
 The original vocabulary is not stored as such; it is derived from the merges: the 256 byte symbols (in the
 byte-to-unicode order of GPT-2/CLIP), the same symbols with the end-of-word mark `</w>`, one entry per merge for
 the first 48,894 merges, then `<|startoftext|>` (49406) and `<|endoftext|>` (49407) — 49,408 ids in all. This
-module writes that vocabulary as `vocab.json` + `merges.txt`, the files transformers' CLIP tokenizer reads.
+module writes that vocabulary as `vocab.json` + `merges.txt`, the files transformers' CLIP tokenizer reads (the
+Hub's `openai/clip-vit-base-patch16` holds the same two files, which `tokenizer_from_files` also accepts).
 """
 
 import gzip
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -75,10 +77,21 @@ def write_tokenizer_files(bpe_path: str | os.PathLike, output_dir: str | os.Path
     return vocab_path, merges_path
 
 
-def build_tokenizer(bpe_path: str | os.PathLike, model_max_length: int = 77) -> DiffCLIPTokenizer:
-    """A [`DiffCLIPTokenizer`] built from the original BPE file, ready for `save_pretrained`."""
+def tokenizer_from_files(
+    vocab_path: str | os.PathLike, merges_path: str | os.PathLike, model_max_length: int = 77
+) -> DiffCLIPTokenizer:
+    """A [`DiffCLIPTokenizer`] over CLIP's `vocab.json` + `merges.txt` (written by `write_tokenizer_files`, or those
+    of the Hub's `openai/clip-vit-base-patch16`), ready for `save_pretrained`. Only these two files are read."""
     with tempfile.TemporaryDirectory() as folder:
-        write_tokenizer_files(bpe_path, folder)
+        for source, name in ((vocab_path, "vocab.json"), (merges_path, "merges.txt")):
+            shutil.copyfile(source, Path(folder, name))
         config = {"model_max_length": model_max_length, "tokenizer_class": "CLIPTokenizer"}
         Path(folder, "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
         return DiffCLIPTokenizer.from_pretrained(folder, model_max_length=model_max_length)
+
+
+def build_tokenizer(bpe_path: str | os.PathLike, model_max_length: int = 77) -> DiffCLIPTokenizer:
+    """A [`DiffCLIPTokenizer`] built from the original BPE file, ready for `save_pretrained`."""
+    with tempfile.TemporaryDirectory() as folder:
+        vocab_path, merges_path = write_tokenizer_files(bpe_path, folder)
+        return tokenizer_from_files(vocab_path, merges_path, model_max_length)

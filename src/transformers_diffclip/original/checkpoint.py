@@ -31,13 +31,16 @@ CHECKPOINT_FILENAME = "checkpoint_best.pt"
 # What a checkpoint may contain besides tensors and plain Python values (see the module docstring).
 SAFE_GLOBALS = (argparse.Namespace,)
 UNSAFE_PICKLE_FLAG = "--allow-unsafe-pickle"
-# Released repos, for messages and for picking a model card.
-RELEASED_REPOS = {
-    "hammh0a/DiffCLIP_ViTB16_CC3M": "DiffCLIP_ViTB16_CC3M",
-    "hammh0a/DiffCLIP_ViTB16_CC12M": "DiffCLIP_ViTB16_CC12M",
-    "hammh0a/ViTB16_CC3M": "ViTB16_CC3M",
-    "hammh0a/ViTB16_CC12M": "ViTB16_CC12M",
-}
+# The authors' Hub repos: each holds one `checkpoint_best.pt` in the training format.
+DEFAULT_MODEL_ID = "hammh0a/DiffCLIP_ViTB16_CC12M"
+ORIGINAL_REPOS = (
+    "hammh0a/DiffCLIP_ViTB16_CC3M",
+    "hammh0a/DiffCLIP_ViTB16_CC12M",
+    "hammh0a/ViTB16_CC3M",
+    "hammh0a/ViTB16_CC12M",
+)
+# Released repo → the name of its model card.
+RELEASED_REPOS = {repo: repo.split("/", 1)[1] for repo in ORIGINAL_REPOS}
 # timm's ViT and CLIP's text transformer both use 64-wide heads; standard attention does not reveal its head count.
 DEFAULT_HEAD_DIM = 64
 # The timm ViT of the CLIP baseline uses LayerNorm eps 1e-6; DiffCLIP's differential ViT uses torch's default 1e-5.
@@ -56,22 +59,24 @@ class ConversionError(ValueError):
 _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
-def resolve_checkpoint(
-    checkpoint: str | os.PathLike, filename: str = CHECKPOINT_FILENAME, revision: str | None = None
-) -> tuple[Path, str | None]:
-    """`(local path, repo id or None)` of `checkpoint`: an existing local file, or a Hub repo id whose `filename` is
-    downloaded (or taken from the cache) with `huggingface_hub.hf_hub_download`."""
-    path = Path(checkpoint).expanduser()
-    if path.is_file():
-        return path, None
-    if path.exists():
-        raise ConversionError(f"--checkpoint {checkpoint} is a directory; pass the checkpoint file inside it.")
-    spec = str(checkpoint)
-    if not _REPO_ID.match(spec):
-        raise FileNotFoundError(
-            f"--checkpoint {spec}: no such file, and it is not a Hub repo id (ORG/NAME such as "
-            "hammh0a/DiffCLIP_ViTB16_CC12M)."
-        )
+def _hub_offline() -> bool:
+    from huggingface_hub import constants
+
+    value = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+    return value or bool(constants.HF_HUB_OFFLINE)
+
+
+def hub_download(
+    repo_id: str,
+    filename: str,
+    revision: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    local_files_only: bool | None = None,
+    what: str = "the file",
+    instead: str = "",
+) -> Path:
+    """`huggingface_hub.hf_hub_download` (its cache, progress bar and `HF_HUB_OFFLINE`), with every failure turned
+    into a [`ConversionError`] that names `repo_id/filename` and says what to do (`instead`: how to do without)."""
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import (
         EntryNotFoundError,
@@ -81,30 +86,61 @@ def resolve_checkpoint(
         RevisionNotFoundError,
     )
 
-    how_to_pass_a_file = (
-        f"Download it where the Hub is reachable (`hf download {spec} {filename} --local-dir DIR`, or from "
-        f"https://huggingface.co/{spec}) and pass the file with `--checkpoint DIR/{filename}`."
-    )
     try:
-        return Path(hf_hub_download(spec, filename, revision=revision)), spec
+        return Path(
+            hf_hub_download(
+                repo_id, filename, revision=revision, cache_dir=cache_dir, local_files_only=bool(local_files_only)
+            )
+        )
     except LocalEntryNotFoundError as error:
-        offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
-        reason = "HF_HUB_OFFLINE is set" if offline else "no network connection to the Hub"
+        if local_files_only:
+            reason = "local_files_only is set"
+        else:
+            reason = "HF_HUB_OFFLINE is set" if _hub_offline() else "no network connection to the Hub"
+        at = f" at revision {revision!r}" if revision else ""
         raise ConversionError(
-            f"The Hugging Face Hub is unreachable ({reason}) and {spec}/{filename} is not in the local cache. "
-            f"{how_to_pass_a_file}"
+            f"The Hugging Face Hub is unreachable ({reason}) and {repo_id}/{filename}{at} ({what}) is not in the "
+            f"local cache. Download it once where the Hub is reachable (`hf download {repo_id} {filename}"
+            f"{f' --revision {revision}' if revision else ''}`, which fills the cache, or from "
+            f"https://huggingface.co/{repo_id}){instead}."
         ) from error
     except GatedRepoError as error:
-        raise ConversionError(f"{spec} is gated: accept its terms on the Hub and log in (`hf auth login`).") from error
+        raise ConversionError(
+            f"{repo_id} is gated: accept its terms on the Hub and log in (`hf auth login`)."
+        ) from error
     except RepositoryNotFoundError as error:
         raise ConversionError(
-            f"Hub repo {spec} not found (or private without a login). Released checkpoints: "
-            f"{', '.join(RELEASED_REPOS)}."
+            f"Hub repo {repo_id} not found (or private without a login). The authors' checkpoints: "
+            f"{', '.join(ORIGINAL_REPOS)}."
         ) from error
     except RevisionNotFoundError as error:
-        raise ConversionError(f"Hub repo {spec} has no revision {revision!r}.") from error
+        raise ConversionError(f"Hub repo {repo_id} has no revision {revision!r}.") from error
     except EntryNotFoundError as error:
-        raise ConversionError(f"Hub repo {spec} has no file {filename}; see --checkpoint-filename.") from error
+        raise ConversionError(f"Hub repo {repo_id} has no file {filename}.") from error
+
+
+def resolve_checkpoint(
+    checkpoint: str | os.PathLike,
+    filename: str = CHECKPOINT_FILENAME,
+    revision: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    local_files_only: bool | None = None,
+) -> tuple[Path, str | None]:
+    """`(local path, repo id or None)` of `checkpoint`: an existing local file, or a Hub repo id whose `filename` is
+    downloaded (or taken from the cache) with `huggingface_hub.hf_hub_download`."""
+    path = Path(checkpoint).expanduser()
+    if path.is_file():
+        return path, None
+    if path.exists():
+        raise ConversionError(f"{checkpoint} is a directory; pass the checkpoint file inside it.")
+    spec = str(checkpoint)
+    if not _REPO_ID.match(spec):
+        raise FileNotFoundError(
+            f"{spec}: no such file, and it is not a Hub repo id (ORG/NAME such as {DEFAULT_MODEL_ID})."
+        )
+    instead = f" and pass the downloaded file (`DIR/{filename}` with `--local-dir DIR`) in place of {spec}"
+    path = hub_download(spec, filename, revision, cache_dir, local_files_only, "the original checkpoint", instead)
+    return path, spec
 
 
 @dataclass
@@ -393,7 +429,7 @@ def layout_error(
     if mismatched:
         lines.append(f"  shape mismatches ({len(mismatched)}): {_listing(mismatched)}")
     lines.append(
-        f"Is the file truncated, from another model, or edited? The released files are {', '.join(RELEASED_REPOS)}."
+        f"Is the file truncated, from another model, or edited? The released files are {', '.join(ORIGINAL_REPOS)}."
     )
     return ConversionError("\n".join(lines))
 

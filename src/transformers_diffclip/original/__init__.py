@@ -1,0 +1,52 @@
+# Copyright 2026 The transformers-diffclip authors. Licensed under the Apache License, Version 2.0.
+"""The authors' released checkpoints in their training format (`hammh0a/DiffCLIP_ViTB16_CC12M`, ...).
+
+Every place that names a model (the `diffclip` commands, `diffclip-finetune`, `from_pretrained` of the installed
+classes) passes the name through `resolve_pretrained` first: an original-format checkpoint (one of the authors'
+repo ids, or a local `checkpoint_best.pt`) becomes the path of a converted folder, converted once and cached;
+any other name comes back unchanged.
+
+- `checkpoint`: reading the training container safely, the declarative key map, architecture detection;
+- `convert`: the converted model and processor, folders written atomically;
+- `cache`: `resolve_pretrained`, download-convert-cache under a file lock.
+`conversion/convert_diffclip_original_to_hf.py` is the script that writes a Hub-ready folder with these.
+"""
+
+from .cache import CACHE_ENV, cache_root, resolve_pretrained
+from .checkpoint import (
+    CHECKPOINT_FILENAME,
+    DEFAULT_MODEL_ID,
+    ORIGINAL_REPOS,
+    RELEASED_REPOS,
+    Architecture,
+    ConversionError,
+    OriginalCheckpoint,
+    convert_state_dict,
+    detect_architecture,
+    load_original_checkpoint,
+    resolve_checkpoint,
+)
+from .convert import CLIP_TOKENIZER_REPO, Conversion, build_model, build_processor, convert_checkpoint
+
+
+__all__ = [
+    "CACHE_ENV",
+    "CHECKPOINT_FILENAME",
+    "CLIP_TOKENIZER_REPO",
+    "DEFAULT_MODEL_ID",
+    "ORIGINAL_REPOS",
+    "RELEASED_REPOS",
+    "Architecture",
+    "Conversion",
+    "ConversionError",
+    "OriginalCheckpoint",
+    "build_model",
+    "build_processor",
+    "cache_root",
+    "convert_checkpoint",
+    "convert_state_dict",
+    "detect_architecture",
+    "load_original_checkpoint",
+    "resolve_checkpoint",
+    "resolve_pretrained",
+]

@@ -1,0 +1,120 @@
+# Copyright 2026 The transformers-diffclip authors. Licensed under the Apache License, Version 2.0.
+"""Convert on first use, once: the authors' training-format checkpoints become cached transformers folders.
+
+`resolve_pretrained(name)` returns where to load `name` from. For one of the authors' repo ids (`ORIGINAL_REPOS`),
+a local original checkpoint file, or a folder holding only `checkpoint_best.pt`, that is a converted folder in the
+cache; every other name comes back unchanged. The first use downloads the checkpoint with `huggingface_hub` (its
+cache, progress bar and `HF_HUB_OFFLINE`), converts it with the safe loader and the strict key map, and renames the
+finished folder into place under a file lock, so concurrent first uses convert once and never see half a folder.
+
+Cache layout (`DIFFCLIP_CACHE`, default `$HF_HOME/diffclip`, i.e. `~/.cache/huggingface/diffclip`):
+`converted/<org>--<name>/<commit>/` per repo and revision, `converted/local/<stem>-<hash>/` per local file (its
+absolute path, size and modification time), lock files in `.locks/`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+from pathlib import Path
+
+from .checkpoint import CHECKPOINT_FILENAME, ORIGINAL_REPOS, ConversionError, resolve_checkpoint
+from .convert import (
+    build_processor,
+    build_tokenizer_for,
+    clip_tokenizer_files,
+    convert_checkpoint,
+    save_converted,
+    write_folder_atomically,
+)
+
+
+CACHE_ENV = "DIFFCLIP_CACHE"
+# A converted folder is complete when it holds these (it only ever appears complete: see write_folder_atomically).
+_COMPLETE = ("config.json", "model.safetensors", "preprocessor_config.json")
+
+
+def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
+    """Where converted folders live: `<cache_dir>/diffclip` when a Hub `cache_dir` is given, else `$DIFFCLIP_CACHE`,
+    else `$HF_HOME/diffclip`."""
+    if cache_dir is not None:
+        return Path(cache_dir).expanduser() / "diffclip"
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HOME).expanduser() / "diffclip"
+
+
+def original_repo_id(name: str) -> str | None:
+    """The authors' repo id `name` spells (Hub ids are case-insensitive), or None."""
+    return next((repo for repo in ORIGINAL_REPOS if repo.lower() == name.lower()), None)
+
+
+def _local_checkpoint(path: Path) -> Path | None:
+    """The original checkpoint file `path` names: the file itself, or the only `checkpoint_best.pt` of a folder
+    that holds no converted model (e.g. `hf download hammh0a/... --local-dir DIR`)."""
+    if path.is_file():
+        return path
+    if path.is_dir() and not (path / "config.json").exists() and (path / CHECKPOINT_FILENAME).is_file():
+        return path / CHECKPOINT_FILENAME
+    return None
+
+
+def _is_complete(folder: Path) -> bool:
+    return all((folder / name).is_file() for name in _COMPLETE)
+
+
+def resolve_pretrained(
+    name_or_path: str | os.PathLike,
+    revision: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    local_files_only: bool | None = None,
+) -> str:
+    """Where to load `name_or_path` from: for an original-format checkpoint the converted folder (converted on first
+    use, cached), for anything else `name_or_path` itself. Bad input raises a `ValueError` or `OSError` that says
+    what is wrong, and leaves nothing in the cache."""
+    name = os.fspath(name_or_path)
+    path = Path(name).expanduser()
+    local = _local_checkpoint(path)
+    if local is not None:
+        local = local.resolve()
+        stat = local.stat()
+        key = hashlib.sha256(f"{local}\0{stat.st_size}\0{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+        return str(_converted(local, str(local), f"local/{local.stem}-{key}", cache_dir, local_files_only))
+    repo_id = None if path.exists() else original_repo_id(name)
+    if repo_id is None:
+        return name
+    checkpoint, _ = resolve_checkpoint(repo_id, CHECKPOINT_FILENAME, revision, cache_dir, local_files_only)
+    # hf_hub_download returns `.../snapshots/<commit>/checkpoint_best.pt`: the commit pins the converted folder
+    commit = checkpoint.parent.name
+    key = f"{repo_id.replace('/', '--')}/{commit}"
+    return str(_converted(checkpoint, repo_id, key, cache_dir, local_files_only))
+
+
+def _converted(checkpoint: Path, label: str, key: str, cache_dir, local_files_only: bool | None) -> Path:
+    """The converted folder `key` of the cache, converting `checkpoint` into it first unless a run already has."""
+    root = cache_root(cache_dir)
+    target = root / "converted" / key
+    if _is_complete(target):
+        return target
+    from filelock import FileLock
+
+    # before the lock and the conversion: an offline machine without them fails fast
+    clip_tokenizer_files(cache_dir, local_files_only)
+    locks = root / ".locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(locks / (key.replace("/", "--") + ".lock"))):
+        if _is_complete(target):  # converted by a concurrent run while this one waited
+            return target
+        if target.exists():  # not written by this package: never trust, never delete silently
+            raise ConversionError(
+                f"{target} exists but is not a complete converted folder; delete it and rerun to convert again."
+            )
+        print(f"converting {label} once, cached at {target}", file=sys.stderr, flush=True)
+        conversion = convert_checkpoint(checkpoint)
+        tokenizer = build_tokenizer_for(conversion.architecture, None, cache_dir, local_files_only)
+        processor = build_processor(conversion.architecture, tokenizer)
+        write_folder_atomically(target, lambda folder: save_converted(folder, conversion.model, processor))
+    return target
