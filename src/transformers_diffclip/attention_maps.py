@@ -63,6 +63,8 @@ from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
 from torch import nn
 from transformers import PretrainedConfig
 
+from .original import DEFAULT_MODEL_ID, resolve_pretrained
+
 
 # Display constants of `render_attention_grid` (pixels): grid size is
 # width = PAD + cols·(cell + PAD), height = PAD + rows·(cell + CAPTION_HEIGHT + PAD).
@@ -189,6 +191,7 @@ def load_model_and_processor(name_or_path: str, device: str | torch.device | Non
     """
     from transformers import AutoImageProcessor, AutoModel, AutoProcessor
 
+    name_or_path = resolve_pretrained(name_or_path)  # the authors' training-format checkpoints: converted, cached
     model = AutoModel.from_pretrained(name_or_path, trust_remote_code=True)
     try:
         processor = AutoProcessor.from_pretrained(name_or_path, trust_remote_code=True)
@@ -641,7 +644,12 @@ def register_cli(subparsers) -> None:
         "per text query (gradient-weighted attention, Chefer et al. 2021), one row per model. Without --text, the "
         "class token's attention (rollout over layers) is drawn.",
     )
-    parser.add_argument("--model", required=True, help="Local folder or Hub id (loaded with trust_remote_code).")
+    parser.add_argument(
+        "--model",
+        default=DEFAULT_MODEL_ID,
+        help="Local folder or Hub id (loaded with trust_remote_code), one of the authors' checkpoints (converted on "
+        f"first use, cached) or a local original checkpoint_best.pt (default: {DEFAULT_MODEL_ID}).",
+    )
     parser.add_argument("--compare-model", help="A second model drawn in a second row, e.g. a CLIP baseline.")
     parser.add_argument("--image", required=True, help="Path of the image.")
     parser.add_argument("--text", action="append", help="A text query; repeat for several (one column each).")

@@ -38,6 +38,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .original import DEFAULT_MODEL_ID, ORIGINAL_REPOS, resolve_pretrained
+
 
 DEFAULT_TEMPLATE = "a photo of a {}."
 CLASSIFIER_WEIGHTS_NAME = "classifier.safetensors"
@@ -923,15 +925,12 @@ def load_model_and_processor(
         dtype = DTYPES[dtype]
     device = device if isinstance(device, torch.device) else resolve_device(device)
     name = str(model_name_or_path)
-    local = Path(name).expanduser()
+    source = resolve_pretrained(name)  # the authors' training-format checkpoints: a converted folder, cached
+    local = Path(source).expanduser()
     if local.exists():
-        if not local.is_dir():
-            raise ValueError(f"--model must be a model folder or a Hub id; {name} is a file.")
         source = str(local)
     elif _looks_like_path(name):
         raise FileNotFoundError(f"Model folder not found: {name}")
-    else:
-        source = name
     try:
         model = AutoModel.from_pretrained(source, trust_remote_code=True)
         processor = AutoProcessor.from_pretrained(source, trust_remote_code=True)
@@ -940,7 +939,8 @@ def load_model_and_processor(
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise OSError(
             f"Cannot load model {name!r}: {where} did not provide a model and processor ({reason}). --model takes "
-            "a folder written by save_pretrained (a converted DiffCLIP model) or the Hub id of one."
+            "a folder written by save_pretrained (a converted DiffCLIP model) or the Hub id of one, one of the "
+            f"authors' checkpoints ({', '.join(ORIGINAL_REPOS)}) or a local original checkpoint_best.pt."
         ) from error
     for method in ("get_text_features", "get_image_features"):
         if not hasattr(model, method):
@@ -967,7 +967,12 @@ def _positive_int(text: str) -> int:
 
 
 def _add_runtime_arguments(parser: argparse.ArgumentParser, default_batch_size: int) -> None:
-    parser.add_argument("--model", required=True, help="a converted DiffCLIP folder or a Hub id")
+    parser.add_argument(
+        "--model",
+        default=DEFAULT_MODEL_ID,
+        help="a converted DiffCLIP folder or Hub id, one of the authors' checkpoints (converted on first use, "
+        f"cached) or a local original checkpoint_best.pt (default: {DEFAULT_MODEL_ID})",
+    )
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     parser.add_argument("--dtype", default="float32", choices=sorted(DTYPES), help="model dtype (default: float32)")
     parser.add_argument(

@@ -32,7 +32,7 @@ from .convert import (
 
 CACHE_ENV = "DIFFCLIP_CACHE"
 # A converted folder is complete when it holds these (it only ever appears complete: see write_folder_atomically).
-_COMPLETE = ("config.json", "model.safetensors", "preprocessor_config.json")
+_COMPLETE = ("config.json", "model.safetensors", "tokenizer_config.json")
 
 
 def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
