@@ -6,8 +6,9 @@
 #   DIFFCLIP_TRANSFORMERS_VERSIONS="5.10.1" .ci/version_matrix.sh
 #   DIFFCLIP_MATRIX_SYSTEM=1 .ci/version_matrix.sh   # also run the suite under this environment's transformers
 #
-# Each venv is `python -m venv --system-site-packages` (it reuses the installed torch, numpy, pillow, ftfy, ...)
-# plus `pip install transformers==X`, which brings the huggingface_hub / tokenizers releases X pins. torch is held
+# Each venv is `python -m venv --system-site-packages` (it reuses the installed torch, numpy, pillow, ftfy, ...,
+# also when they live in an activated virtual environment: a .pth file adds its site-packages) plus
+# `pip install transformers==X`, which brings the huggingface_hub / tokenizers releases X pins. torch is held
 # at the installed build by a constraint, so pip can never pull another (e.g. a CUDA) torch. Venvs live under
 # .ci-venvs/ (git-ignored) and are reused when they already hold the right release.
 set -euo pipefail
@@ -29,18 +30,27 @@ HF_HUB_DISABLE_PROGRESS_BARS=1 "$PYTHON" tests/remote_code/make_fixture.py --out
 
 # 2. One venv per version, created in parallel (the time is network and unpacking, not CPU).
 TORCH_VERSION=$("$PYTHON" -c "import torch; print(torch.__version__)")
+# The site-packages of the environment $PYTHON runs in (a virtual environment's own, when one is active).
+PARENT_SITE=$("$PYTHON" -c 'import site, sysconfig
+paths = [*site.getsitepackages(), sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]]
+print("\n".join(dict.fromkeys(paths)))')
 CONSTRAINTS="$ROOT/constraints.txt"
 echo "torch==$TORCH_VERSION" >"$CONSTRAINTS"
 
 make_venv() {
     local version=$1 venv="$ROOT/tf-$1"
     if [ -x "$venv/bin/python" ] &&
-        [ "$("$venv/bin/python" -c 'import transformers; print(transformers.__version__)' 2>/dev/null)" = "$version" ]; then
+        [ "$("$venv/bin/python" -c 'import torch, transformers; print(transformers.__version__)' 2>/dev/null)" = "$version" ]; then
         echo "reused"
         return 0
     fi
     rm -rf "$venv"
     "$PYTHON" -m venv --system-site-packages "$venv"
+    # --system-site-packages reaches the BASE interpreter's packages only; when $PYTHON runs inside a virtual
+    # environment (where torch & co are installed), a .pth file adds that environment's site-packages too, after
+    # the new venv's own (so its transformers wins).
+    "$venv/bin/python" -c 'import pathlib, sys, sysconfig
+pathlib.Path(sysconfig.get_paths()["purelib"], "_diffclip_parent_env.pth").write_text(sys.argv[1] + "\n")' "$PARENT_SITE"
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -c "$CONSTRAINTS" "transformers==$version"
     "$venv/bin/python" - "$TORCH_VERSION" <<'EOF'
 import sys

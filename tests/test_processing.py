@@ -4,7 +4,7 @@ ids equal to the original tokenizer's up to <|endoftext|>, including its text cl
 import numpy as np
 import pytest
 import torch
-from _helpers import require_bpe
+from _helpers import require_bpe, tiny_tokenizer
 from PIL import Image
 from reference_original import OriginalTokenizer, original_image_transform
 
@@ -55,6 +55,12 @@ def tokenizer():
 
 
 @pytest.fixture(scope="module")
+def tiny():
+    """The tests' own tiny vocabulary: for mechanics that do not depend on the real ids."""
+    return tiny_tokenizer()
+
+
+@pytest.fixture(scope="module")
 def original_tokenizer():
     return OriginalTokenizer(require_bpe())
 
@@ -89,18 +95,21 @@ def test_batch_encoding_with_padding_matches_up_to_the_end_token(tokenizer, orig
         assert set(got_row[end:].tolist()) <= {49407}  # padding with <|endoftext|>, the original pads with 0
 
 
-def test_long_text_is_truncated_keeping_the_end_token(tokenizer):
-    processor = DiffCLIPProcessor(image_processor=DiffCLIPImageProcessor(), tokenizer=tokenizer)
+def test_long_text_is_truncated_keeping_the_end_token(tiny):
+    processor = DiffCLIPProcessor(image_processor=DiffCLIPImageProcessor(), tokenizer=tiny)
     ids = processor(text=["word " * 100], return_tensors="pt")["input_ids"]
     assert ids.shape == (1, 77) and ids[0, -1].item() == 49407
 
 
-def test_processor_combines_both(tokenizer):
-    processor = DiffCLIPProcessor(image_processor=DiffCLIPImageProcessor(), tokenizer=tokenizer)
+def test_processor_combines_both(tiny):
+    processor = DiffCLIPProcessor(image_processor=DiffCLIPImageProcessor(), tokenizer=tiny)
     image = random_image(300, 200)
-    out = processor(text=["a cat", "a photo of a dog"], images=[image, image], return_tensors="pt", padding=True)
+    out = processor(text=["a cat", "a dog"], images=[image, image], return_tensors="pt", padding=True)
     assert set(out) == {"input_ids", "attention_mask", "pixel_values"}
-    assert out["input_ids"].shape == (2, 7) and out["pixel_values"].shape == (2, 3, 224, 224)
+    # tiny vocabulary: "cat</w>" and "dog</w>" are merged tokens, "a</w>" a byte symbol with the end-of-word mark
+    vocab = tiny.get_vocab()
+    assert out["input_ids"][1].tolist() == [49406, vocab["a</w>"], vocab["dog</w>"], 49407]
+    assert out["input_ids"].shape == (2, 4) and out["pixel_values"].shape == (2, 3, 224, 224)
     torch.testing.assert_close(out["pixel_values"][0], original_image_transform(image), atol=1e-5, rtol=0)
     with pytest.raises(ValueError, match="needs `text`, `images` or both"):
         processor()
@@ -108,8 +117,8 @@ def test_processor_combines_both(tokenizer):
         processor(text=[])
 
 
-def test_processor_round_trip(tmp_path, tokenizer):
-    processor = DiffCLIPProcessor(image_processor=DiffCLIPImageProcessor(), tokenizer=tokenizer)
+def test_processor_round_trip(tmp_path, tiny):
+    processor = DiffCLIPProcessor(image_processor=DiffCLIPImageProcessor(), tokenizer=tiny)
     processor.save_pretrained(tmp_path)
     loaded = DiffCLIPProcessor.from_pretrained(tmp_path)
     image = random_image(640, 479)
