@@ -28,7 +28,7 @@ from .modeling_diffclip import (
     DiffCLIPVisionModel,
     DiffCLIPVisionModelWithProjection,
 )
-from .original import DEFAULT_MODEL_ID, ORIGINAL_REPOS, resolve_pretrained
+from .original import DEFAULT_MODEL_ID, ORIGINAL_REPOS, accept_original_checkpoints, resolve_pretrained
 from .processing_diffclip import DiffCLIPProcessor, DiffCLIPTokenizer, clean_text
 from .tokenizer_files import build_tokenizer, write_tokenizer_files
 
@@ -54,8 +54,8 @@ def _register() -> None:
     DiffCLIPImageProcessor.register_for_auto_class("AutoImageProcessor")
     DiffCLIPProcessor.register_for_auto_class("AutoProcessor")
     # `from_pretrained` of the installed classes also takes the authors' training-format checkpoints
-    DiffCLIPPreTrainedModel.pretrained_resolver = staticmethod(resolve_pretrained)
-    DiffCLIPProcessor.pretrained_resolver = staticmethod(resolve_pretrained)
+    accept_original_checkpoints(DiffCLIPPreTrainedModel)
+    accept_original_checkpoints(DiffCLIPProcessor)
 
 
 _register()

@@ -571,20 +571,6 @@ class DiffCLIPPreTrainedModel(PreTrainedModel):
     _supports_flash_attn_2 = True
     _supports_flex_attn = False
     _supports_attention_backend = True
-    # Installed by the transformers_diffclip package (its `original.resolve_pretrained`): maps the authors'
-    # training-format checkpoints to a converted folder before loading. None in a Hub folder's copy of this file.
-    pretrained_resolver = None
-
-    @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
-        if cls.pretrained_resolver is not None and pretrained_model_name_or_path is not None:
-            pretrained_model_name_or_path = cls.pretrained_resolver(
-                pretrained_model_name_or_path,
-                revision=kwargs.get("revision"),
-                cache_dir=kwargs.get("cache_dir"),
-                local_files_only=kwargs.get("local_files_only"),
-            )
-        return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module):

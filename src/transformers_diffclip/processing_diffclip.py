@@ -95,19 +95,6 @@ class DiffCLIPProcessor(ProcessorMixin):
     if _TRANSFORMERS_MAJOR < 5:
         image_processor_class = "AutoImageProcessor"
         tokenizer_class = "AutoTokenizer"
-    # Installed by the transformers_diffclip package, as on DiffCLIPPreTrainedModel; None in a Hub folder's copy.
-    pretrained_resolver = None
-
-    @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
-        if cls.pretrained_resolver is not None and pretrained_model_name_or_path is not None:
-            pretrained_model_name_or_path = cls.pretrained_resolver(
-                pretrained_model_name_or_path,
-                revision=kwargs.get("revision"),
-                cache_dir=kwargs.get("cache_dir"),
-                local_files_only=kwargs.get("local_files_only"),
-            )
-        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
 
     def __init__(self, image_processor=None, tokenizer=None, **kwargs):
         if image_processor is None:

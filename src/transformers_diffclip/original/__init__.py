@@ -12,7 +12,7 @@ any other name comes back unchanged.
 `conversion/convert_diffclip_original_to_hf.py` is the script that writes a Hub-ready folder with these.
 """
 
-from .cache import CACHE_ENV, cache_root, resolve_pretrained
+from .cache import CACHE_ENV, accept_original_checkpoints, cache_root, resolve_pretrained
 from .checkpoint import (
     CHECKPOINT_FILENAME,
     DEFAULT_MODEL_ID,
@@ -40,6 +40,7 @@ __all__ = [
     "Conversion",
     "ConversionError",
     "OriginalCheckpoint",
+    "accept_original_checkpoints",
     "build_model",
     "build_processor",
     "cache_root",

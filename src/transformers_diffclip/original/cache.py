@@ -14,6 +14,7 @@ absolute path, size and modification time), lock files in `.locks/`.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import sys
@@ -118,3 +119,23 @@ def _converted(checkpoint: Path, label: str, key: str, cache_dir, local_files_on
         processor = build_processor(conversion.architecture, tokenizer)
         write_folder_atomically(target, lambda folder: save_converted(folder, conversion.model, processor))
     return target
+
+
+def accept_original_checkpoints(cls) -> None:
+    """Make `cls.from_pretrained` (and its subclasses') pass the name through `resolve_pretrained` first, with the
+    call's `revision`, `cache_dir` and `local_files_only`. Installed by the package on its own classes only: a Hub
+    folder's copy of the model code is left as it is."""
+    load = cls.from_pretrained.__func__
+
+    @functools.wraps(load)
+    def from_pretrained(klass, pretrained_model_name_or_path, *args, **kwargs):
+        if pretrained_model_name_or_path is not None:
+            pretrained_model_name_or_path = resolve_pretrained(
+                pretrained_model_name_or_path,
+                revision=kwargs.get("revision"),
+                cache_dir=kwargs.get("cache_dir"),
+                local_files_only=kwargs.get("local_files_only"),
+            )
+        return load(klass, pretrained_model_name_or_path, *args, **kwargs)
+
+    cls.from_pretrained = classmethod(from_pretrained)
