@@ -7,10 +7,14 @@ the image-processor and processor configs and the model card `README.md`; it loa
 `AutoModel.from_pretrained(folder, trust_remote_code=True)`, `AutoProcessor` and the zero-shot pipeline on a
 machine without `transformers_diffclip`.
 
-Examples (one command per released checkpoint; the BPE file is CLIP's `bpe_simple_vocab_16e6.txt.gz`):
+The safe loader, the key map and the architecture detection live in the package (`transformers_diffclip.original`,
+which also converts the authors' checkpoints on first use for `from_pretrained`); this script adds the model card,
+`--verify` and `--push-to-hub`. The tokenizer files come from the Hub's `openai/clip-vit-base-patch16` (`vocab.json`
+and `merges.txt`, the same BPE vocabulary as the original) unless `--bpe-path` names CLIP's
+`bpe_simple_vocab_16e6.txt.gz`. Examples:
 
     python conversion/convert_diffclip_original_to_hf.py --checkpoint hammh0a/DiffCLIP_ViTB16_CC12M \\
-        --bpe-path bpe_simple_vocab_16e6.txt.gz --output-dir converted/DiffCLIP_ViTB16_CC12M --verify
+        --output-dir converted/DiffCLIP_ViTB16_CC12M --verify
     python conversion/convert_diffclip_original_to_hf.py --checkpoint path/to/checkpoint_best.pt \\
         --model-card ViTB16_CC3M --bpe-path bpe_simple_vocab_16e6.txt.gz --output-dir converted/ViTB16_CC3M --verify
 

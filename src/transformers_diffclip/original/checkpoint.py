@@ -100,9 +100,8 @@ def hub_download(
         at = f" at revision {revision!r}" if revision else ""
         raise ConversionError(
             f"The Hugging Face Hub is unreachable ({reason}) and {repo_id}/{filename}{at} ({what}) is not in the "
-            f"local cache. Download it once where the Hub is reachable (`hf download {repo_id} {filename}"
-            f"{f' --revision {revision}' if revision else ''}`, which fills the cache, or from "
-            f"https://huggingface.co/{repo_id}){instead}."
+            f"local cache. Download it once where the Hub is reachable: `hf download {repo_id} {filename}"
+            f"{f' --revision {revision}' if revision else ''}` puts it in the cache{instead}."
         ) from error
     except GatedRepoError as error:
         raise ConversionError(
@@ -138,7 +137,10 @@ def resolve_checkpoint(
         raise FileNotFoundError(
             f"{spec}: no such file, and it is not a Hub repo id (ORG/NAME such as {DEFAULT_MODEL_ID})."
         )
-    instead = f" and pass the downloaded file (`DIR/{filename}` with `--local-dir DIR`) in place of {spec}"
+    instead = (
+        f" (or fetch https://huggingface.co/{spec}/resolve/{revision or 'main'}/{filename} any other way and pass "
+        f"the file in place of {spec})"
+    )
     path = hub_download(spec, filename, revision, cache_dir, local_files_only, "the original checkpoint", instead)
     return path, spec
 

@@ -110,7 +110,7 @@ def clip_tokenizer_files(
             cache_dir=cache_dir,
             local_files_only=local_files_only,
             what="CLIP's tokenizer file, which converted DiffCLIP models use",
-            instead=instead,
+            instead=f" (it needs both: `hf download {CLIP_TOKENIZER_REPO} {' '.join(CLIP_TOKENIZER_FILES)}`){instead}",
         )
         for name in CLIP_TOKENIZER_FILES
     )
