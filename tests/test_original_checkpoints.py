@@ -192,6 +192,22 @@ def test_attention_map_defaults_to_the_original_checkpoint(hub, tmp_path, capsys
     assert CONVERTING in capsys.readouterr().err and output.is_file()
 
 
+def test_eval_retrieval_takes_the_original_repo_id(hub, original, tmp_path, capsys):
+    images = [Image.open(image_file(tmp_path, seed)) for seed in range(4)]
+    captions = ["a cat on a red sofa", "two dogs", "a remote control", "a car in the rain"]
+    lines = [json.dumps({"image": f"image{i}.png", "caption": caption}) for i, caption in enumerate(captions)]
+    (tmp_path / "set.jsonl").write_text("\n".join(lines))
+    output = tmp_path / "retrieval.json"
+    argv = ["eval", "retrieval", "--model", DEFAULT_MODEL_ID, "--data", str(tmp_path / "set.jsonl")]
+    assert diffclip([*argv, "--output", str(output), "--no-progress"]) == 0
+    report = json.loads(output.read_text())
+    # one caption per image: R@1 is the share of rows (columns) whose best match is their own pair
+    expected = expected_forward(original[0], captions, images)["logits_per_image"]
+    own = torch.arange(4)
+    assert report["image_to_text"]["R@1"] == pytest.approx((expected.argmax(1) == own).double().mean().item())
+    assert report["text_to_image"]["R@1"] == pytest.approx((expected.argmax(0) == own).double().mean().item())
+
+
 CONCURRENT_SCRIPT = textwrap.dedent(
     """
     import json, sys, time
