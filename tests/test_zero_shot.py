@@ -2,6 +2,7 @@
 
 Metrics are checked against brute-force computations written here (explicit loops, one text or image at a time);
 the classifier against the template-averaging formula; the commands through `cli.main` and once as a process.
+Mechanics use the tiny tokenizer of `_helpers`; only the SLIP file test needs ../shared.
 """
 
 from __future__ import annotations
@@ -18,12 +19,14 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from _helpers import tiny_processor
 from PIL import Image
 
 from transformers_diffclip import cli
 from transformers_diffclip.zero_shot import (
     ZeroShotClassifier,
     classification_report,
+    match_ranks,
     find_image_folder,
     load_class_names,
     load_model_and_processor,
@@ -35,7 +38,6 @@ from transformers_diffclip.zero_shot import (
 
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
-BPE_PATH = SHARED / "data" / "bpe_simple_vocab_16e6.txt.gz"
 SLIP_LABELS = SHARED / "data" / "slip_labels.json"
 SLIP_TEMPLATES = SHARED / "data" / "slip_templates.json"
 CLASSES = ("cat", "dog", "red car")
@@ -55,23 +57,15 @@ def _require(path: Path) -> Path:
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """A tiny DiffCLIP model + processor saved as a model folder; returns (folder, model, processor)."""
-    from transformers_diffclip import (
-        DiffCLIPConfig,
-        DiffCLIPImageProcessor,
-        DiffCLIPModel,
-        DiffCLIPProcessor,
-        build_tokenizer,
-    )
+    from transformers_diffclip import DiffCLIPConfig, DiffCLIPModel
 
-    tokenizer = build_tokenizer(_require(BPE_PATH))
     tower = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4)
     config = DiffCLIPConfig(
         text_config=tower, vision_config=dict(tower, image_size=32, patch_size=8), projection_dim=16
     )
     torch.manual_seed(0)
     model = DiffCLIPModel(config).eval()
-    image_processor = DiffCLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
-    processor = DiffCLIPProcessor(image_processor, tokenizer)
+    processor = tiny_processor(image_size=32)
     folder = tmp_path_factory.mktemp("tiny_diffclip")
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
@@ -294,8 +288,7 @@ def test_classification_report_matches_brute_force():
     generator = torch.Generator().manual_seed(1)
     logits = torch.randn(40, 7, generator=generator)
     targets = torch.randint(0, 6, (40,), generator=generator)  # class 6 has no images
-    ranked = logits.topk(5, dim=1).indices
-    report = classification_report(ranked, targets, [f"c{c}" for c in range(7)])
+    report = classification_report(match_ranks(logits, targets), targets, [f"c{c}" for c in range(7)])
     order = [sorted(range(7), key=lambda c: -row[c]) for row in logits.tolist()]
     truth = targets.tolist()
     assert report["top1"] == pytest.approx(sum(o[0] == t for o, t in zip(order, truth)) / 40)
@@ -343,13 +336,22 @@ def test_find_image_folder(image_tree, tmp_path):
     # names matching the folders: matched by name, in a larger label set
     data = find_image_folder(image_tree, ["airplane", "red car", "dog", "cat"])
     assert data.folder_classes == [3, 2, 1]
-    # as many names as folders: the ImageFolder convention (sorted folders ↔ names in order)
-    assert find_image_folder(image_tree, ["kitty", "puppy", "auto"]).labels == ["kitty", "puppy", "auto"]
+    assert data.matching == "name" and data.duplicates == []
+    # no folder named after a class, as many names as folders: the ImageFolder convention (sorted folders ↔ names)
+    data = find_image_folder(image_tree, ["kitty", "puppy", "kitty"])
+    assert data.labels == ["kitty", "puppy", "kitty"] and data.folder_classes == [0, 1, 2]
+    assert data.matching == "position" and data.duplicates == ["kitty"]
     # an explicit mapping must name every folder
-    with pytest.raises(ValueError, match="'red car' missing from the class-name file"):
+    with pytest.raises(ValueError, match="1 class folder.*missing from the class-name file.*'red car'"):
         find_image_folder(image_tree, {"cat": "kitty", "dog": "puppy", "bus": "bus"})
-    with pytest.raises(ValueError, match="'red car' is missing from the class-name file"):
-        find_image_folder(image_tree, ["cat", "dog"])
+    # some folders named after classes but not all: an error listing them, never a fallback to position
+    for names in (["cat", "dog"], ["cat", "dog", "auto"]):
+        with pytest.raises(ValueError, match="2 of the 3 class folders .* 1 are not: 'red car'.*never by a mix"):
+            find_image_folder(image_tree, names)
+    with pytest.raises(ValueError, match="'cat' match several classes"):
+        find_image_folder(image_tree, ["cat", "dog", "red car", "cat"])
+    with pytest.raises(ValueError, match="cannot be matched to the 3 folders by position"):
+        find_image_folder(image_tree, ["kitty", "puppy"])
     (tmp_path / "empty" / "a").mkdir(parents=True)
     with pytest.raises(ValueError, match="No images found"):
         find_image_folder(tmp_path / "empty")
@@ -474,7 +476,7 @@ def test_cli_errors(tiny, image_tree, tmp_path, capsys):
         (["eval", "zero-shot", "--model", str(folder), "--data", str(bad_tree)], "Cannot read image .*corrupt.png"),
         (
             ["eval", "zero-shot", "--model", str(folder), "--data", str(image_tree), "--classnames", str(names)],
-            "'red car' is missing from the class-name file",
+            "2 of the 3 class folders are named after classes .* 'red car'",
         ),
         (["eval", "retrieval", "--model", str(folder), "--data", str(tmp_path / "none.jsonl")], "none.jsonl"),
     ]
