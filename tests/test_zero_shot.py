@@ -26,11 +26,11 @@ from transformers_diffclip import cli
 from transformers_diffclip.zero_shot import (
     ZeroShotClassifier,
     classification_report,
-    match_ranks,
     find_image_folder,
     load_class_names,
     load_model_and_processor,
     load_templates,
+    match_ranks,
     parse_label_list,
     read_retrieval_jsonl,
     retrieval_recall,
