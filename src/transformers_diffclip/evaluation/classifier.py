@@ -65,6 +65,7 @@ class ZeroShotClassifier:
             raise ValueError(
                 f"weights must have shape (num_classes={len(labels)}, embed_dim), got {tuple(weights.shape)}."
             )
+        check_finite(weights, "class")
         self.weights = weights
         self.labels = [check_label(label, "labels") for label in labels]
         self.templates = list(templates)
@@ -123,6 +124,7 @@ class ZeroShotClassifier:
             progress=progress,
             description="class prompts",
         )
+        check_finite(prompts, "prompt text")
         owners = torch.tensor(owners)
         sums = torch.zeros(len(labels), prompts.shape[1], dtype=torch.float32).index_add_(0, owners, prompts)
         counts = torch.bincount(owners, minlength=len(labels)).unsqueeze(1).float()

@@ -87,6 +87,8 @@ def encode_texts(
     """
     if not texts:
         raise ValueError("There are no texts to encode.")
+    if tokenizer is None:
+        raise ValueError("Encoding texts needs a tokenizer; the processor has none (an image processor alone?).")
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
     device, _ = model_device_dtype(model)

@@ -29,19 +29,22 @@ TIE_RULE = (
 )
 
 
+def non_finite_error(count: int, total: int, what: str = "") -> ValueError:
+    """The error for `count` of `total` embeddings that hold a NaN or an infinity."""
+    kind = f"{what} " if what else ""
+    return ValueError(
+        f"{count} of the {total} {kind}embeddings are not finite (NaN or inf): the model is broken or overflowed in "
+        "its dtype (try --dtype float32); no recall or accuracy is computed from them."
+    )
+
+
 def check_finite(embeddings: torch.Tensor, what: str = "") -> None:
     """Raise a `ValueError` naming how many rows (embeddings) of `embeddings` hold a NaN or an infinity."""
-    bad = (
-        int((~torch.isfinite(embeddings)).reshape(embeddings.shape[0], -1).any(dim=1).sum())
-        if embeddings.numel()
-        else 0
-    )
+    if embeddings.numel() == 0:
+        return
+    bad = int((~torch.isfinite(embeddings)).reshape(embeddings.shape[0], -1).any(dim=1).sum())
     if bad:
-        kind = f"{what} " if what else ""
-        raise ValueError(
-            f"{bad} of the {embeddings.shape[0]} {kind}embeddings are not finite (NaN or inf): the model is broken "
-            "or overflowed in its dtype (try --dtype float32); no recall or accuracy is computed from them."
-        )
+        raise non_finite_error(bad, embeddings.shape[0], what)
 
 
 def match_ranks(scores: torch.Tensor, matches: torch.Tensor) -> torch.Tensor:
@@ -189,6 +192,7 @@ __all__ = [
     "check_finite",
     "classification_report",
     "match_ranks",
+    "non_finite_error",
     "recall_at_k",
     "retrieval_ranks",
     "retrieval_recall",

@@ -14,7 +14,14 @@ from .classifier import ZeroShotClassifier
 from .data import ImageFolderData, RetrievalData, find_image_folder, image_batches, read_retrieval_jsonl
 from .encoding import encode_pixel_values, encode_texts, image_processor_of, progress_bar, tokenizer_of
 from .labels import DEFAULT_TEMPLATE
-from .metrics import RECALL_KS, classification_report, match_ranks, recall_at_k, retrieval_recall
+from .metrics import (
+    RECALL_KS,
+    classification_report,
+    match_ranks,
+    non_finite_error,
+    recall_at_k,
+    retrieval_recall,
+)
 
 
 def evaluate_zero_shot(
@@ -49,11 +56,17 @@ def evaluate_zero_shot(
     loader = image_batches(
         paths, image_processor_of(processor), targets, batch_size=batch_size, num_workers=num_workers
     )
-    ranks, truth = [], []
+    ranks, truth, non_finite = [], [], 0
     for pixel_values, batch_targets in progress_bar(loader, progress, desc="Evaluating", unit="batch"):
-        logits = classifier.logits(encode_pixel_values(model, pixel_values)).cpu()[:, order]
+        image_embeds = encode_pixel_values(model, pixel_values)
+        non_finite += int((~torch.isfinite(image_embeds).all(dim=-1)).sum())
+        if non_finite:  # counted over all images, so that the error says how many there are
+            continue
+        logits = classifier.logits(image_embeds).cpu()[:, order]
         ranks.append(match_ranks(logits, batch_targets))
         truth.append(batch_targets)
+    if non_finite:
+        raise non_finite_error(non_finite, len(paths), "image")
     class_keys = [None] * len(data.labels)
     for folder, c in zip(data.folders, data.folder_classes):
         class_keys[c] = folder
