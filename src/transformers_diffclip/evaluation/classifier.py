@@ -105,7 +105,10 @@ class ZeroShotClassifier:
         progress: bool = False,
         model_name: str | None = None,
     ) -> ZeroShotClassifier:
-        """Encode every class name × template with `model`'s text tower (`tokenizer` may be a processor)."""
+        """Encode every class name × template with `model`'s text tower (`tokenizer` may be a processor).
+
+        Each distinct prompt is encoded once, so classes with the same name get bit-identical embeddings (and tie
+        exactly, instead of being told apart by the rounding of their rows in a batch)."""
         if isinstance(labels, str) or not labels:
             raise ValueError("The label list is empty." if not labels else "labels must be a list, not a string.")
         labels = [check_label(label, f"label {i}") for i, label in enumerate(labels)]
@@ -116,15 +119,18 @@ class ZeroShotClassifier:
                 for template in templates:
                     texts.append(fill_template(template, name))
                     owners.append(index)
+        unique = dict.fromkeys(texts)
+        row = {text: index for index, text in enumerate(unique)}
         prompts = encode_texts(
             model,
             tokenizer_of(tokenizer),
-            texts,
+            list(unique),
             batch_size=batch_size,
             progress=progress,
             description="class prompts",
         )
         check_finite(prompts, "prompt text")
+        prompts = prompts[torch.tensor([row[text] for text in texts])]
         owners = torch.tensor(owners)
         sums = torch.zeros(len(labels), prompts.shape[1], dtype=torch.float32).index_add_(0, owners, prompts)
         counts = torch.bincount(owners, minlength=len(labels)).unsqueeze(1).float()
