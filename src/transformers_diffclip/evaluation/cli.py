@@ -103,6 +103,16 @@ def _warn_duplicates(labels) -> list[str]:
     return duplicates
 
 
+def _finish_report(args: argparse.Namespace, model, report: dict, task: str, **facts) -> dict:
+    """The report with the model and data named first and its metadata last, written to --output if given."""
+    report = {"model": args.model, "data": str(args.data), **report}
+    report["metadata"] = report_metadata(
+        model, args.model, args.revision, data=str(args.data), num_images=report["num_images"], **facts
+    )
+    _write_report(args, report, task)
+    return report
+
+
 def _write_report(args: argparse.Namespace, report: dict, task: str) -> None:
     if not args.output:
         return
@@ -216,19 +226,16 @@ def _run_eval_zero_shot(args: argparse.Namespace) -> int:
         num_workers=args.num_workers,
         progress=not args.no_progress,
     )
-    report = {"model": args.model, "data": str(args.data), **report}
-    report["metadata"] = report_metadata(
+    report = _finish_report(
+        args,
         model,
-        args.model,
-        args.revision,
-        data=str(args.data),
+        report,
+        "zeroshot_classification",
         templates=classifier.templates,
-        num_images=report["num_images"],
         num_classes=report["num_classes"],
         classifier=args.classifier,
         class_matching=report["class_matching"],
     )
-    _write_report(args, report, "zeroshot_classification")
     print(
         f"zero-shot on {report['num_images']} images, {report['num_classes']} classes, "
         f"{report['num_templates']} template(s): top-1 {100 * report['top1']:.2f}%  top-5 {100 * report['top5']:.2f}%"
@@ -250,16 +257,7 @@ def _run_eval_retrieval(args: argparse.Namespace) -> int:
         num_workers=args.num_workers,
         progress=not args.no_progress,
     )
-    report = {"model": args.model, "data": str(args.data), **report}
-    report["metadata"] = report_metadata(
-        model,
-        args.model,
-        args.revision,
-        data=str(args.data),
-        num_images=report["num_images"],
-        num_captions=report["num_captions"],
-    )
-    _write_report(args, report, "zeroshot_retrieval")
+    report = _finish_report(args, model, report, "zeroshot_retrieval", num_captions=report["num_captions"])
     print(f"retrieval on {report['num_images']} images, {report['num_captions']} captions")
     for direction in ("text_to_image", "image_to_text"):
         recalls = "  ".join(f"{k} {100 * v:.2f}%" for k, v in report[direction].items())
@@ -305,7 +303,10 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
         "--key); default: the folder names",
     )
     zero_shot.add_argument(
-        "--classifier", metavar="DIR", help="a saved classifier instead of --classnames/--templates"
+        "--classifier",
+        metavar="DIR",
+        help="a saved classifier instead of --templates; its classes are matched to the folders (or --classnames) by "
+        "name",
     )
     _add_template_arguments(zero_shot)
     _add_output_arguments(zero_shot)
