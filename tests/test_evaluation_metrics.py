@@ -120,16 +120,22 @@ def test_non_finite_embeddings_are_an_error_that_counts_them():
         recall_at_k(torch.zeros(3), ks=(0, 1))
 
 
-def test_in_batch_ranks_equal_the_training_metric_without_ties():
-    """The training metric (1:1 pairs) is `match_ranks` over the logits with the pair index as the match."""
-    from transformers_diffclip.training import retrieval_ranks as training_ranks
-
+def test_in_batch_ranks_of_paired_embeddings():
+    """The training metric's case (1:1 pairs, in-batch): `match_ranks` over the logits with the pair index as the
+    match, in both directions, equals the brute force, also with duplicate captions (exact ties)."""
     generator = torch.Generator().manual_seed(3)
     image_embeds = F.normalize(torch.randn(12, 8, generator=generator), dim=-1)
     text_embeds = F.normalize(image_embeds + torch.randn(12, 8, generator=generator), dim=-1)
+    text_embeds[5] = text_embeds[4]  # two pairs with one caption: neither image finds "its" caption first
     pairs = torch.arange(12)
-    logits = image_embeds @ text_embeds.t()
-    ours = torch.stack([match_ranks(logits, pairs), match_ranks(logits.t(), pairs)], dim=1)
-    assert torch.equal(ours, training_ranks(image_embeds, text_embeds))
+    logits = 100.0 * image_embeds @ text_embeds.t()
+    for scores in (logits, logits.t()):
+        ranks = match_ranks(scores, pairs)
+        for k in (1, 3):
+            expected = [brute_force_hit(row, {q}, k) for q, row in enumerate(scores.tolist())]
+            assert (ranks < k).tolist() == expected
+    assert match_ranks(logits, pairs)[4] >= 1 and match_ranks(logits, pairs)[5] >= 1
     text_ranks, image_ranks = retrieval_ranks(image_embeds, text_embeds, pairs)
-    assert torch.equal(image_ranks, ours[:, 0]) and torch.equal(text_ranks, ours[:, 1])
+    assert torch.equal(image_ranks, match_ranks(logits, pairs)) and torch.equal(
+        text_ranks, match_ranks(logits.t(), pairs)
+    )
