@@ -195,8 +195,16 @@ def _clip_folder(tmp_path):
 
 
 def test_transformers_clip_runs_through_the_same_command(tmp_path, data, capsys):
-    """A plain CLIPModel folder: no remote code; the command's probabilities are CLIPModel's forward's."""
+    """A plain CLIPModel folder: no remote code; the command's probabilities are CLIPModel's forward's. Its config
+    also names code of the folder (`auto_map`) that writes a marker: a registered type never runs it."""
     folder, model, processor = _clip_folder(tmp_path)
+    marker = tmp_path / "CLIP_MARKER"
+    (folder / "modeling_evil.py").write_text(
+        _marker_code(marker) + "from transformers import CLIPModel as EvilModel\n"
+    )
+    config = json.loads((folder / "config.json").read_text())
+    config["auto_map"] = {"AutoModel": "modeling_evil.EvilModel"}
+    (folder / "config.json").write_text(json.dumps(config))
     image = data / "tree" / "dog" / "a.png"
     labels = ["cat", "dog", "red car"]
     code, out, err = _run(
@@ -215,6 +223,9 @@ def test_transformers_clip_runs_through_the_same_command(tmp_path, data, capsys)
     assert code == 0, err
     metadata = json.loads(output.read_text())["metadata"]
     assert metadata["model_type"] == "clip" and metadata["model_class"] == "CLIPModel"
+    code, _, err = _run([*argv, "--trust-remote-code"], capsys)
+    assert code == 0, err
+    assert not marker.exists()
 
 
 def test_siglip_texts_are_padded_to_its_fixed_length(tmp_path):
