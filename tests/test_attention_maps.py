@@ -6,7 +6,7 @@ import copy
 import numpy as np
 import pytest
 import torch
-from _helpers import TINY, original_to_hf, require_bpe, text_batch, tiny_config
+from _helpers import TINY, original_to_hf, text_batch, tiny_config, tiny_tokenizer
 from PIL import Image
 from reference_original import (
     lambda_init_schedule,
@@ -21,7 +21,6 @@ from transformers_diffclip import (
     DiffCLIPProcessor,
     DiffCLIPTextModel,
     DiffCLIPVisionModel,
-    build_tokenizer,
     cli,
     modeling_diffclip,
 )
@@ -366,7 +365,7 @@ def test_colormap_and_overlay():
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
     """Hub-style folders: DiffCLIP (sdpa) and the CLIP baseline with processors, a vision tower, a text tower."""
-    tokenizer = build_tokenizer(require_bpe())
+    tokenizer = tiny_tokenizer()
     processor = DiffCLIPProcessor(image_processor(), tokenizer)
     root = tmp_path_factory.mktemp("attention_maps")
     paths = {}
@@ -401,7 +400,7 @@ def cells(png, rows, columns, cell):
         ]
 
 
-def test_text_relevance_maps_with_the_real_tokenizer(folders):
+def test_text_relevance_maps_from_a_saved_folder(folders):
     model, processor = am.load_model_and_processor(str(folders["DiffCLIP-tiny"]))
     maps = am.text_relevance_maps(model, processor, folders["image"], ["a red square", "a photo of the sea at night"])
     assert [m.label for m in maps] == ["a red square", "a photo of the sea at night"]

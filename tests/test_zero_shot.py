@@ -2,6 +2,7 @@
 
 Metrics are checked against brute-force computations written here (explicit loops, one text or image at a time);
 the classifier against the template-averaging formula; the commands through `cli.main` and once as a process.
+Mechanics use the tiny tokenizer of `_helpers`; only the SLIP file test needs ../shared.
 """
 
 from __future__ import annotations
@@ -18,16 +19,19 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from _helpers import tiny_processor
 from PIL import Image
 
 from transformers_diffclip import cli
 from transformers_diffclip.zero_shot import (
+    DEFAULT_TEMPLATE,
     ZeroShotClassifier,
     classification_report,
     find_image_folder,
     load_class_names,
     load_model_and_processor,
     load_templates,
+    match_ranks,
     parse_label_list,
     read_retrieval_jsonl,
     retrieval_recall,
@@ -35,7 +39,6 @@ from transformers_diffclip.zero_shot import (
 
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
-BPE_PATH = SHARED / "data" / "bpe_simple_vocab_16e6.txt.gz"
 SLIP_LABELS = SHARED / "data" / "slip_labels.json"
 SLIP_TEMPLATES = SHARED / "data" / "slip_templates.json"
 CLASSES = ("cat", "dog", "red car")
@@ -55,23 +58,15 @@ def _require(path: Path) -> Path:
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """A tiny DiffCLIP model + processor saved as a model folder; returns (folder, model, processor)."""
-    from transformers_diffclip import (
-        DiffCLIPConfig,
-        DiffCLIPImageProcessor,
-        DiffCLIPModel,
-        DiffCLIPProcessor,
-        build_tokenizer,
-    )
+    from transformers_diffclip import DiffCLIPConfig, DiffCLIPModel
 
-    tokenizer = build_tokenizer(_require(BPE_PATH))
     tower = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4)
     config = DiffCLIPConfig(
         text_config=tower, vision_config=dict(tower, image_size=32, patch_size=8), projection_dim=16
     )
     torch.manual_seed(0)
     model = DiffCLIPModel(config).eval()
-    image_processor = DiffCLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
-    processor = DiffCLIPProcessor(image_processor, tokenizer)
+    processor = tiny_processor(image_size=32)
     folder = tmp_path_factory.mktemp("tiny_diffclip")
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
@@ -294,8 +289,7 @@ def test_classification_report_matches_brute_force():
     generator = torch.Generator().manual_seed(1)
     logits = torch.randn(40, 7, generator=generator)
     targets = torch.randint(0, 6, (40,), generator=generator)  # class 6 has no images
-    ranked = logits.topk(5, dim=1).indices
-    report = classification_report(ranked, targets, [f"c{c}" for c in range(7)])
+    report = classification_report(match_ranks(logits, targets), targets, [f"c{c}" for c in range(7)])
     order = [sorted(range(7), key=lambda c: -row[c]) for row in logits.tolist()]
     truth = targets.tolist()
     assert report["top1"] == pytest.approx(sum(o[0] == t for o, t in zip(order, truth)) / 40)
@@ -343,13 +337,22 @@ def test_find_image_folder(image_tree, tmp_path):
     # names matching the folders: matched by name, in a larger label set
     data = find_image_folder(image_tree, ["airplane", "red car", "dog", "cat"])
     assert data.folder_classes == [3, 2, 1]
-    # as many names as folders: the ImageFolder convention (sorted folders ↔ names in order)
-    assert find_image_folder(image_tree, ["kitty", "puppy", "auto"]).labels == ["kitty", "puppy", "auto"]
+    assert data.matching == "name" and data.duplicates == []
+    # no folder named after a class, as many names as folders: the ImageFolder convention (sorted folders ↔ names)
+    data = find_image_folder(image_tree, ["kitty", "puppy", "kitty"])
+    assert data.labels == ["kitty", "puppy", "kitty"] and data.folder_classes == [0, 1, 2]
+    assert data.matching == "position" and data.duplicates == ["kitty"]
     # an explicit mapping must name every folder
-    with pytest.raises(ValueError, match="'red car' missing from the class-name file"):
+    with pytest.raises(ValueError, match="1 class folder.*missing from the class-name file.*'red car'"):
         find_image_folder(image_tree, {"cat": "kitty", "dog": "puppy", "bus": "bus"})
-    with pytest.raises(ValueError, match="'red car' is missing from the class-name file"):
-        find_image_folder(image_tree, ["cat", "dog"])
+    # some folders named after classes but not all: an error listing them, never a fallback to position
+    for names in (["cat", "dog"], ["cat", "dog", "auto"]):
+        with pytest.raises(ValueError, match="2 of the 3 class folders .* 1 are not: 'red car'.*never by a mix"):
+            find_image_folder(image_tree, names)
+    with pytest.raises(ValueError, match="'cat' match several classes"):
+        find_image_folder(image_tree, ["cat", "dog", "red car", "cat"])
+    with pytest.raises(ValueError, match="cannot be matched to the 3 folders by position"):
+        find_image_folder(image_tree, ["kitty", "puppy"])
     (tmp_path / "empty" / "a").mkdir(parents=True)
     with pytest.raises(ValueError, match="No images found"):
         find_image_folder(tmp_path / "empty")
@@ -474,7 +477,7 @@ def test_cli_errors(tiny, image_tree, tmp_path, capsys):
         (["eval", "zero-shot", "--model", str(folder), "--data", str(bad_tree)], "Cannot read image .*corrupt.png"),
         (
             ["eval", "zero-shot", "--model", str(folder), "--data", str(image_tree), "--classnames", str(names)],
-            "'red car' is missing from the class-name file",
+            "2 of the 3 class folders are named after classes .* 'red car'",
         ),
         (["eval", "retrieval", "--model", str(folder), "--data", str(tmp_path / "none.jsonl")], "none.jsonl"),
     ]
@@ -501,3 +504,158 @@ def test_cli_as_a_process(tiny, image_tree):
     predictions = json.loads(done.stdout)[0]["predictions"]
     assert sorted(p["label"] for p in predictions) == ["cat", "dog"]
     assert sum(p["score"] for p in predictions) == pytest.approx(1.0, abs=1e-5)
+
+
+# --------------------------------------------------------------------------------------------------
+# Results that cannot flatter a broken model; class matching by name; reports
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def broken(tiny, tmp_path_factory):
+    """Two broken copies of the tiny model: `collapsed` (zero projections: every embedding equal) and `nan` (a NaN
+    in the image projection: every image embedding NaN)."""
+    folder, model, processor = tiny
+    root = tmp_path_factory.mktemp("broken")
+    state = model.state_dict()
+    collapsed = {**state, "visual_projection.weight": torch.zeros_like(state["visual_projection.weight"])}
+    collapsed["text_projection.weight"] = torch.zeros_like(state["text_projection.weight"])
+    nan = {**state, "visual_projection.weight": state["visual_projection.weight"].clone()}
+    nan["visual_projection.weight"][0, 0] = float("nan")
+    paths = {}
+    for name, weights in (("collapsed", collapsed), ("nan", nan)):
+        copy = type(model)(model.config)
+        copy.load_state_dict(weights)
+        paths[name] = root / name
+        copy.save_pretrained(paths[name])
+        processor.save_pretrained(paths[name])
+    return paths
+
+
+def _retrieval_file(tmp_path, captions_per_image=(1, 2, 1, 3)):
+    lines = []
+    for i, count in enumerate(captions_per_image):
+        _random_image(tmp_path / "img" / f"{i}.png", 200 + i)
+        lines.append({"image": f"img/{i}.png", "captions": [f"picture {i} caption {n}" for n in range(count)]})
+    path = tmp_path / "set.jsonl"
+    path.write_text("\n".join(json.dumps(line) for line in lines))
+    return path
+
+
+def test_a_collapsed_model_scores_at_most_chance_and_a_nan_model_is_an_error(broken, image_tree, tmp_path, capsys):
+    captions_per_image = (1, 2, 1, 3)
+    data = _retrieval_file(tmp_path, captions_per_image)
+    output = tmp_path / "collapsed.json"
+    argv = ["eval", "retrieval", "--model", str(broken["collapsed"]), "--data", str(data), "--output", str(output)]
+    code, _, err = _run(argv, capsys)
+    assert code == 0, err
+    report = json.loads(output.read_text())
+    images, texts = len(captions_per_image), sum(captions_per_image)
+    for k in (1, 5, 10):
+        assert report["text_to_image"][f"R@{k}"] <= min(k, images) / images
+        # chance: one of the image's m captions among k of the texts drawn at random
+        chance = sum(
+            1.0 if k > texts - m else 1 - math.comb(texts - m, k) / math.comb(texts, k) for m in captions_per_image
+        )
+        chance /= images
+        assert report["image_to_text"][f"R@{k}"] <= chance + 1e-12
+    assert report["text_to_image"]["R@1"] == 0 and report["image_to_text"]["R@1"] == 0
+    output = tmp_path / "collapsed_zero_shot.json"
+    argv = ["eval", "zero-shot", "--model", str(broken["collapsed"]), "--data", str(image_tree)]
+    code, _, err = _run([*argv, "--output", str(output)], capsys)
+    assert code == 0, err
+    assert json.loads(output.read_text())["top1"] == 0  # chance would be 1/3
+
+    for argv in (
+        ["eval", "retrieval", "--model", str(broken["nan"]), "--data", str(data)],
+        ["eval", "zero-shot", "--model", str(broken["nan"]), "--data", str(image_tree), "--batch-size", "2"],
+    ):
+        code, out, err = _run(argv, capsys)
+        total = 4 if argv[1] == "retrieval" else 9
+        assert code == 2 and f"{total} of the {total} image embeddings are not finite" in err, err
+
+
+def test_a_saved_classifier_is_matched_to_the_folders_by_name(tiny, image_tree, tmp_path, capsys):
+    folder, model, processor = tiny
+    reference = tmp_path / "reference.json"
+    names = tmp_path / "names.txt"
+    names.write_text("cat\ndog\nred car\n")
+    base = ["eval", "zero-shot", "--model", str(folder), "--data", str(image_tree)]
+    code, _, err = _run([*base, "--classnames", str(names), "--output", str(reference)], capsys)
+    assert code == 0, err
+    expected = json.loads(reference.read_text())
+    shuffled = ZeroShotClassifier.from_model(model, processor, ["red car", "cat", "dog"], [DEFAULT_TEMPLATE])
+    shuffled.save_pretrained(tmp_path / "shuffled")
+    for extra in ([], ["--classnames", str(names)]):
+        output = tmp_path / "shuffled.json"
+        code, _, err = _run(
+            [*base, "--classifier", str(tmp_path / "shuffled"), *extra, "--output", str(output)], capsys
+        )
+        assert code == 0, err
+        got = json.loads(output.read_text())
+        for key in ("top1", "top5", "mean_per_class", "per_class", "num_images", "num_classes"):
+            assert got[key] == pytest.approx(expected[key], abs=1e-12), key
+    other = ZeroShotClassifier.from_model(model, processor, ["cat", "dog", "bus", "tree"], [DEFAULT_TEMPLATE])
+    other.save_pretrained(tmp_path / "other")
+    code, _, err = _run([*base, "--classnames", str(names), "--classifier", str(tmp_path / "other")], capsys)
+    assert code == 2
+    assert "1 class(es) of " in err and "'red car'" in err and "2 class(es) of the classifier not in" in err, err
+    assert "'bus', 'tree'" in err
+    with pytest.raises(ValueError, match="cannot be resolved by name"):
+        ZeroShotClassifier(torch.eye(3), ["a", "a", "b"], ["{}"], 0.0).class_order(["a", "b", "a"])
+    assert ZeroShotClassifier(torch.eye(3), ["a", "a", "b"], ["{}"], 0.0).class_order(["a", "a", "b"]) == [0, 1, 2]
+
+
+def test_ties_in_predictions_and_duplicate_names(tiny, image_tree, capsys):
+    """Equal logits (a name given twice) come in class-list order, and the duplicate is reported."""
+    folder, model, processor = tiny
+    classifier = ZeroShotClassifier.from_model(model, processor, ["dog", "cat", "dog"], ["{}"])
+    assert torch.equal(classifier.weights[0], classifier.weights[2])
+    image = torch.randn(6, classifier.embed_dim)
+    scores, classes = classifier.predict(image, top_k=3)
+    for row_scores, row_classes in zip(scores.tolist(), classes.tolist()):
+        assert row_classes.index(0) < row_classes.index(2)
+        assert row_scores == sorted(row_scores, reverse=True)
+    argv = ["zero-shot", "--model", str(folder), "--labels", "dog,cat,dog", str(image_tree / "cat" / "a.png")]
+    code, out, err = _run(argv, capsys)
+    assert code == 0 and "names 'dog' more than once" in err
+
+
+def test_reports_carry_metadata_and_the_clip_benchmark_layout(tiny, image_tree, tmp_path, capsys):
+    import transformers
+
+    import transformers_diffclip
+
+    folder, _, _ = tiny
+    data = _retrieval_file(tmp_path)
+    report_path, bench_path = tmp_path / "report.json", tmp_path / "bench.json"
+    base = ["eval", "zero-shot", "--model", str(folder), "--data", str(image_tree), "--template", "a {}."]
+    code, _, err = _run([*base, "--output", str(report_path)], capsys)
+    assert code == 0, err
+    report = json.loads(report_path.read_text())
+    assert {"model", "data", "top1", "top5", "mean_per_class", "per_class", "num_images", "num_classes"} <= set(report)
+    metadata = report["metadata"]
+    assert metadata["model"] == str(folder) and metadata["revision"] is None and metadata["dtype"] == "float32"
+    assert metadata["templates"] == ["a {}."] and metadata["num_images"] == 9 and metadata["num_classes"] == 3
+    assert metadata["model_type"] == "diffclip" and metadata["class_matching"] == "folder names"
+    assert metadata["versions"]["transformers"] == transformers.__version__
+    assert metadata["versions"]["transformers_diffclip"] == transformers_diffclip.__version__
+    assert "ties count against the match" in metadata["tie_rule"]
+    code, _, err = _run([*base, "--output", str(bench_path), "--format", "clip_benchmark"], capsys)
+    assert code == 0, err
+    bench = json.loads(bench_path.read_text())
+    assert set(bench) == {"dataset", "model", "pretrained", "task", "metrics", "language"}
+    assert bench["task"] == "zeroshot_classification" and bench["dataset"] == image_tree.name
+    assert bench["metrics"] == {
+        "acc1": report["top1"],
+        "acc5": None,
+        "mean_per_class_recall": report["mean_per_class"],
+    }
+    argv = ["eval", "retrieval", "--model", str(folder), "--data", str(data), "--format", "clip_benchmark"]
+    code, _, err = _run([*argv, "--output", str(bench_path), "--dataset-name", "mine"], capsys)
+    assert code == 0, err
+    bench = json.loads(bench_path.read_text())
+    assert bench["task"] == "zeroshot_retrieval" and bench["dataset"] == "mine" and bench["language"] == "en"
+    assert sorted(bench["metrics"]) == sorted(
+        [f"image_retrieval_recall@{k}" for k in (1, 5, 10)] + [f"text_retrieval_recall@{k}" for k in (1, 5, 10)]
+    )

@@ -50,6 +50,7 @@ on its own for display; compare shapes across rows, not absolute colours.
 from __future__ import annotations
 
 import argparse
+import io
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -59,11 +60,15 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
+from PIL import Image, ImageDraw, ImageFont
 from torch import nn
 from transformers import PretrainedConfig
 
-from .original import DEFAULT_MODEL_ID, resolve_pretrained
+from .evaluation.cli import add_model_arguments
+from .evaluation.data import load_image
+from .evaluation.encoding import image_processor_of, model_device_dtype, tokenizer_of
+from .evaluation.loading import load_model_and_processor as _load_model_and_processor
+from .files import atomic_write_bytes
 
 
 # Display constants of `render_attention_grid` (pixels): grid size is
@@ -109,21 +114,6 @@ class RelevanceMap:
 # --------------------------------------------------------------------------------------------------
 
 
-def load_image(image: str | os.PathLike | Image.Image) -> Image.Image:
-    """An RGB PIL image from a path (or a PIL image); a missing file raises `FileNotFoundError`, a file PIL cannot
-    decode raises `ValueError`."""
-    if isinstance(image, Image.Image):
-        return image.convert("RGB")
-    path = Path(image)
-    if not path.is_file():
-        raise FileNotFoundError(f"Image not found: {path}")
-    try:
-        with Image.open(path) as opened:
-            return opened.convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError) as error:
-        raise ValueError(f"Cannot read image {path}: {error}") from error
-
-
 def _check_texts(texts: Sequence[str]) -> list[str]:
     if isinstance(texts, str):
         texts = [texts]
@@ -156,22 +146,11 @@ def _has_text_tower(model: nn.Module) -> bool:
     return getattr(model, "text_model", None) is not None and getattr(model, "visual_projection", None) is not None
 
 
-def _image_processor(processor):
-    return getattr(processor, "image_processor", None) or processor
-
-
-def _tokenizer(processor):
-    tokenizer = getattr(processor, "tokenizer", None)
-    if tokenizer is None and callable(getattr(processor, "batch_decode", None)):
-        tokenizer = processor  # a bare tokenizer
-    return tokenizer
-
-
 def preprocess_image(processor, image: str | os.PathLike | Image.Image) -> tuple[torch.Tensor, Image.Image]:
     """`pixel_values` of shape `(1, 3, H, W)` for `image`, and the input crop as a PIL image (the normalisation of
     the image processor undone), which is what the maps cover."""
     image = load_image(image)
-    image_processor = _image_processor(processor)
+    image_processor = image_processor_of(processor)
     pixel_values = image_processor(images=image, return_tensors="pt")["pixel_values"]
     array = pixel_values[0].float()
     if getattr(image_processor, "do_normalize", False):
@@ -184,22 +163,18 @@ def preprocess_image(processor, image: str | os.PathLike | Image.Image) -> tuple
     return pixel_values, Image.fromarray(array, mode="RGB")
 
 
-def load_model_and_processor(name_or_path: str, device: str | torch.device | None = None):
-    """`AutoModel` and `AutoProcessor` from a local folder or a Hub id (`trust_remote_code=True`), in eval mode.
-
-    A folder without a tokenizer (e.g. a vision tower) falls back to `AutoImageProcessor`.
-    """
-    from transformers import AutoImageProcessor, AutoModel, AutoProcessor
-
-    name_or_path = resolve_pretrained(name_or_path)  # the authors' training-format checkpoints: converted, cached
-    model = AutoModel.from_pretrained(name_or_path, trust_remote_code=True)
-    try:
-        processor = AutoProcessor.from_pretrained(name_or_path, trust_remote_code=True)
-    except (OSError, ValueError, TypeError, KeyError):
-        processor = AutoImageProcessor.from_pretrained(name_or_path, trust_remote_code=True)
-    if device is not None:
-        model = model.to(device)
-    return model.eval(), processor
+def load_model_and_processor(
+    name_or_path: str,
+    device: str | torch.device | None = None,
+    revision: str | None = None,
+    trust_remote_code: bool = False,
+):
+    """A model (dual encoder or vision tower) and its processor through the package's one loader
+    (`evaluation.loading`: no code from the folder or repo runs unless `trust_remote_code`), in eval mode on
+    `device` (`None`: CUDA when available). A folder without a tokenizer gets its image processor."""
+    return _load_model_and_processor(
+        name_or_path, device, revision=revision, trust_remote_code=trust_remote_code, dual_encoder=False
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -247,11 +222,6 @@ def eager_attention(model: nn.Module) -> Iterator[nn.Module]:
         model.train(was_training)
 
 
-def _model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
-    parameter = next(model.parameters())
-    return parameter.device, parameter.dtype
-
-
 def _checked_attentions(attentions) -> tuple[torch.Tensor, ...]:
     if not attentions or any(a is None for a in attentions):
         raise ValueError("The model returned no attention maps; it may not support `output_attentions=True`.")
@@ -263,7 +233,7 @@ def vision_attentions(model: nn.Module, pixel_values: torch.Tensor) -> tuple[tor
     """The image encoder's attention maps, one float32 tensor per layer: `(batch, heads, N, N)` softmax maps for
     standard layers, `(batch, heads / 2, N, N)` maps `A1 − λ·A2` for differential ones (`N = 1 + patches`)."""
     tower = vision_tower(model)
-    device, dtype = _model_device_dtype(model)
+    device, dtype = model_device_dtype(model)
     with eager_attention(model):
         outputs = tower(pixel_values=pixel_values.to(device=device, dtype=dtype), output_attentions=True)
     return tuple(a.float() for a in _checked_attentions(outputs.attentions))
@@ -313,7 +283,7 @@ def text_attention_gradients(
             handles.append(mixer.register_forward_pre_hook(keep(head_outputs, index, True)))
             handles.append(attention.v_proj.register_forward_hook(keep(values, index, False)))
 
-        device, dtype = _model_device_dtype(model)
+        device, dtype = model_device_dtype(model)
         pixel_values = pixel_values.to(device=device, dtype=dtype).detach().requires_grad_(True)
         input_ids = input_ids.to(device)
         if attention_mask is not None:
@@ -470,7 +440,7 @@ def text_relevance_maps(
             f"{type(model).__name__} has no text tower; text-conditioned maps need a dual encoder (e.g. "
             "DiffCLIPModel). Use the class-token map for a vision tower."
         )
-    tokenizer = _tokenizer(processor)
+    tokenizer = tokenizer_of(processor)
     if tokenizer is None:
         raise ValueError("Text-conditioned maps need a processor with a tokenizer.")
     pixel_values, crop = preprocess_image(processor, image)
@@ -587,16 +557,24 @@ def attention_map_rows(
     layer: int = -1,
     start_layer: int = 0,
     device: str | None = None,
+    revisions: Sequence[str | None] | None = None,
+    trust_remote_code: bool = False,
 ) -> list[tuple[str, list[RelevanceMap]]]:
-    """Load every model (local folder or Hub id) and compute its maps for `image`: the class-token map when
-    `class_token` is set or no query is given, then one text-conditioned map per query."""
+    """Load every model (local folder or Hub id, at `revisions[i]` when given) and compute its maps for `image`:
+    the class-token map when `class_token` is set or no query is given, then one text-conditioned map per query.
+    No code from a model's folder runs unless `trust_remote_code` (see [`load_model_and_processor`])."""
+    revisions = list(revisions) if revisions is not None else [None] * len(model_names)
+    if len(revisions) != len(model_names):
+        raise ValueError(f"Got {len(model_names)} models but {len(revisions)} revisions.")
     texts = _check_texts(texts) if texts else []
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}.")
     image = load_image(image)
     rows = []
-    for name in model_names:
-        model, processor = load_model_and_processor(name, device=device)
+    for name, revision in zip(model_names, revisions):
+        model, processor = load_model_and_processor(
+            name, device=device, revision=revision, trust_remote_code=trust_remote_code
+        )
         vision_tower(model)
         maps = []
         if class_token or not texts:
@@ -622,11 +600,14 @@ def _run_cli(args: argparse.Namespace) -> int:
         layer=args.layer,
         start_layer=args.start_layer,
         device=args.device,
+        revisions=[args.revision] + ([args.compare_revision] if args.compare_model else []),
+        trust_remote_code=args.trust_remote_code,
     )
     grid = render_attention_grid(rows, cell_size=args.cell_size, alpha=args.alpha)
     output = Path(args.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    grid.save(output, format="PNG")
+    png = io.BytesIO()
+    grid.save(png, format="PNG")
+    atomic_write_bytes(output, png.getvalue())
     for label, maps in rows:
         for relevance in maps:
             score = "" if relevance.score is None else f"  cos(image, text) = {relevance.score:.4f}"
@@ -644,13 +625,11 @@ def register_cli(subparsers) -> None:
         "per text query (gradient-weighted attention, Chefer et al. 2021), one row per model. Without --text, the "
         "class token's attention (rollout over layers) is drawn.",
     )
+    add_model_arguments(parser)
     parser.add_argument(
-        "--model",
-        default=DEFAULT_MODEL_ID,
-        help="Local folder or Hub id (loaded with trust_remote_code), one of the authors' checkpoints (converted on "
-        f"first use, cached) or a local original checkpoint_best.pt (default: {DEFAULT_MODEL_ID}).",
+        "--compare-model", help="A second model drawn in a second row, e.g. a CLIP baseline (same loading rules)."
     )
-    parser.add_argument("--compare-model", help="A second model drawn in a second row, e.g. a CLIP baseline.")
+    parser.add_argument("--compare-revision", help="Hub branch, tag or commit of --compare-model.")
     parser.add_argument("--image", required=True, help="Path of the image.")
     parser.add_argument("--text", action="append", help="A text query; repeat for several (one column each).")
     parser.add_argument("--output", required=True, help="Path of the PNG to write.")
@@ -664,7 +643,7 @@ def register_cli(subparsers) -> None:
     )
     parser.add_argument("--cell-size", type=int, default=224, help="Side of every picture cell in pixels.")
     parser.add_argument("--alpha", type=float, default=0.5, help="Opacity of the heat map (0 to 1).")
-    parser.add_argument("--device", default=None, help="Device to run the models on (default: where they load).")
+    parser.add_argument("--device", default=None, help="Device to run the models on (default: cuda if available).")
     parser.set_defaults(func=_run_cli)
 
 

@@ -1,0 +1,332 @@
+# Copyright 2026 The transformers-diffclip authors. Licensed under the Apache License, Version 2.0.
+"""The `diffclip zero-shot` and `diffclip eval {zero-shot,retrieval}` commands: parse, call the library, print."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from ..files import write_json
+from ..original import DEFAULT_MODEL_ID
+from .classifier import ZeroShotClassifier
+from .data import check_image_sources, find_image_folder, read_retrieval_jsonl
+from .labels import (
+    DEFAULT_TEMPLATE,
+    check_templates,
+    duplicate_labels,
+    load_class_names,
+    load_templates,
+    parse_label_list,
+)
+from .loading import DTYPES, load_model_and_processor
+from .reports import FORMATS, clip_benchmark_result, report_metadata
+from .tasks import evaluate_retrieval, evaluate_zero_shot
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def add_model_arguments(parser: argparse.ArgumentParser, default_model: str | None = DEFAULT_MODEL_ID) -> None:
+    """`--model`, `--revision` and `--trust-remote-code`, shared by every command that loads a model."""
+    parser.add_argument(
+        "--model",
+        default=default_model,
+        required=default_model is None,
+        help="a DiffCLIP folder or Hub id (also an original checkpoint), or a transformers dual encoder such as "
+        "openai/clip-vit-base-patch16 or a SigLIP model" + (f" (default: {default_model})" if default_model else ""),
+    )
+    parser.add_argument("--revision", help="Hub branch, tag or commit of --model (default: main)")
+    parser.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="allow a model type that neither this package nor transformers provides to run the Python code of its "
+        "folder or repo (never needed for DiffCLIP, CLIP or SigLIP)",
+    )
+
+
+def _add_runtime_arguments(parser: argparse.ArgumentParser, default_batch_size: int) -> None:
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    parser.add_argument("--dtype", default="float32", choices=sorted(DTYPES), help="model dtype (default: float32)")
+    parser.add_argument(
+        "--batch-size", type=_positive_int, default=default_batch_size, help="images per batch (memory bound)"
+    )
+    parser.add_argument("--text-batch-size", type=_positive_int, default=256, help="texts per batch (default: 256)")
+    parser.add_argument(
+        "--num-workers", type=int, default=0, help="DataLoader worker processes reading images (default: 0)"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
+
+
+def _add_template_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--templates", metavar="FILE", help="prompt templates with '{}': text file (one per line) or JSON (see --key)"
+    )
+    parser.add_argument(
+        "--template",
+        action="append",
+        metavar="TEXT",
+        help=f"a prompt template, repeatable (default: {DEFAULT_TEMPLATE!r})",
+    )
+    parser.add_argument(
+        "--key",
+        help="the entry to use in JSON label/template files that hold several (e.g. imagenet); text files ignore it",
+    )
+
+
+def _load_model(args: argparse.Namespace):
+    if args.no_progress:
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()
+    return load_model_and_processor(
+        args.model, args.device, args.dtype, revision=args.revision, trust_remote_code=args.trust_remote_code
+    )
+
+
+def _warn_duplicates(labels) -> list[str]:
+    duplicates = duplicate_labels(labels)
+    if duplicates:
+        print(
+            f"warning: the class list names {', '.join(repr(d) for d in duplicates)} more than once; such classes get "
+            "the same embedding and tie on every image (ties count against the true class).",
+            file=sys.stderr,
+        )
+    return duplicates
+
+
+def _finish_report(args: argparse.Namespace, model, report: dict, task: str, **facts) -> dict:
+    """The report with the model and data named first and its metadata last, written to --output if given."""
+    report = {"model": args.model, "data": str(args.data), **report}
+    report["metadata"] = report_metadata(
+        model, args.model, args.revision, data=str(args.data), num_images=report["num_images"], **facts
+    )
+    _write_report(args, report, task)
+    return report
+
+
+def _write_report(args: argparse.Namespace, report: dict, task: str) -> None:
+    if not args.output:
+        return
+    if args.format == "clip_benchmark":
+        dataset = args.dataset_name or Path(args.data).name
+        pretrained = args.revision or report["metadata"].get("commit_hash")
+        report = clip_benchmark_result(report, task, dataset, args.model, pretrained)
+    write_json(args.output, report)
+
+
+def _add_output_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--output", metavar="FILE", help="write the report here (JSON, written atomically)")
+    parser.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="json",
+        help="layout of --output: this package's report with its metadata (json, default) or LAION "
+        "CLIP_benchmark's {dataset, model, pretrained, task, metrics, language} (clip_benchmark)",
+    )
+    parser.add_argument(
+        "--dataset-name", help="the dataset's name in a clip_benchmark report (default: --data's name)"
+    )
+
+
+def _templates_from_args(args: argparse.Namespace) -> list[str]:
+    if args.classifier and (args.templates or args.template):
+        raise ValueError(
+            "--templates/--template do not combine with --classifier: it keeps the templates it was built with."
+        )
+    templates = []
+    if args.templates:
+        templates.extend(load_templates(args.templates, args.key))
+    if args.template:
+        templates.extend(check_templates(args.template))
+    return templates or [DEFAULT_TEMPLATE]
+
+
+def _load_or_build_classifier(args, model, processor, labels, templates) -> ZeroShotClassifier:
+    if args.classifier:
+        return ZeroShotClassifier.from_pretrained(args.classifier)
+    return ZeroShotClassifier.from_model(
+        model,
+        processor,
+        labels,
+        templates,
+        batch_size=args.text_batch_size,
+        progress=not args.no_progress,
+        model_name=args.model,
+    )
+
+
+def _run_zero_shot(args: argparse.Namespace) -> int:
+    if args.labels is not None:
+        labels = parse_label_list(args.labels)
+    elif args.labels_file is not None:
+        labels = load_class_names(args.labels_file, args.key)
+        if isinstance(labels, dict):
+            labels = list(labels.values())
+    else:
+        labels = None
+    templates = _templates_from_args(args)  # validates the template options before the model loads
+    if not args.images and not args.save_classifier:
+        raise ValueError("No images given (and no --save-classifier): nothing to do.")
+    check_image_sources(args.images)
+    if labels is not None:
+        _warn_duplicates(labels)
+    model, processor = _load_model(args)
+    classifier = _load_or_build_classifier(args, model, processor, labels, templates)
+    if args.save_classifier:
+        classifier.save_pretrained(args.save_classifier)
+        print(f"Saved the classifier ({classifier.num_classes} classes) to {args.save_classifier}", file=sys.stderr)
+    if not args.images:
+        return 0
+    results = classifier.classify(
+        model,
+        processor,
+        args.images,
+        top_k=args.top_k,
+        batch_size=args.batch_size,
+        num_workers=args.num_workers,
+        progress=not args.no_progress,
+    )
+    if args.json:
+        print(json.dumps(results, indent=2, ensure_ascii=False))
+    else:
+        for result in results:
+            print(result["image"])
+            for prediction in result["predictions"]:
+                print(f"  {prediction['score']:.4f}  {prediction['label']}")
+    return 0
+
+
+def _run_eval_zero_shot(args: argparse.Namespace) -> int:
+    class_names = load_class_names(args.classnames, args.key) if args.classnames else None
+    templates = _templates_from_args(args)
+    saved = ZeroShotClassifier.from_pretrained(args.classifier) if args.classifier else None
+    if saved is not None and class_names is None:
+        class_names = saved.labels
+    data = find_image_folder(args.data, class_names, source=args.classnames or args.classifier or "")
+    if saved is not None:  # matched by name before the model loads; a mismatch lists the differences
+        saved.class_order(data.labels, source=args.classnames or f"the folders of {args.data}")
+    _warn_duplicates(data.labels)
+    model, processor = _load_model(args)
+    classifier = saved or _load_or_build_classifier(args, model, processor, data.labels, templates)
+    report = evaluate_zero_shot(
+        model,
+        processor,
+        data,
+        classifier=classifier,
+        batch_size=args.batch_size,
+        num_workers=args.num_workers,
+        progress=not args.no_progress,
+    )
+    report = _finish_report(
+        args,
+        model,
+        report,
+        "zeroshot_classification",
+        templates=classifier.templates,
+        num_classes=report["num_classes"],
+        classifier=args.classifier,
+        class_matching=report["class_matching"],
+    )
+    print(
+        f"zero-shot on {report['num_images']} images, {report['num_classes']} classes, "
+        f"{report['num_templates']} template(s): top-1 {100 * report['top1']:.2f}%  top-5 {100 * report['top5']:.2f}%"
+        f"  mean per-class {100 * report['mean_per_class']:.2f}%"
+    )
+    return 0
+
+
+def _run_eval_retrieval(args: argparse.Namespace) -> int:
+    data = read_retrieval_jsonl(args.data, args.image_root)
+    check_image_sources(data.images)
+    model, processor = _load_model(args)
+    report = evaluate_retrieval(
+        model,
+        processor,
+        data,
+        batch_size=args.batch_size,
+        text_batch_size=args.text_batch_size,
+        num_workers=args.num_workers,
+        progress=not args.no_progress,
+    )
+    report = _finish_report(args, model, report, "zeroshot_retrieval", num_captions=report["num_captions"])
+    print(f"retrieval on {report['num_images']} images, {report['num_captions']} captions")
+    for direction in ("text_to_image", "image_to_text"):
+        recalls = "  ".join(f"{k} {100 * v:.2f}%" for k, v in report[direction].items())
+        print(f"  {direction.replace('_', ' ')}: {recalls}")
+    return 0
+
+
+def register_cli(subparsers: argparse._SubParsersAction) -> None:
+    """Add `diffclip zero-shot` and `diffclip eval {zero-shot,retrieval}`."""
+    parser = subparsers.add_parser(
+        "zero-shot",
+        help="classify images against labels given on the command line",
+        description="Rank the given labels for each image (paths or URLs) with a DiffCLIP model. The class "
+        "embeddings are computed once for all images.",
+    )
+    parser.add_argument("images", nargs="*", metavar="IMAGE", help="image paths or http(s) URLs")
+    labels = parser.add_mutually_exclusive_group(required=True)
+    labels.add_argument("--labels", help='comma-separated labels, e.g. "cat,dog,a red car"')
+    labels.add_argument("--labels-file", metavar="FILE", help="labels: text file (one per line) or JSON (see --key)")
+    labels.add_argument("--classifier", metavar="DIR", help="a classifier saved with --save-classifier")
+    _add_template_arguments(parser)
+    parser.add_argument("--top-k", type=_positive_int, default=5, help="labels shown per image (default: 5)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+    parser.add_argument("--save-classifier", metavar="DIR", help="save the class embeddings for reuse")
+    add_model_arguments(parser)
+    _add_runtime_arguments(parser, default_batch_size=32)
+    parser.set_defaults(func=_run_zero_shot)
+
+    evaluation = subparsers.add_parser("eval", help="zero-shot accuracy and retrieval recall on a dataset")
+    tasks = evaluation.add_subparsers(dest="task", metavar="TASK")
+    tasks.required = True
+
+    zero_shot = tasks.add_parser(
+        "zero-shot",
+        help="top-1/top-5 accuracy on an ImageFolder tree",
+        description="Zero-shot accuracy on an ImageFolder tree (one sub-folder of images per class).",
+    )
+    zero_shot.add_argument("--data", required=True, metavar="DIR", help="ImageFolder tree, one folder per class")
+    zero_shot.add_argument(
+        "--classnames",
+        metavar="FILE",
+        help="class names: text (one per line, or folder<TAB>name) or JSON (list, {folder: name}, or keyed; see "
+        "--key); default: the folder names",
+    )
+    zero_shot.add_argument(
+        "--classifier",
+        metavar="DIR",
+        help="a saved classifier instead of --templates; its classes are matched to the folders (or --classnames) by "
+        "name",
+    )
+    _add_template_arguments(zero_shot)
+    _add_output_arguments(zero_shot)
+    add_model_arguments(zero_shot, default_model=None)
+    _add_runtime_arguments(zero_shot, default_batch_size=64)
+    zero_shot.set_defaults(func=_run_eval_zero_shot)
+
+    retrieval = tasks.add_parser(
+        "retrieval",
+        help="text-to-image and image-to-text Recall@1/5/10 on a JSON Lines file",
+        description="Retrieval recall on JSON Lines of {'image': PATH, 'captions': [...]} (or 'caption': TEXT).",
+    )
+    retrieval.add_argument("--data", required=True, metavar="FILE", help="JSON Lines file of images and captions")
+    retrieval.add_argument(
+        "--image-root", metavar="DIR", help="folder that relative image paths start from (default: the file's folder)"
+    )
+    _add_output_arguments(retrieval)
+    add_model_arguments(retrieval, default_model=None)
+    _add_runtime_arguments(retrieval, default_batch_size=64)
+    retrieval.set_defaults(func=_run_eval_retrieval)
+
+
+__all__ = ["add_model_arguments", "register_cli"]

@@ -1,0 +1,185 @@
+# Copyright 2026 The transformers-diffclip authors. Licensed under the Apache License, Version 2.0.
+"""One model loader for every command (`diffclip zero-shot`, `diffclip eval`, `diffclip attention-map`).
+
+No code from a model folder or Hub repo runs unless the caller asks for it:
+
+- a model whose `model_type` is registered with transformers (DiffCLIP, registered when this package is imported;
+  CLIP, SigLIP and the other architectures transformers ships) is built from the installed classes, with
+  `trust_remote_code=False`, whatever `.py` files and `auto_map` its folder holds, with or without the flag;
+- any other model type is refused, and one whose config names remote code (`auto_map`) is loaded with that code
+  only when `trust_remote_code=True` (`--trust-remote-code`).
+
+The decision reads only `config.json` (as JSON, through transformers' cached download), before anything is built.
+Every name first goes through `original.resolve_pretrained`, which turns the authors' original-format
+checkpoints into converted folders.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..original import ORIGINAL_REPOS, resolve_pretrained
+
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+DUAL_ENCODER_METHODS = ("get_text_features", "get_image_features")
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """`None`/`"auto"`: CUDA when available, else the CPU; anything else as `torch.device` reads it."""
+    if isinstance(device, torch.device):
+        return device
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(f"Unknown device {device!r}: {error}") from error
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"Device {device!r} was asked for but CUDA is not available here.")
+    return resolved
+
+
+def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPES:
+        raise ValueError(f"Unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}.")
+    return DTYPES[dtype]
+
+
+def _looks_like_path(name: str) -> bool:
+    """Whether `name` can only be a local path: Hub ids are `name` or `namespace/name`."""
+    return name.startswith((".", "/", "~")) or "\\" in name or name.count("/") > 1 or name[1:2] == ":"
+
+
+@dataclass
+class ModelSource:
+    """Where a model comes from and how it is built: `name` as given, `path` (a local folder or a Hub id, after
+    `resolve_pretrained`), `revision`, `model_type` from its config, and whether its own code is run."""
+
+    name: str
+    path: str
+    revision: str | None
+    model_type: str
+    trust_remote_code: bool
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def inspect_model(
+    name_or_path: str | os.PathLike, revision: str | None = None, trust_remote_code: bool = False
+) -> ModelSource:
+    """Decide, from `config.json` alone, how `name_or_path` may be loaded (see the module docstring). Raises
+    `FileNotFoundError`, `OSError` (nothing to load) or `ValueError` (a model that would need its own code without
+    `trust_remote_code`, or an unknown model type)."""
+    from transformers import PretrainedConfig
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    name = os.fspath(name_or_path)
+    path = resolve_pretrained(name, revision=revision)
+    local = Path(path).expanduser()
+    if local.is_file():
+        raise ValueError(
+            f"--model {name}: {local} is a file, not a model folder; give a folder written by save_pretrained, a "
+            "Hub id, or an original DiffCLIP checkpoint."
+        )
+    if local.is_dir():
+        path = str(local)
+    elif _looks_like_path(path):
+        raise FileNotFoundError(f"Model folder not found: {name}")
+    try:
+        config, _ = PretrainedConfig.get_config_dict(path, revision=revision)
+    except (OSError, ValueError) as error:
+        where = "the folder" if local.is_dir() else "there is no such local folder, and the Hugging Face Hub"
+        raise OSError(
+            f"Cannot load model {name!r}: {where} did not provide a config.json ({_first_line(error)}). --model takes "
+            "a folder written by save_pretrained, a Hub id, one of the authors' original checkpoints "
+            f"({', '.join(ORIGINAL_REPOS)}) or a local original checkpoint_best.pt."
+        ) from error
+    model_type = config.get("model_type")
+    if model_type in CONFIG_MAPPING:
+        return ModelSource(name, path, revision, model_type, trust_remote_code=False)
+    if not config.get("auto_map"):
+        raise ValueError(
+            f"Model {name!r} has model type {model_type!r}, which neither this package nor transformers "
+            f"{_transformers_version()} provides, and its config names no code to build it."
+        )
+    if not trust_remote_code:
+        raise ValueError(
+            f"Model {name!r} has model type {model_type!r}, which neither this package nor transformers provides: "
+            "loading it would run the Python code of its folder or Hub repo. Pass --trust-remote-code "
+            "(trust_remote_code=True) only if you trust that code."
+        )
+    return ModelSource(name, path, revision, model_type, trust_remote_code=True)
+
+
+def _transformers_version() -> str:
+    import transformers
+
+    return transformers.__version__
+
+
+def load_model_and_processor(
+    model_name_or_path: str | os.PathLike,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype = "float32",
+    revision: str | None = None,
+    trust_remote_code: bool = False,
+    dual_encoder: bool = True,
+):
+    """A model and its processor from a folder, a Hub id or an original checkpoint, in evaluation mode on `device`
+    (`None`: CUDA when available) in `dtype`.
+
+    DiffCLIP and the dual encoders of transformers (CLIP, SigLIP, ...) are built from the installed classes; a
+    model that needs the code of its folder or repo is refused unless `trust_remote_code=True` (see the module
+    docstring). With `dual_encoder=True` (the evaluation commands) the model must have `get_text_features` and
+    `get_image_features` and the processor a tokenizer and an image processor; otherwise (attention maps of a
+    vision tower) a folder without a tokenizer gets its image processor alone.
+    """
+    from transformers import AutoImageProcessor, AutoModel, AutoProcessor
+
+    dtype = resolve_dtype(dtype)
+    device = resolve_device(device)
+    source = inspect_model(model_name_or_path, revision=revision, trust_remote_code=trust_remote_code)
+    kwargs = {"revision": revision, "trust_remote_code": source.trust_remote_code}
+    try:
+        model = AutoModel.from_pretrained(source.path, **kwargs)
+    except (OSError, ValueError) as error:
+        raise OSError(f"Cannot load model {source.name!r}: {_first_line(error)}") from error
+    try:
+        processor = AutoProcessor.from_pretrained(source.path, **kwargs)
+    except (OSError, ValueError, TypeError, KeyError) as error:
+        if dual_encoder:
+            raise OSError(f"Cannot load the processor of {source.name!r}: {_first_line(error)}") from error
+        try:
+            processor = AutoImageProcessor.from_pretrained(source.path, **kwargs)
+        except (OSError, ValueError, TypeError, KeyError) as image_error:
+            raise OSError(f"Cannot load the processor of {source.name!r}: {_first_line(image_error)}") from image_error
+    if dual_encoder:
+        for method in DUAL_ENCODER_METHODS:
+            if not hasattr(model, method):
+                raise ValueError(
+                    f"Model {source.name!r} ({type(model).__name__}) is not a dual encoder: it has no {method}."
+                )
+        if not hasattr(processor, "tokenizer") or not hasattr(processor, "image_processor"):
+            raise ValueError(f"The processor of {source.name!r} lacks a tokenizer or an image processor.")
+    model = model.to(device=device, dtype=dtype).eval()
+    return model, processor
+
+
+__all__ = [
+    "DTYPES",
+    "ModelSource",
+    "inspect_model",
+    "load_model_and_processor",
+    "resolve_device",
+    "resolve_dtype",
+]
