@@ -2,10 +2,11 @@
 """Convert on first use, once: the authors' training-format checkpoints become cached transformers folders.
 
 `resolve_pretrained(name)` returns where to load `name` from. For one of the authors' repo ids (`ORIGINAL_REPOS`),
-a local original checkpoint file, or a folder holding only `checkpoint_best.pt`, that is a converted folder in the
-cache; every other name comes back unchanged. The first use downloads the checkpoint with `huggingface_hub` (its
-cache, progress bar and `HF_HUB_OFFLINE`), converts it with the safe loader and the strict key map, and renames the
-finished folder into place under a file lock, so concurrent first uses convert once and never see half a folder.
+a local original checkpoint file (`.pt`, `.pth`, `.ckpt`), or a folder holding `checkpoint_best.pt` and no
+`config.json`, that is a converted folder in the cache; every other name comes back unchanged. The first use
+downloads the checkpoint with `huggingface_hub` (its cache, progress bar and `HF_HUB_OFFLINE`), converts it with the
+safe loader and the strict key map, and renames the finished folder into place under a file lock, so concurrent
+first uses convert once and never see half a folder.
 
 Cache layout (`DIFFCLIP_CACHE`, default `$HF_HOME/diffclip`, i.e. `~/.cache/huggingface/diffclip`):
 `converted/<org>--<name>/<commit>/` per repo and revision, `converted/local/<stem>-<hash>/` per local file (its
@@ -53,11 +54,15 @@ def original_repo_id(name: str) -> str | None:
     return next((repo for repo in ORIGINAL_REPOS if repo.lower() == name.lower()), None)
 
 
+# Local files taken for original checkpoints (`torch.save` files); any other file is left to the caller.
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
+
+
 def _local_checkpoint(path: Path) -> Path | None:
-    """The original checkpoint file `path` names: the file itself, or the only `checkpoint_best.pt` of a folder
-    that holds no converted model (e.g. `hf download hammh0a/... --local-dir DIR`)."""
+    """The original checkpoint file `path` names: a `.pt` / `.pth` / `.ckpt` file, or the `checkpoint_best.pt` of a
+    folder that holds no converted model (e.g. `hf download hammh0a/... --local-dir DIR`)."""
     if path.is_file():
-        return path
+        return path if path.suffix.lower() in CHECKPOINT_SUFFIXES else None
     if path.is_dir() and not (path / "config.json").exists() and (path / CHECKPOINT_FILENAME).is_file():
         return path / CHECKPOINT_FILENAME
     return None
