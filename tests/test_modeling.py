@@ -366,6 +366,8 @@ def test_flash_attention_path_splits_values_to_the_query_width(monkeypatch, name
         return sdpa_attention_forward(module, query, key, value, None, **kwargs)
 
     monkeypatch.setitem(ALL_ATTENTION_FUNCTIONS._global_mapping, name, strict_flash)
+    # transformers 5.x's registry resolves the deprecated `paged|` names to the unprefixed kernel
+    monkeypatch.setitem(ALL_ATTENTION_FUNCTIONS._global_mapping, name.removeprefix("paged|"), strict_flash)
     eager, original = build("diffclip", attn_implementation="eager")
     flash, _ = build("diffclip", attn_implementation="eager")
     for config in (flash.config, flash.config.text_config, flash.config.vision_config):
