@@ -613,15 +613,8 @@ class DiffCLIPPreTrainedModel(PreTrainedModel):
         holding them. Only `nn.init` functions write, which transformers 5 guards so that a loaded tensor is never
         overwritten; `initializer_factor` (1 for the original) scales every random draw, for tests."""
         holder, name = self._holder_of(module)
-        tower = next(
-            (
-                owner.config
-                for owner in (module, holder)
-                if isinstance(getattr(owner, "config", None), (DiffCLIPTextConfig, DiffCLIPVisionConfig))
-            ),
-            None,
-        )
-        factor = getattr(tower or self.config, "initializer_factor", 1.0)
+        tower = next((owner.config for owner in (module, holder) if _tower_kind(owner) is not None), None)
+        factor = getattr(tower if tower is not None else self.config, "initializer_factor", 1.0)
         if isinstance(module, (nn.LayerNorm, DiffCLIPRMSNorm)):
             nn.init.ones_(module.weight)
             if getattr(module, "bias", None) is not None:
@@ -647,14 +640,14 @@ class DiffCLIPPreTrainedModel(PreTrainedModel):
     def _init_linear(self, module: nn.Linear | nn.Conv2d, holder: nn.Module, name: str, tower, factor: float):
         if name in ("text_projection", "visual_projection"):  # N(0, tower width^-0.5)
             nn.init.normal_(module.weight, std=module.in_features**-0.5 * factor)
-        elif isinstance(tower, DiffCLIPVisionConfig) and isinstance(holder, (DiffCLIPAttention, DiffCLIPMLP)):
+        elif _tower_kind(holder) == "vision" and isinstance(holder, (DiffCLIPAttention, DiffCLIPMLP)):
             if tower.use_differential_attention:
                 # The original rebuilds the blocks after timm's init: PyTorch's default Linear init stays.
                 _torch_default(module, factor)
             else:  # timm's ViT init
                 nn.init.trunc_normal_(module.weight, std=tower.initializer_range * factor)
                 nn.init.zeros_(module.bias)
-        elif isinstance(tower, DiffCLIPTextConfig) and isinstance(holder, (DiffCLIPAttention, DiffCLIPMLP)):
+        elif _tower_kind(holder) == "text" and isinstance(holder, (DiffCLIPAttention, DiffCLIPMLP)):
             # OpenAI CLIP's text init: width w, L layers
             width, depth = tower.hidden_size, tower.num_hidden_layers
             attn_std, proj_std, fc_std = width**-0.5, width**-0.5 * (2 * depth) ** -0.5, (2 * width) ** -0.5
@@ -681,6 +674,13 @@ class DiffCLIPPreTrainedModel(PreTrainedModel):
             self.__dict__["_diffclip_holders"] = holders
             entry = holders.get(id(module))
         return entry if entry is not None else (None, "")
+
+
+def _tower_kind(owner: nn.Module | None) -> str | None:
+    """"text" or "vision" for a module built from a tower configuration, else None. Read from `model_type`, not the
+    class: a configuration may come from another copy of this code (remote code loaded twice)."""
+    model_type = getattr(getattr(owner, "config", None), "model_type", None)
+    return {DiffCLIPTextConfig.model_type: "text", DiffCLIPVisionConfig.model_type: "vision"}.get(model_type)
 
 
 def _torch_default(module: nn.Linear | nn.Conv2d, factor: float = 1.0) -> None:
