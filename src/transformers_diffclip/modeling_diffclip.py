@@ -917,6 +917,13 @@ class DiffCLIPModel(DiffCLIPPreTrainedModel):
 
     def __init__(self, config: DiffCLIPConfig):
         super().__init__(config)
+        # transformers resolves the kernel of the model's own config; the towers (modules, not sub-models) get theirs
+        # here: what was requested for them, checked, else the same default
+        for tower in (config.text_config, config.vision_config):
+            requested = tower._attn_implementation
+            tower._attn_implementation_internal = self._check_and_adjust_attn_implementation(
+                requested if requested is not None else config._attn_implementation, is_init_check=True
+            )
         self.projection_dim = config.projection_dim
         self.text_embed_dim = config.text_config.hidden_size
         self.vision_embed_dim = config.vision_config.hidden_size
