@@ -4,7 +4,7 @@ import math
 
 import pytest
 import torch
-from _helpers import TINY, original_to_hf, text_batch, tiny_config
+from _helpers import TINY, original_to_hf, record_kernel_calls, text_batch, tiny_config
 from reference_original import lambda_init_schedule, make_original_state_dict, original_forward
 
 from transformers_diffclip import (
@@ -282,16 +282,7 @@ def test_attn_implementation_reaches_both_towers(tmp_path):
 
 
 def test_set_attn_implementation_switches_the_kernel(monkeypatch):
-    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-
-    calls = []
-    sdpa = ALL_ATTENTION_FUNCTIONS["sdpa"]
-
-    def recording_sdpa(*args, **kwargs):
-        calls.append(1)
-        return sdpa(*args, **kwargs)
-
-    monkeypatch.setitem(ALL_ATTENTION_FUNCTIONS._global_mapping, "sdpa", recording_sdpa)
+    calls = record_kernel_calls(monkeypatch, "sdpa")
     model, _ = build("clip_baseline")  # standard attention calls the registry in every layer
     inputs = dict(input_ids=text_batch(), pixel_values=pixels())
     with torch.no_grad():

@@ -10,10 +10,15 @@ import sys
 import init_facts
 import integrity
 import pytest
+import remote_env
 import torch
 import transformers
 from safetensors.torch import load_file, save_file
 from transformers import AutoModel
+
+
+sys.path.insert(0, str(remote_env.TESTS_DIR))
+from _helpers import record_kernel_calls  # noqa: E402  (imports nothing from the package)
 
 
 VARIANTS = {"diffclip": (True, True), "baseline": (False, False), "dagger": (False, True)}
@@ -102,18 +107,9 @@ def test_attn_implementation_reaches_both_towers(remote, fixture_dir, fixture_in
 
 def test_set_attn_implementation_switches_a_loaded_model(fixture_dir, fixture_info, inputs, monkeypatch):
     """The registry's sdpa kernel runs after switching to sdpa, and stops running after switching back."""
-    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-
     folder = folder_of(fixture_dir, fixture_info, "baseline")  # standard attention: every layer calls the registry
     model = AutoModel.from_pretrained(folder, trust_remote_code=True, attn_implementation="eager").eval()
-    calls = []
-    sdpa = ALL_ATTENTION_FUNCTIONS["sdpa"]
-
-    def recording_sdpa(*args, **kwargs):
-        calls.append(1)
-        return sdpa(*args, **kwargs)
-
-    monkeypatch.setitem(ALL_ATTENTION_FUNCTIONS._global_mapping, "sdpa", recording_sdpa)
+    calls = record_kernel_calls(monkeypatch, "sdpa")
     batch = dict(input_ids=inputs["input_ids"], pixel_values=inputs["pixel_values"])
     with torch.no_grad():
         want = model(**batch).logits_per_image
