@@ -48,6 +48,7 @@ def randomize(model):
 def test_facts_flag_a_wrong_initialisation():
     """The statistics check is not vacuous: PyTorch's default init of the text tower's matrices, a zeroed λ and a
     token embedding at std 1 are all reported."""
+    torch.manual_seed(0)
     config = stats_config()
     model = DiffCLIPModel(config)
     with torch.no_grad():
@@ -55,7 +56,7 @@ def test_facts_flag_a_wrong_initialisation():
         for layer in model.text_model.encoder.layers:
             torch.nn.init.kaiming_uniform_(layer.self_attn.q_proj.weight, a=5**0.5)
         for layer in model.vision_model.encoder.layers:
-            for vector in (layer.self_attn.lambda_q1, layer.self_attn.lambda_k1):
+            for vector in (layer.self_attn.lambda_q1, layer.self_attn.lambda_k1, layer.self_attn.lambda_q2):
                 torch.nn.init.zeros_(vector)
     problems = problems_of(model, config)
     assert any("('normal', 0.02)" in p for p in problems), problems
