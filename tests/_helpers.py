@@ -213,3 +213,19 @@ def text_batch(batch=3, length=77, seed=0, lengths=(5, 11, 9), vocab=49405, pad_
         ids[row, 1 : n + 1] = torch.randint(1, vocab, (n,), generator=generator)
         ids[row, n + 1] = 49407
     return ids
+
+
+def record_kernel_calls(monkeypatch, name: str = "sdpa") -> list:
+    """Wraps transformers' registered attention kernel `name` so that each call appends to the returned list.
+    (Imports nothing from the package, so the remote-code suite uses it too.)"""
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    calls = []
+    kernel = ALL_ATTENTION_FUNCTIONS[name]
+
+    def recording(*args, **kwargs):
+        calls.append(name)
+        return kernel(*args, **kwargs)
+
+    monkeypatch.setitem(ALL_ATTENTION_FUNCTIONS._global_mapping, name, recording)
+    return calls

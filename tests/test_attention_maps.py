@@ -189,18 +189,18 @@ def test_map_gradients_equal_autograd_for_standard_attention():
 
 
 def test_map_gradients_equal_autograd_for_differential_attention(monkeypatch):
-    """The returned maps A1 − λ·A2 are not on the forward path; the kernel's softmax maps are. Since
-    out = A1·V − λ·A2·V, ∂s/∂A1 must equal the gradient for the differential map and ∂s/∂A2 = −λ times it."""
+    """Since out = (A1 − λ·A2)·V, ∂s/∂A1 must equal the gradient for the differential map and ∂s/∂A2 = −λ times it
+    (A1, A2: the softmax maps the layer computes)."""
     model, _ = build("diffclip")
     kernel_maps = []
-    original_kernel = modeling_diffclip.eager_attention_forward
+    original_maps = modeling_diffclip._softmax_maps
 
-    def recording_kernel(*args, **kwargs):
-        output, weights = original_kernel(*args, **kwargs)
-        kernel_maps.append(weights)
-        return output, weights
+    def recording_maps(*args, **kwargs):
+        maps = original_maps(*args, **kwargs)
+        kernel_maps.append(maps)
+        return maps
 
-    monkeypatch.setattr(modeling_diffclip, "eager_attention_forward", recording_kernel)
+    monkeypatch.setattr(modeling_diffclip, "_softmax_maps", recording_maps)
     pixel_values, input_ids = pixels(2), text_batch(2)
     outputs = model(input_ids=input_ids, pixel_values=pixel_values, output_attentions=True)
     # the vision tower runs first; every layer calls the kernel once for A1, then once for A2

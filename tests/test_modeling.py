@@ -4,7 +4,7 @@ import math
 
 import pytest
 import torch
-from _helpers import TINY, original_to_hf, text_batch, tiny_config
+from _helpers import TINY, original_to_hf, record_kernel_calls, text_batch, tiny_config
 from reference_original import lambda_init_schedule, make_original_state_dict, original_forward
 
 from transformers_diffclip import (
@@ -228,6 +228,74 @@ def test_features_follow_installed_transformers():
     torch.testing.assert_close(text, expected["text_embeds"], atol=1e-5, rtol=0)
 
 
+def test_features_honour_the_config_like_forward():
+    """On transformers 5 the feature methods return what `forward` would (config's hidden states, maps, tuples)."""
+    import transformers
+
+    if int(transformers.__version__.split(".")[0]) < 5:
+        pytest.skip("transformers 4.x's CLIP returns the projected tensor from the feature methods")
+    model, original = build("diffclip")
+    model.config.output_hidden_states = True
+    model.config.output_attentions = True
+    with torch.no_grad():
+        text = model.get_text_features(input_ids=text_batch())
+        image = model.get_image_features(pixel_values=pixels())
+        out = model(input_ids=text_batch(), pixel_values=pixels())
+        model.config.return_dict = False
+        as_tuple = model.get_image_features(pixel_values=pixels())
+    assert len(text.hidden_states) == TINY["text_layers"] + 1 and len(text.attentions) == TINY["text_layers"]
+    assert len(image.hidden_states) == TINY["vision_layers"] + 1
+    torch.testing.assert_close(image.attentions[-1], out.vision_model_output.attentions[-1])
+    assert isinstance(as_tuple, tuple)
+    torch.testing.assert_close(as_tuple[1], image.pooler_output)
+
+
+@pytest.mark.parametrize("variant", ["diffclip", "clip_baseline"])
+def test_returned_attention_maps_carry_the_gradient(variant):
+    """The maps `output_attentions=True` returns are the ones the output is computed from, so ∂out/∂maps exists
+    (differential maps were once computed beside the output, and had no gradient)."""
+    model, _ = build(variant)
+    out = model.vision_model(pixel_values=pixels(), output_attentions=True)
+    for maps in out.attentions:
+        maps.retain_grad()
+    out.pooler_output.pow(2).sum().backward()
+    for maps in out.attentions:
+        assert maps.grad is not None and maps.grad.abs().sum() > 0
+
+
+def test_attn_implementation_reaches_both_towers(tmp_path):
+    config = tiny_config()
+    config._attn_implementation = None
+    config = DiffCLIPConfig.from_dict({**config.to_dict(), "attn_implementation": "sdpa"})
+    assert [c._attn_implementation for c in (config, config.text_config, config.vision_config)] == ["sdpa"] * 3
+    per_tower = DiffCLIPConfig(attn_implementation={"text_config": "sdpa", "vision_config": "eager"})
+    assert (per_tower.text_config._attn_implementation, per_tower.vision_config._attn_implementation) == (
+        "sdpa",
+        "eager",
+    )
+    model, _ = build("clip_baseline")
+    model.save_pretrained(tmp_path)
+    for implementation in ("eager", "sdpa"):
+        loaded = DiffCLIPModel.from_pretrained(tmp_path, attn_implementation=implementation)
+        towers = (loaded.text_model.config, loaded.vision_model.config)
+        assert [c._attn_implementation for c in towers] == [implementation] * 2
+
+
+def test_set_attn_implementation_switches_the_kernel(monkeypatch):
+    calls = record_kernel_calls(monkeypatch, "sdpa")
+    model, _ = build("clip_baseline")  # standard attention calls the registry in every layer
+    inputs = dict(input_ids=text_batch(), pixel_values=pixels())
+    with torch.no_grad():
+        want = model(**inputs).logits_per_image
+        model.set_attn_implementation("sdpa")
+        got = model(**inputs).logits_per_image
+        assert len(calls) == TINY["text_layers"] + TINY["vision_layers"]
+        model.set_attn_implementation("eager")
+        model(**inputs)
+    assert len(calls) == TINY["text_layers"] + TINY["vision_layers"]
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+
+
 def test_tower_models_load_from_the_dual_encoder(tmp_path):
     model, original = build("diffclip")
     model.save_pretrained(tmp_path)
@@ -366,6 +434,8 @@ def test_flash_attention_path_splits_values_to_the_query_width(monkeypatch, name
         return sdpa_attention_forward(module, query, key, value, None, **kwargs)
 
     monkeypatch.setitem(ALL_ATTENTION_FUNCTIONS._global_mapping, name, strict_flash)
+    # transformers 5.x's registry resolves the deprecated `paged|` names to the unprefixed kernel
+    monkeypatch.setitem(ALL_ATTENTION_FUNCTIONS._global_mapping, name.removeprefix("paged|"), strict_flash)
     eager, original = build("diffclip", attn_implementation="eager")
     flash, _ = build("diffclip", attn_implementation="eager")
     for config in (flash.config, flash.config.text_config, flash.config.vision_config):

@@ -373,9 +373,13 @@ class DiffCLIPConfig(PretrainedConfig):
         initializer_factor=1.0,
         **kwargs,
     ):
+        attn_implementation = kwargs.pop("attn_implementation", None)
         super().__init__(**kwargs)
         self.text_config = self._tower_config(text_config, DiffCLIPTextConfig, projection_dim)
         self.vision_config = self._tower_config(vision_config, DiffCLIPVisionConfig, projection_dim)
+        if attn_implementation is not None:
+            # set once the towers exist: transformers' setter passes it (a name, or a dict per sub-config) to them
+            self._attn_implementation = attn_implementation
         self.projection_dim = projection_dim
         self.logit_scale_init_value = logit_scale_init_value
         self.max_logit_scale = max_logit_scale

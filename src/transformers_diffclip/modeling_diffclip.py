@@ -222,6 +222,7 @@ class DiffCLIPTextEmbeddings(nn.Module):
 
     def __init__(self, config: DiffCLIPTextConfig):
         super().__init__()
+        self.config = config
         self.token_embedding = nn.Embedding(config.vocab_size, config.hidden_size)
         self.position_embedding = nn.Embedding(config.max_position_embeddings, config.hidden_size)
 
@@ -269,18 +270,25 @@ def eager_attention_forward(
 ):
     """Plain softmax attention on (batch, heads, seq, dim) inputs; returns the output as (batch, seq, heads, dim_v)
     and the softmax maps. The value width may differ from the query width."""
-    attn_weights = torch.matmul(query, key.transpose(-1, -2)) * scaling
-    if attention_mask is not None:
-        attn_weights = attn_weights + attention_mask
-    attn_weights = F.softmax(_upcast(attn_weights), dim=-1).to(query.dtype)
-    attn_weights = F.dropout(attn_weights, p=dropout, training=module.training)
+    attn_weights = F.dropout(_softmax_maps(query, key, attention_mask, scaling), p=dropout, training=module.training)
     attn_output = torch.matmul(attn_weights, value).transpose(1, 2).contiguous()
     return attn_output, attn_weights
 
 
+def _softmax_maps(
+    query: torch.Tensor, key: torch.Tensor, attention_mask: torch.Tensor | None, scaling: float
+) -> torch.Tensor:
+    """softmax(Q·Kᵀ·scaling + mask), accumulated in float32 for half-precision inputs, in the query's dtype."""
+    scores = torch.matmul(query, key.transpose(-1, -2)) * scaling
+    if attention_mask is not None:
+        scores = scores + attention_mask
+    return F.softmax(_upcast(scores), dim=-1).to(query.dtype)
+
+
 def _attention_function(module: nn.Module, need_weights: bool):
-    """The kernel for `config._attn_implementation`, from transformers' registry. Only the eager kernel returns
-    attention maps, so a call that asks for them runs eagerly (for that call only)."""
+    """The kernel for `config._attn_implementation`, from transformers' registry (so `set_attn_implementation` and
+    `attn_implementation=` switch it). Only the eager kernel returns attention maps, so a call that asks for them runs
+    eagerly (for that call only)."""
     implementation = module.config._attn_implementation or "eager"
     if implementation == "eager" or need_weights:
         if need_weights and implementation != "eager":
@@ -289,7 +297,7 @@ def _attention_function(module: nn.Module, need_weights: bool):
                 "attention maps. Load with `attn_implementation='eager'` to silence this message."
             )
         return eager_attention_forward, True
-    return ALL_ATTENTION_FUNCTIONS[implementation], False
+    return module.registered_kernel(), False
 
 
 class DiffCLIPAttention(nn.Module):
@@ -309,6 +317,12 @@ class DiffCLIPAttention(nn.Module):
         self.k_proj = nn.Linear(self.embed_dim, self.embed_dim)
         self.v_proj = nn.Linear(self.embed_dim, self.embed_dim)
         self.out_proj = nn.Linear(self.embed_dim, self.embed_dim)
+
+    def registered_kernel(self):
+        """The registry's kernel for `config._attn_implementation` (the way transformers' own models look it up)."""
+        if hasattr(ALL_ATTENTION_FUNCTIONS, "get_interface"):  # transformers >= 5.x with kernel fallbacks
+            return ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation, eager_attention_forward)
+        return ALL_ATTENTION_FUNCTIONS[self.config._attn_implementation]  # transformers 4.57, 5.0
 
     def _call_kernel(self, query, key, value, attention_mask, output_attentions, **kwargs):
         attention_function, is_eager = _attention_function(self, output_attentions)
@@ -453,9 +467,33 @@ class DiffCLIPDifferentialAttention(DiffCLIPAttention):
         query = self.q_proj(hidden_states).view(batch_size, seq_length, pairs, 2, head_dim)
         key = self.k_proj(hidden_states).view(batch_size, seq_length, pairs, 2, head_dim)
         value = self.v_proj(hidden_states).view(batch_size, seq_length, pairs, 2 * head_dim).transpose(1, 2)
+        lambda_full = self.lambda_full()
+        if output_attentions:
+            # The returned maps A1 − λ·A2 are the ones the output is computed from, so they are part of the graph
+            # (gradient-based attribution can differentiate through them).
+            attn_weights = self._differential_maps(query, key, attention_mask, lambda_full)
+            attn_output = torch.matmul(attn_weights, value).transpose(1, 2)
+        else:
+            attn_weights = None
+            attn_output = self._differential_outputs(query, key, value, attention_mask, lambda_full, **kwargs)
+        attn_output = self.diff_norm(attn_output, scale=1 - self.lambda_init)
+        attn_output = self.out_proj(attn_output.reshape(batch_size, seq_length, self.embed_dim))
+        return attn_output, attn_weights
+
+    def _differential_maps(self, query, key, attention_mask, lambda_full) -> torch.Tensor:
+        """`A1 − λ·A2` of every pair, (batch, pairs, seq, seq), from the eager kernel's maps."""
+        _attention_function(self, need_weights=True)  # (says once that a fused kernel was asked for)
+        query, key = query.transpose(1, 2), key.transpose(1, 2)  # (batch, pairs, seq, 2, d)
+        maps = [_softmax_maps(query[..., j, :], key[..., j, :], attention_mask, self.scaling) for j in (0, 1)]
+        return torch.addcmul(maps[0], maps[1], lambda_full, value=-1)
+
+    def _differential_outputs(self, query, key, value, attention_mask, lambda_full, **kwargs) -> torch.Tensor:
+        """`A1·V − λ·A2·V`, (batch, seq, pairs, 2d), one registry kernel call per map (two per map for flash)."""
+        implementation = self.config._attn_implementation or "eager"
         # flash kernels under any name ("flash_attention_2", "paged|flash_attention_2", hub "…/flash-attn3", …)
-        split_values = "flash" in implementation and not output_attentions
-        outputs, maps = [], []
+        split_values = "flash" in implementation
+        head_dim = self.head_dim
+        outputs = []
         for j in (0, 1):
             query_j, key_j = query[:, :, :, j].transpose(1, 2), key[:, :, :, j].transpose(1, 2)
             if split_values:  # flash attention needs values as wide as the queries: two d-wide halves
@@ -464,25 +502,17 @@ class DiffCLIPDifferentialAttention(DiffCLIPAttention):
                     [self._call_kernel(query_j, key_j, half, attention_mask, False, **kwargs)[0] for half in halves],
                     dim=-1,
                 )
-                weights = None
             else:
-                output, weights = self._call_kernel(query_j, key_j, value, attention_mask, output_attentions, **kwargs)
+                output = self._call_kernel(query_j, key_j, value, attention_mask, False, **kwargs)[0]
             outputs.append(output)  # (batch, seq, pairs, 2d)
-            maps.append(weights)
-
         # A1·V − λ·A2·V in one pass over contiguous operands (in a half-precision model λ is rounded to its dtype)
-        lambda_full = self.lambda_full()
-        attn_output = torch.addcmul(outputs[0], outputs[1], lambda_full, value=-1)
-        attn_output = self.diff_norm(attn_output, scale=1 - self.lambda_init)
-        attn_output = self.out_proj(attn_output.reshape(batch_size, seq_length, self.embed_dim))
-        if output_attentions:
-            return attn_output, torch.addcmul(maps[0], maps[1], lambda_full, value=-1)
-        return attn_output, None
+        return torch.addcmul(outputs[0], outputs[1], lambda_full, value=-1)
 
 
 class DiffCLIPMLP(nn.Module):
     def __init__(self, config: DiffCLIPTextConfig | DiffCLIPVisionConfig):
         super().__init__()
+        self.config = config
         self.activation_fn = ACT2FN[config.hidden_act]
         self.fc1 = nn.Linear(config.hidden_size, config.intermediate_size)
         self.fc2 = nn.Linear(config.intermediate_size, config.hidden_size)
@@ -574,50 +604,97 @@ class DiffCLIPPreTrainedModel(PreTrainedModel):
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module):
-        """Initialise newly created weights. Only `nn.init` functions write, so a load never overwrites what the
-        checkpoint filled (transformers 5 guards them), and the model holds no buffers that could come back
-        uninitialised."""
-        config = self.config
-        factor = getattr(config, "initializer_factor", 1.0)
-        tower = getattr(module, "config", None)
-        std = getattr(tower, "initializer_range", 0.02) * factor
-        if isinstance(module, DiffCLIPTextEmbeddings):
-            nn.init.normal_(module.token_embedding.weight, std=0.02 * factor)
-            nn.init.normal_(module.position_embedding.weight, std=0.01 * factor)
-        elif isinstance(module, DiffCLIPVisionEmbeddings):
-            nn.init.normal_(module.class_embedding, std=module.embed_dim**-0.5 * factor)
-            nn.init.normal_(module.patch_embedding.weight, std=std)
-            if module.patch_embedding.bias is not None:
-                nn.init.zeros_(module.patch_embedding.bias)
-            nn.init.normal_(module.position_embedding.weight, std=std)
-        elif isinstance(module, DiffCLIPAttention):
-            in_std = module.embed_dim**-0.5 * (2 * module.config.num_hidden_layers) ** -0.5 * factor
-            for projection in (module.q_proj, module.k_proj, module.v_proj):
-                nn.init.normal_(projection.weight, std=in_std)
-                nn.init.zeros_(projection.bias)
-            nn.init.normal_(module.out_proj.weight, std=module.embed_dim**-0.5 * factor)
-            nn.init.zeros_(module.out_proj.bias)
-            if isinstance(module, DiffCLIPDifferentialAttention):
-                for vector in (module.lambda_q1, module.lambda_k1, module.lambda_q2, module.lambda_k2):
-                    nn.init.normal_(vector, std=0.1)
-        elif isinstance(module, DiffCLIPMLP):
-            hidden = module.fc1.in_features
-            nn.init.normal_(module.fc1.weight, std=(2 * hidden) ** -0.5 * factor)
-            nn.init.normal_(module.fc2.weight, std=hidden**-0.5 * factor)
-            nn.init.zeros_(module.fc1.bias)
-            nn.init.zeros_(module.fc2.bias)
-        elif isinstance(module, (nn.LayerNorm, DiffCLIPRMSNorm)):
+        """Initialise `module`'s own parameters as the authors' code initialises a fresh model of this variant
+        (README, "Initialisation"; per tower, by its attention kind).
+
+        Every module that owns parameters initialises exactly those, and nothing else: transformers 5 calls this only
+        for modules owning parameters that a load left missing (it skips modules that own none), 4.57 for every module
+        not fully loaded. Leaf layers (`nn.Linear`, `nn.Embedding`, `nn.Conv2d`) learn their role from the module
+        holding them. Only `nn.init` functions write, which transformers 5 guards so that a loaded tensor is never
+        overwritten; `initializer_factor` (1 for the original) scales every random draw, for tests."""
+        holder, name = self._holder_of(module)
+        tower = next((owner.config for owner in (module, holder) if _tower_kind(owner) is not None), None)
+        factor = getattr(tower if tower is not None else self.config, "initializer_factor", 1.0)
+        if isinstance(module, (nn.LayerNorm, DiffCLIPRMSNorm)):
             nn.init.ones_(module.weight)
             if getattr(module, "bias", None) is not None:
                 nn.init.zeros_(module.bias)
-        elif isinstance(module, DiffCLIPModel):
-            nn.init.normal_(module.text_projection.weight, std=module.text_embed_dim**-0.5 * factor)
-            nn.init.normal_(module.visual_projection.weight, std=module.vision_embed_dim**-0.5 * factor)
-            nn.init.constant_(module.logit_scale, config.logit_scale_init_value)
-        elif isinstance(module, DiffCLIPTextModelWithProjection):
-            nn.init.normal_(module.text_projection.weight, std=config.hidden_size**-0.5 * factor)
-        elif isinstance(module, DiffCLIPVisionModelWithProjection):
-            nn.init.normal_(module.visual_projection.weight, std=config.hidden_size**-0.5 * factor)
+        elif isinstance(module, DiffCLIPDifferentialAttention):  # its own parameters: the four λ vectors
+            for vector in (module.lambda_q1, module.lambda_k1, module.lambda_q2, module.lambda_k2):
+                nn.init.normal_(vector, std=0.1 * factor)
+        elif isinstance(module, DiffCLIPVisionEmbeddings):  # its own parameter: the class token (timm)
+            nn.init.normal_(module.class_embedding, std=1e-6 * factor)
+        elif isinstance(module, DiffCLIPModel):  # its own parameter: the temperature
+            nn.init.constant_(module.logit_scale, module.config.logit_scale_init_value)
+        elif isinstance(module, nn.Embedding):
+            if isinstance(holder, DiffCLIPVisionEmbeddings):  # timm's pos_embed
+                nn.init.trunc_normal_(module.weight, std=tower.initializer_range * factor)
+            elif name == "position_embedding":
+                nn.init.normal_(module.weight, std=0.01 * factor)
+            else:  # the token embedding (or one set with `set_input_embeddings`)
+                range_ = tower.initializer_range if tower is not None else 0.02
+                nn.init.normal_(module.weight, std=range_ * factor)
+        elif isinstance(module, (nn.Linear, nn.Conv2d)):
+            self._init_linear(module, holder, name, tower, factor)
+
+    def _init_linear(self, module: nn.Linear | nn.Conv2d, holder: nn.Module, name: str, tower, factor: float):
+        if name in ("text_projection", "visual_projection"):  # N(0, tower width^-0.5)
+            nn.init.normal_(module.weight, std=module.in_features**-0.5 * factor)
+        elif _tower_kind(holder) == "vision" and isinstance(holder, (DiffCLIPAttention, DiffCLIPMLP)):
+            if tower.use_differential_attention:
+                # The original rebuilds the blocks after timm's init: PyTorch's default Linear init stays.
+                _torch_default(module, factor)
+            else:  # timm's ViT init
+                nn.init.trunc_normal_(module.weight, std=tower.initializer_range * factor)
+                nn.init.zeros_(module.bias)
+        elif _tower_kind(holder) == "text" and isinstance(holder, (DiffCLIPAttention, DiffCLIPMLP)):
+            # OpenAI CLIP's text init: width w, L layers
+            width, depth = tower.hidden_size, tower.num_hidden_layers
+            attn_std, proj_std, fc_std = width**-0.5, width**-0.5 * (2 * depth) ** -0.5, (2 * width) ** -0.5
+            std = {"out_proj": proj_std, "fc1": fc_std, "fc2": proj_std}.get(name, attn_std)  # q/k/v: attn_std
+            nn.init.normal_(module.weight, std=std * factor)
+            if isinstance(holder, DiffCLIPAttention) and not tower.use_differential_attention:
+                nn.init.zeros_(module.bias)  # nn.MultiheadAttention zeroes its biases
+            else:  # DiffCLIP's attention Linears and every MLP keep PyTorch's default bias
+                _torch_default_bias(module, factor)
+        else:  # the patch embedding (PyTorch's default in both originals), or a layer added by the user
+            _torch_default(module, factor)
+
+    def _holder_of(self, module: nn.Module) -> tuple[nn.Module | None, str]:
+        """The module holding `module` as a child, and the child's name (`(None, "")` for the model itself)."""
+        holders = self.__dict__.get("_diffclip_holders")
+        entry = holders.get(id(module)) if holders is not None else None
+        if entry is None or entry[0]._modules.get(entry[1]) is not module:  # first call, or the model changed
+            holders = {
+                id(child): (parent, child_name)
+                for parent in self.modules()
+                for child_name, child in parent._modules.items()
+                if child is not None
+            }
+            self.__dict__["_diffclip_holders"] = holders
+            entry = holders.get(id(module))
+        return entry if entry is not None else (None, "")
+
+
+def _tower_kind(owner: nn.Module | None) -> str | None:
+    """"text" or "vision" for a module built from a tower configuration, else None. Read from `model_type`, not the
+    class: a configuration may come from another copy of this code (remote code loaded twice)."""
+    model_type = getattr(getattr(owner, "config", None), "model_type", None)
+    return {DiffCLIPTextConfig.model_type: "text", DiffCLIPVisionConfig.model_type: "vision"}.get(model_type)
+
+
+def _torch_default(module: nn.Linear | nn.Conv2d, factor: float = 1.0) -> None:
+    """PyTorch's `reset_parameters` of Linear/Conv (kaiming-uniform with a=√5, i.e. U(±fan_in^-0.5), for weight and
+    bias), written with `nn.init.uniform_`, which transformers guards during loading."""
+    fan_in = module.weight[0].numel()
+    nn.init.uniform_(module.weight, -(fan_in**-0.5) * factor, fan_in**-0.5 * factor)
+    _torch_default_bias(module, factor)
+
+
+def _torch_default_bias(module: nn.Linear | nn.Conv2d, factor: float = 1.0) -> None:
+    if module.bias is not None:
+        bound = module.weight[0].numel() ** -0.5 * factor
+        nn.init.uniform_(module.bias, -bound, bound)
 
 
 def _resolve(value, default):
@@ -840,6 +917,13 @@ class DiffCLIPModel(DiffCLIPPreTrainedModel):
 
     def __init__(self, config: DiffCLIPConfig):
         super().__init__(config)
+        # transformers resolves the kernel of the model's own config; the towers (modules, not sub-models) get theirs
+        # here: what was requested for them, checked, else the same default
+        for tower in (config.text_config, config.vision_config):
+            requested = tower._attn_implementation
+            tower._attn_implementation_internal = self._check_and_adjust_attn_implementation(
+                requested if requested is not None else config._attn_implementation, is_init_check=True
+            )
         self.projection_dim = config.projection_dim
         self.text_embed_dim = config.text_config.hidden_size
         self.vision_embed_dim = config.vision_config.hidden_size
@@ -861,36 +945,49 @@ class DiffCLIPModel(DiffCLIPPreTrainedModel):
         input_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
         **kwargs,
-    ) -> BaseModelOutputWithPooling | torch.FloatTensor:
+    ) -> BaseModelOutputWithPooling | tuple | torch.FloatTensor:
         """Projected (not normalised) text embeddings. Like the installed transformers' CLIP: on transformers 5 a
-        `BaseModelOutputWithPooling` whose `pooler_output` is the embedding, on 4.x the tensor itself."""
-        kwargs.pop("return_dict", None)
+        `BaseModelOutputWithPooling` whose `pooler_output` is the embedding (a tuple when `return_dict` or the config's
+        `return_dict` is False; hidden states and maps as `forward` gives them), on 4.x the tensor itself."""
         outputs = self.text_model(
-            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, **kwargs
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            output_attentions=_resolve(output_attentions, self.config.output_attentions),
+            output_hidden_states=_resolve(output_hidden_states, self.config.output_hidden_states),
+            **kwargs,
         )
-        embeds = self.text_projection(outputs.pooler_output)
-        if not _FEATURES_AS_OUTPUT:
-            return embeds
-        outputs.pooler_output = embeds
-        return outputs
+        return self._features(outputs, self.text_projection, return_dict)
 
     def get_image_features(
         self,
         pixel_values: torch.Tensor | None = None,
         interpolate_pos_encoding: bool = False,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
         **kwargs,
-    ) -> BaseModelOutputWithPooling | torch.FloatTensor:
+    ) -> BaseModelOutputWithPooling | tuple | torch.FloatTensor:
         """Projected (not normalised) image embeddings; return type as in [`get_text_features`]."""
-        kwargs.pop("return_dict", None)
         outputs = self.vision_model(
-            pixel_values=pixel_values, interpolate_pos_encoding=interpolate_pos_encoding, **kwargs
+            pixel_values=pixel_values,
+            interpolate_pos_encoding=interpolate_pos_encoding,
+            output_attentions=_resolve(output_attentions, self.config.output_attentions),
+            output_hidden_states=_resolve(output_hidden_states, self.config.output_hidden_states),
+            **kwargs,
         )
-        embeds = self.visual_projection(outputs.pooler_output)
+        return self._features(outputs, self.visual_projection, return_dict)
+
+    def _features(self, outputs: BaseModelOutputWithPooling, projection: nn.Linear, return_dict: bool | None):
+        embeds = projection(outputs.pooler_output)
         if not _FEATURES_AS_OUTPUT:
             return embeds
         outputs.pooler_output = embeds
-        return outputs
+        return _finish(outputs, _resolve(return_dict, self.config.return_dict))
 
     def forward(
         self,
