@@ -469,7 +469,7 @@ def test_weight_decay_groups_follow_the_original_recipe(model_dir, processor, to
             assert name not in decayed, name
         if parameter.dim() == 2:
             assert name in decayed, name
-    assert training._canonical_name("_fsdp_wrapped_module.text_model._fsdp_wrapped_module.x") == "text_model.x"
+    assert training.trainer._canonical_name("_fsdp_wrapped_module.text_model._fsdp_wrapped_module.x") == "text_model.x"
 
 
 # --------------------------------------------------------------------------------------------------
