@@ -1,7 +1,9 @@
 # Copyright 2026 The transformers-diffclip authors. Licensed under the Apache License, Version 2.0.
-"""The contrastive loss of training, with negatives gathered from every process, and the in-batch retrieval ranks
-that evaluation during training reports."""
+"""The contrastive loss of training, with negatives gathered from every process; the same loss over a batch
+larger than memory, computed in chunks (GradCache); and the in-batch retrieval ranks that evaluation during
+training reports."""
 
+import contextlib
 import warnings
 
 import numpy as np
@@ -135,3 +137,157 @@ def compute_retrieval_metrics(eval_prediction: EvalPrediction, ks: tuple[int, ..
             name = f"{direction}_accuracy" if k == 1 else f"{direction}_recall@{k}"
             metrics[name] = float((ranks[:, column] < k).mean()) if len(ranks) else float("nan")
     return metrics
+
+
+# --------------------------------------------------------------------------------------------------
+# Contrastive batches larger than memory: the loss in chunks (GradCache)
+# --------------------------------------------------------------------------------------------------
+
+
+def split_batch(inputs: dict, chunk_size: int) -> list[dict]:
+    """`inputs` (a model batch: tensors whose first dimension is the batch) cut into consecutive chunks of at most
+    `chunk_size` rows. Entries that are not batch tensors (`return_loss`, ...) are left out.
+
+    Every process gets the same number of chunks (the most any process needs; FSDP gathers parameters in every
+    forward, so all processes must run as many), as near-equal as the rows allow."""
+    if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1:
+        raise ValueError(f"contrastive_chunk_size must be a positive integer, got {chunk_size!r}.")
+    tensors = {key: value for key, value in inputs.items() if torch.is_tensor(value) and value.dim() > 0}
+    sizes = {value.shape[0] for value in tensors.values()}
+    if len(sizes) != 1:
+        shapes = {key: tuple(value.shape) for key, value in tensors.items()}
+        raise ValueError(f"Cannot chunk a batch whose tensors disagree on the batch size: {shapes}.")
+    batch_size = sizes.pop()
+    num_chunks = torch.tensor([-(-batch_size // chunk_size)], device=next(iter(tensors.values())).device)
+    if _world()[0] > 1:
+        torch.distributed.all_reduce(num_chunks, op=torch.distributed.ReduceOp.MAX)
+    num_chunks = int(num_chunks.item())
+    if batch_size < num_chunks:
+        raise ValueError(
+            f"This process has {batch_size} pairs but another needs {num_chunks} chunks of at most {chunk_size}: "
+            "every process runs as many chunks. Use equal local batches (--dataloader_drop_last) or a larger "
+            "--contrastive_chunk_size."
+        )
+    pieces = {key: torch.tensor_split(value, num_chunks) for key, value in tensors.items()}
+    return [{key: pieces[key][index] for key in tensors} for index in range(num_chunks)]
+
+
+class _RandomState:
+    """The CPU and CUDA random states at construction, put back by `restore()`: the recomputed forward of a chunk
+    draws the same random numbers (dropout, stochastic depth) as its first forward did."""
+
+    def __init__(self):
+        self.cpu = torch.get_rng_state()
+        cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
+        self.cuda = torch.cuda.get_rng_state_all() if cuda else None
+
+    def restore(self) -> None:
+        torch.set_rng_state(self.cpu)
+        if self.cuda is not None:
+            torch.cuda.set_rng_state_all(self.cuda)
+
+
+class _EmbeddingGradientHook:
+    """Forward hook that sets a forward's `loss` to Σ(image_embeds · image_grad) + Σ(text_embeds · text_grad)
+    (+ logit_scale · scale_grad when given): its backward puts exactly those gradients on the embeddings (and the
+    logit scale), and from there on the parameters. Computed inside the forward, where FSDP holds the parameters
+    whole."""
+
+    def __init__(self, image_grad, text_grad, scale_grad=None):
+        self.image_grad, self.text_grad, self.scale_grad = image_grad, text_grad, scale_grad
+
+    def __call__(self, module, args, output):
+        surrogate = (output.image_embeds * self.image_grad.to(output.image_embeds.dtype)).sum()
+        surrogate = surrogate + (output.text_embeds * self.text_grad.to(output.text_embeds.dtype)).sum()
+        if self.scale_grad is not None:
+            surrogate = surrogate + (module.logit_scale * self.scale_grad.to(module.logit_scale.dtype)).sum()
+        output["loss"] = surrogate
+        return output
+
+
+def chunked_contrastive_backward(
+    model: torch.nn.Module,
+    inputs: dict,
+    chunk_size: int,
+    *,
+    hooked_module: torch.nn.Module | None = None,
+    backward=None,
+    no_sync=None,
+    forward_context=None,
+    loss_divisor: float = 1.0,
+) -> torch.Tensor:
+    r"""Forward and backward of [`distributed_contrastive_loss`] over the whole batch `inputs` while holding the
+    activations of only `chunk_size` pairs at a time (GradCache, Gao et al. 2021, arXiv:2101.06983).
+
+    1. Every chunk goes through `model` without gradients; only its image and text embeddings are kept.
+    2. The loss of the whole batch (negatives gathered from every process) and its gradients with respect to the
+       embeddings and the logit scale are computed from those embeddings alone.
+    3. Every chunk goes through `model` again, with gradients, and backward starts from its embedding gradients
+       (a forward hook on `hooked_module` turns them into a scalar whose gradient they are).
+
+    Parameter gradients are then those of one forward and backward of the whole batch, up to floating-point
+    rounding, also across processes: step 2's gather passes each process the gradients of its rows from every
+    process's loss. The price is a second forward of every chunk. Random numbers drawn in the forward (dropout) are
+    replayed in step 3.
+
+    Args:
+        model: what to call for a forward (the model, or its DDP/FSDP wrapper), on `(**chunk, return_loss=True,
+            return_dict=True)`; its output needs `image_embeds` and `text_embeds` (L2-normalised).
+        inputs (`dict`): the batch; tensors are cut along their first dimension (see [`split_batch`]).
+        chunk_size (`int`): pairs per chunk.
+        hooked_module: the module whose forward returns the embeddings and holds `logit_scale` (the unwrapped
+            model); defaults to `model`.
+        backward: `backward(loss)` (default `loss.backward()`); a Trainer passes `accelerator.backward`.
+        no_sync: a context manager factory under which the backward of every chunk but the last runs, so that
+            DDP reduces gradients once (default: none).
+        forward_context: a context manager factory for every forward (autocast; default: none).
+        loss_divisor (`float`): the backward sees the loss divided by this (gradient accumulation steps).
+
+    Returns:
+        the loss of this process (detached, not divided by `loss_divisor`), as [`distributed_contrastive_loss`]
+        returns it.
+    """
+    hooked_module = model if hooked_module is None else hooked_module
+    backward = backward or (lambda loss: loss.backward())
+    no_sync = no_sync or contextlib.nullcontext
+    forward_context = forward_context or contextlib.nullcontext
+    chunks = split_batch(inputs, chunk_size)
+
+    states, image_embeds, text_embeds = [], [], []
+    with torch.no_grad():
+        for chunk in chunks:
+            states.append(_RandomState())
+            with forward_context():
+                outputs = model(**chunk, return_loss=True, return_dict=True)
+            image_embeds.append(outputs.image_embeds.detach())
+            text_embeds.append(outputs.text_embeds.detach())
+            del outputs
+
+    image_embeds = torch.cat(image_embeds).requires_grad_(True)
+    text_embeds = torch.cat(text_embeds).requires_grad_(True)
+    logit_scale = hooked_module.logit_scale.detach().clone().requires_grad_(hooked_module.logit_scale.requires_grad)
+    leaves = [image_embeds, text_embeds] + ([logit_scale] if logit_scale.requires_grad else [])
+    loss = distributed_contrastive_loss(image_embeds, text_embeds, logit_scale)
+    grads = torch.autograd.grad(loss / loss_divisor, leaves)
+    scale_grad = grads[2] if logit_scale.requires_grad else None
+
+    final_state = _RandomState()
+    start = 0
+    for index, (chunk, state) in enumerate(zip(chunks, states)):
+        rows = slice(start, start + next(iter(chunk.values())).shape[0])
+        start = rows.stop
+        last = index == len(chunks) - 1
+        # The logit scale's gradient goes in once, with the last chunk, whose backward DDP reduces.
+        hook = _EmbeddingGradientHook(grads[0][rows], grads[1][rows], scale_grad if last else None)
+        handle = hooked_module.register_forward_hook(hook)
+        state.restore()
+        try:
+            with contextlib.nullcontext() if last else no_sync():
+                with forward_context():
+                    outputs = model(**chunk, return_loss=True, return_dict=True)
+                backward(outputs.loss)
+        finally:
+            handle.remove()
+        del outputs
+    final_state.restore()
+    return loss.detach()
