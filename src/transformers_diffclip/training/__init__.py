@@ -24,7 +24,18 @@ distributed engine) is the standard `TrainingArguments`. Gradient accumulation a
 negatives: each micro-batch is contrasted against the micro-batches of the same step on the other processes.
 """
 
-from .cli import DataTrainingArguments, ModelArguments, build_parser, load_image_caption_splits, main, run
+from .cli import (
+    PRETRAINING_RECIPE,
+    DataTrainingArguments,
+    ModelArguments,
+    build_parser,
+    load_image_caption_splits,
+    load_model_and_processor,
+    main,
+    parse_arguments,
+    pretrain_main,
+    run,
+)
 from .data import (
     CAPTION,
     IMAGE,
@@ -34,42 +45,58 @@ from .data import (
     prepare_image_caption_dataset,
 )
 from .losses import (
+    chunked_contrastive_backward,
     compute_retrieval_metrics,
     distributed_contrastive_loss,
     gather_with_grad,
     retrieval_ranks,
+    split_batch,
 )
 from .trainer import (
     DiffCLIPTrainer,
+    DiffCLIPTrainingArguments,
     LogitScaleClampCallback,
+    ZeroShotEvaluation,
     decay_parameter_names,
     freeze_towers,
     gathered_loss_hook,
+    get_original_schedule,
     make_logit_scale_shardable,
+    original_learning_rate,
 )
 
 
 __all__ = [
     "CAPTION",
     "IMAGE",
+    "PRETRAINING_RECIPE",
     "DataTrainingArguments",
     "DiffCLIPDataCollator",
     "DiffCLIPTrainer",
+    "DiffCLIPTrainingArguments",
     "ImageCaptionTransform",
     "LogitScaleClampCallback",
     "ModelArguments",
+    "ZeroShotEvaluation",
     "build_parser",
+    "chunked_contrastive_backward",
     "compute_retrieval_metrics",
     "decay_parameter_names",
     "distributed_contrastive_loss",
     "freeze_towers",
     "gather_with_grad",
     "gathered_loss_hook",
+    "get_original_schedule",
     "load_image_caption_splits",
+    "load_model_and_processor",
     "main",
     "make_logit_scale_shardable",
     "open_image",
+    "original_learning_rate",
+    "parse_arguments",
     "prepare_image_caption_dataset",
+    "pretrain_main",
     "retrieval_ranks",
     "run",
+    "split_batch",
 ]

@@ -1,18 +1,20 @@
 # Copyright 2026 The transformers-diffclip authors. Licensed under the Apache License, Version 2.0.
-"""The `diffclip-finetune` command: arguments, data and model loading, and the run."""
+"""The `diffclip-finetune` and `diffclip-pretrain` commands: arguments, data and model loading, and the run."""
 
 import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from transformers import AutoModel, AutoProcessor, HfArgumentParser, TrainingArguments, set_seed
+from transformers import AutoConfig, AutoModel, AutoProcessor, HfArgumentParser, TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 from transformers.utils import logging
 
+from ..configuration_diffclip import DiffCLIPConfig
 from ..modeling_diffclip import DiffCLIPModel
+from ..original import resolve_pretrained
 from .data import DiffCLIPDataCollator, prepare_image_caption_dataset
-from .trainer import DiffCLIPTrainer, freeze_towers
+from .trainer import DiffCLIPTrainer, DiffCLIPTrainingArguments, freeze_towers
 
 
 _DATA_FILE_BUILDERS = {".csv": "csv", ".json": "json", ".jsonl": "json"}
@@ -25,11 +27,24 @@ _DATA_FILE_BUILDERS = {".csv": "csv", ".json": "json", ".jsonl": "json"}
 
 @dataclass
 class ModelArguments:
-    model_name_or_path: str = field(
-        metadata={"help": "DiffCLIP model to fine-tune: a folder or Hub id with a DiffCLIP config and weights."}
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "DiffCLIP model to fine-tune: a folder or Hub id with a DiffCLIP config and weights."},
     )
-    processor_name_or_path: str | None = field(
-        default=None, metadata={"help": "Processor (image processor + tokenizer); defaults to --model_name_or_path."}
+    config_name: str | None = field(
+        default=None,
+        metadata={
+            "help": "Train a fresh model (random weights, initialised as the original training code does) from this "
+            "DiffCLIP config: a config.json file, a folder or a Hub id. Instead of --model_name_or_path."
+        },
+    )
+    processor_name: str | None = field(
+        default=None,
+        metadata={
+            "help": "Processor (image processor + tokenizer): a folder or Hub id; defaults to --model_name_or_path "
+            "(or the folder of --config_name).",
+            "aliases": ["--processor_name_or_path"],
+        },
     )
     cache_dir: str | None = field(default=None, metadata={"help": "Where to cache Hub downloads and datasets."})
     freeze_vision_model: bool = field(
@@ -111,27 +126,60 @@ def load_image_caption_splits(data_args: DataTrainingArguments, cache_dir: str |
     return splits
 
 
-def _load_model_and_processor(model_args: ModelArguments):
-    kwargs = {"cache_dir": model_args.cache_dir}
+def _diffclip_config(config_name: str, cache_dir: str | None) -> DiffCLIPConfig:
+    try:
+        config = AutoConfig.from_pretrained(resolve_pretrained(config_name, cache_dir=cache_dir), cache_dir=cache_dir)
+    except (OSError, ValueError, KeyError) as error:
+        raise ValueError(f"--config_name {config_name!r}: cannot read a DiffCLIP config there ({error}).") from error
+    if not isinstance(config, DiffCLIPConfig):
+        raise ValueError(
+            f"--config_name {config_name!r} holds a {type(config).__name__} (model_type {config.model_type!r}); "
+            "diffclip training builds a DiffCLIPModel (model_type 'diffclip')."
+        )
+    return config
+
+
+def load_model_and_processor(model_args: ModelArguments) -> tuple[DiffCLIPModel, object]:
+    """The model and processor that `model_args` name: a pretrained model (`model_name_or_path`), or a fresh one
+    from `config_name`, whose weights are initialised by the model's own `_init_weights` (the original training
+    code's initialisation). Names go through [`resolve_pretrained`], so the authors' original-format checkpoints
+    work too."""
+    if (model_args.model_name_or_path is None) == (model_args.config_name is None):
+        raise ValueError(
+            "Pass --model_name_or_path (fine-tune a trained model) or --config_name (train a fresh model from a "
+            "config), not both and not neither."
+        )
+    cache_dir = model_args.cache_dir
+    kwargs = {}
     if model_args.attn_implementation is not None:
         kwargs["attn_implementation"] = model_args.attn_implementation
-    model = AutoModel.from_pretrained(model_args.model_name_or_path, **kwargs)
-    if not isinstance(model, DiffCLIPModel):
-        raise ValueError(
-            f"--model_name_or_path {model_args.model_name_or_path!r} holds a {type(model).__name__} "
-            f"(model_type {model.config.model_type!r}); diffclip-finetune trains a DiffCLIPModel "
-            "(model_type 'diffclip')."
-        )
-    processor_path = model_args.processor_name_or_path or model_args.model_name_or_path
+    if model_args.model_name_or_path is not None:
+        source = model_args.model_name_or_path
+        path = resolve_pretrained(source, cache_dir=cache_dir)
+        model = AutoModel.from_pretrained(path, cache_dir=cache_dir, **kwargs)
+        if not isinstance(model, DiffCLIPModel):
+            raise ValueError(
+                f"--model_name_or_path {source!r} holds a {type(model).__name__} "
+                f"(model_type {model.config.model_type!r}); diffclip training trains a DiffCLIPModel "
+                "(model_type 'diffclip')."
+            )
+    else:
+        source = model_args.config_name
+        model = AutoModel.from_config(_diffclip_config(source, cache_dir), **kwargs)
+    processor_name = model_args.processor_name or source
+    if model_args.processor_name is None and os.path.isfile(processor_name):
+        processor_name = os.path.dirname(os.path.abspath(processor_name))  # the folder of a config.json
     try:
-        processor = AutoProcessor.from_pretrained(processor_path, cache_dir=model_args.cache_dir)
+        processor = AutoProcessor.from_pretrained(
+            resolve_pretrained(processor_name, cache_dir=cache_dir), cache_dir=cache_dir
+        )
     except (OSError, ValueError, TypeError, KeyError) as error:
         raise ValueError(
-            f"Could not load a DiffCLIP processor from {processor_path!r} ({error}). Save one there with "
-            "`DiffCLIPProcessor.save_pretrained`, or pass --processor_name_or_path."
+            f"Could not load a DiffCLIP processor from {processor_name!r} ({error}). Pass --processor_name (a "
+            "folder with one, e.g. a converted release), or save one there with `DiffCLIPProcessor.save_pretrained`."
         ) from error
     if not hasattr(processor, "image_processor") or not hasattr(processor, "tokenizer"):
-        raise ValueError(f"{processor_path!r} holds a {type(processor).__name__}, not an image+text processor.")
+        raise ValueError(f"{processor_name!r} holds a {type(processor).__name__}, not an image+text processor.")
     return model, processor
 
 
@@ -148,13 +196,14 @@ def _resume_checkpoint(training_args: TrainingArguments) -> str | None:
 
 
 def run(model_args: ModelArguments, data_args: DataTrainingArguments, training_args: TrainingArguments) -> dict:
-    """What `diffclip-finetune` does with parsed arguments; returns the train/eval metrics."""
+    """What `diffclip-finetune` and `diffclip-pretrain` do with parsed arguments; returns the train/eval metrics.
+    `training_args` may be plain `TrainingArguments` or [`DiffCLIPTrainingArguments`] (the recipe's arguments)."""
     if not (training_args.do_train or training_args.do_eval):
         raise ValueError("Nothing to do: pass --do_train and/or --do_eval.")
     logging.set_verbosity(training_args.get_process_log_level())
     set_seed(training_args.seed)
 
-    model, processor = _load_model_and_processor(model_args)
+    model, processor = load_model_and_processor(model_args)
     freeze_towers(model, vision=model_args.freeze_vision_model, text=model_args.freeze_text_model)
 
     with training_args.main_process_first(desc="loading and checking the data"):
@@ -215,30 +264,76 @@ def run(model_args: ModelArguments, data_args: DataTrainingArguments, training_a
     return results
 
 
-def build_parser() -> HfArgumentParser:
-    parser = HfArgumentParser((ModelArguments, DataTrainingArguments, TrainingArguments))
-    parser.prog = "diffclip-finetune"
-    parser.description = (
-        "Fine-tune DiffCLIP on image-caption pairs with transformers' Trainer (every TrainingArguments flag works). "
-        "Runs unchanged under `torchrun --nproc_per_node N` and `accelerate launch`."
-    )
+# The pre-training recipe of the released models (ORIGINAL_MODEL.md, the authors' SLIP-style `main.py`): the
+# defaults of `diffclip-pretrain`. Every one can still be overridden on the command line.
+PRETRAINING_RECIPE = {
+    "do_train": True,
+    "num_train_epochs": 40,
+    "global_batch_size": 4096,
+    "learning_rate": 5e-4,
+    "lr_scheduler_type": "cosine",
+    "warmup_epochs": 1.0,
+    "warmup_start_lr": 1e-6,
+    "final_learning_rate": 1e-5,
+    "adam_beta1": 0.9,
+    "adam_beta2": 0.98,
+    "adam_epsilon": 1e-8,
+    "weight_decay": 0.5,
+    "max_grad_norm": 0.0,  # the original clips no gradients
+    "bf16": True,
+}
+
+_DESCRIPTIONS = {
+    "diffclip-finetune": "Fine-tune DiffCLIP on image-caption pairs with transformers' Trainer (every "
+    "TrainingArguments flag works). Runs unchanged under `torchrun --nproc_per_node N` and `accelerate launch`.",
+    "diffclip-pretrain": "Pre-train DiffCLIP (or the CLIP baseline) with the original recipe as defaults: AdamW "
+    "betas (0.9, 0.98), eps 1e-8, weight decay 0.5 on matrices, learning rate 5e-4 with 1 warm-up epoch from 1e-6 "
+    "and a cosine to 1e-5, 40 epochs, global batch 4096, no gradient clipping, bf16, logit scale clamped to ln 100. "
+    "The same flags as diffclip-finetune; any default can be overridden.",
+}
+
+
+def build_parser(prog: str = "diffclip-finetune") -> HfArgumentParser:
+    parser = HfArgumentParser((ModelArguments, DataTrainingArguments, DiffCLIPTrainingArguments))
+    parser.prog = prog
+    parser.description = _DESCRIPTIONS[prog]
+    if prog == "diffclip-pretrain":
+        parser.set_defaults(**PRETRAINING_RECIPE)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+def parse_arguments(argv: list[str] | None = None, prog: str = "diffclip-finetune"):
+    """`(model_args, data_args, training_args)` from command-line arguments or from one .json/.yaml file of them;
+    for `diffclip-pretrain`, what they leave out comes from [`PRETRAINING_RECIPE`]."""
+    parser = build_parser(prog)
     argv = sys.argv[1:] if argv is None else list(argv)
     if len(argv) == 1 and argv[0].endswith((".json", ".yaml", ".yml")):
-        loader = parser.parse_json_file if argv[0].endswith(".json") else parser.parse_yaml_file
-        model_args, data_args, training_args = loader(os.path.abspath(argv[0]))
-    else:
-        model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+        path = Path(argv[0]).expanduser().resolve()
+        if path.suffix == ".json":
+            import json
+
+            values = json.loads(path.read_text(encoding="utf-8"))
+        else:
+            import yaml
+
+            values = yaml.safe_load(path.read_text(encoding="utf-8"))
+        defaults = PRETRAINING_RECIPE if prog == "diffclip-pretrain" else {}
+        return parser.parse_dict({**defaults, **values})
+    return parser.parse_args_into_dataclasses(args=argv)
+
+
+def main(argv: list[str] | None = None, prog: str = "diffclip-finetune") -> int:
     try:
-        run(model_args, data_args, training_args)
+        run(*parse_arguments(argv, prog))
     except (FileNotFoundError, ValueError, OSError) as error:
-        print(f"diffclip-finetune: error: {error}", file=sys.stderr)
+        print(f"{prog}: error: {error}", file=sys.stderr)
         return 2
     return 0
+
+
+def pretrain_main(argv: list[str] | None = None) -> int:
+    """`diffclip-pretrain`: `diffclip-finetune` with [`PRETRAINING_RECIPE`] as defaults."""
+    return main(argv, prog="diffclip-pretrain")
 
 
 if __name__ == "__main__":
