@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _helpers import tiny_processor
 from PIL import Image
 from transformers import AutoModel, TrainerCallback, TrainingArguments
 
@@ -24,8 +25,6 @@ from transformers_diffclip import training
 from transformers_diffclip.modeling_diffclip import contrastive_loss
 
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-BPE_PATH = SHARED / "data" / "bpe_simple_vocab_16e6.txt.gz"
 WORKER = Path(__file__).resolve().parent / "training_ddp_worker.py"
 
 COLOURS = {
@@ -80,11 +79,8 @@ def colour_image(rgb, seed: int | None = None) -> Image.Image:
 
 @pytest.fixture(scope="session")
 def processor():
-    if not BPE_PATH.is_file():
-        pytest.skip(f"the CLIP BPE file is not at {BPE_PATH} (../shared/data); the tokenizer is built from it")
-    tokenizer = td.build_tokenizer(BPE_PATH)
-    image_processor = td.DiffCLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
-    return td.DiffCLIPProcessor(image_processor, tokenizer)
+    """The tiny tokenizer of tests/_helpers.py (no file from ../shared needed) and 32-pixel images."""
+    return tiny_processor(image_size=32)
 
 
 @pytest.fixture(scope="session")
