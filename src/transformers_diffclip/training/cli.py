@@ -215,6 +215,8 @@ def run(model_args: ModelArguments, data_args: DataTrainingArguments, training_a
             if not needed:
                 continue
             if split not in raw_splits:
+                if split == "validation" and getattr(training_args, "zero_shot_eval_dir", None):
+                    continue  # evaluation is the zero-shot accuracy alone
                 flag = "--do_train" if split == "train" else "--do_eval"
                 raise ValueError(
                     f"{flag} needs a {split} split; the data has: {sorted(raw_splits)}. Pass --{split}_file, or a "
@@ -252,7 +254,8 @@ def run(model_args: ModelArguments, data_args: DataTrainingArguments, training_a
         results.update({f"train_{k}" if not k.startswith("train_") else k: v for k, v in metrics.items()})
     if training_args.do_eval:
         metrics = trainer.evaluate()
-        metrics["eval_skipped_rows"] = skipped["validation"]
+        if "validation" in skipped:
+            metrics["eval_skipped_rows"] = skipped["validation"]
         trainer.log_metrics("eval", metrics)
         trainer.save_metrics("eval", metrics)
         results.update(metrics)
