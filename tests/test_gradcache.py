@@ -13,12 +13,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from _helpers import tiny_processor
-from PIL import Image
+from _helpers import COLOURS, colour_image, one_thread, tiny_config, tiny_processor  # noqa: F401 (one_thread: autouse)
 from transformers import TrainerCallback
 
 import transformers_diffclip as td
@@ -27,25 +25,11 @@ from transformers_diffclip import training
 
 WORKER = Path(__file__).resolve().parent / "gradcache_ddp_worker.py"
 SUBPROCESS_ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-COLOURS = [(220, 30, 30), (30, 170, 40), (30, 40, 220), (235, 220, 30), (130, 30, 160), (245, 140, 20)]
-NAMES = ["red", "green", "blue", "yellow", "purple", "orange"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def tiny_model(seed: int = 0) -> td.DiffCLIPModel:
-    tower = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4}
-    config = td.DiffCLIPConfig(
-        text_config=dict(tower), vision_config={**tower, "image_size": 32, "patch_size": 8}, projection_dim=16
-    )
     torch.manual_seed(seed)
-    return td.DiffCLIPModel(config).eval()  # eval or train: the model has no dropout
+    return td.DiffCLIPModel(tiny_config()).eval()  # eval or train: the model has no dropout
 
 
 def random_batch(size: int, seed: int = 1) -> dict:
@@ -120,12 +104,10 @@ def pairs(tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("pairs")
     rows = {"image_path": [], "caption": []}
-    for index, (name, rgb) in enumerate(zip(NAMES, COLOURS)):
+    for index, (name, rgb) in enumerate(list(COLOURS.items())[:6]):
         for copy in range(2):
-            rng = np.random.default_rng(10 * index + copy)
-            pixels = np.clip(np.array(rgb) + rng.normal(0, 20, size=(36, 36, 3)), 0, 255).astype(np.uint8)
             path = folder / f"{name}_{copy}.png"
-            Image.fromarray(pixels).save(path)
+            colour_image(rgb, seed=10 * index + copy).save(path)
             rows["image_path"].append(str(path))
             rows["caption"].append(f"a photo of a {name} square")
     dataset, _ = training.prepare_image_caption_dataset(datasets.Dataset.from_dict(rows))

@@ -13,10 +13,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from _helpers import tiny_processor
+from _helpers import COLOURS, colour_image, one_thread, tiny_processor  # noqa: F401 (one_thread: autouse)
 from PIL import Image
 from transformers import AutoModel, TrainerCallback, TrainingArguments
 
@@ -27,16 +26,6 @@ from transformers_diffclip.modeling_diffclip import contrastive_loss
 
 WORKER = Path(__file__).resolve().parent / "training_ddp_worker.py"
 
-COLOURS = {
-    "red": (220, 30, 30),
-    "green": (30, 170, 40),
-    "blue": (30, 40, 220),
-    "yellow": (235, 220, 30),
-    "purple": (130, 30, 160),
-    "orange": (245, 140, 20),
-    "white": (245, 245, 245),
-    "black": (15, 15, 15),
-}
 TEMPLATE = "a photo of a {} square"
 # transformers 5.23 renamed `gradient_checkpointing` (still an alias) to `activation_checkpointing`.
 CHECKPOINTING_FLAG = (
@@ -47,16 +36,6 @@ CHECKPOINTING_FLAG = (
 SUBPROCESS_ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models on a shared 2-core machine: one intra-op thread is ~10× faster than two when other processes
-    compete for the cores (OpenMP threads spin-wait on each other)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_config(**overrides) -> td.DiffCLIPConfig:
     tower = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4}
     return td.DiffCLIPConfig(
@@ -65,16 +44,6 @@ def tiny_config(**overrides) -> td.DiffCLIPConfig:
         projection_dim=16,
         **overrides,
     )
-
-
-def colour_image(rgb, seed: int | None = None) -> Image.Image:
-    """A 36×36 square of one colour; with a seed, the colour is jittered and light pixel noise added."""
-    pixels = np.empty((36, 36, 3), dtype=np.float32)
-    pixels[:] = rgb
-    if seed is not None:
-        rng = np.random.default_rng(seed)
-        pixels += rng.uniform(-25, 25, size=3) + rng.normal(0, 6, size=pixels.shape)
-    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
 
 
 @pytest.fixture(scope="session")

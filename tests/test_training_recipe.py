@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from _helpers import tiny_processor
+from _helpers import COLOURS, colour_image, one_thread, tiny_config, tiny_processor  # noqa: F401 (one_thread: autouse)
 from PIL import Image
 from transformers import AutoConfig, AutoModel, CLIPConfig, TrainerCallback, default_data_collator, set_seed
 
@@ -23,40 +23,7 @@ from transformers_diffclip import training
 
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-COLOURS = {
-    "red": (220, 30, 30),
-    "green": (30, 170, 40),
-    "blue": (30, 40, 220),
-    "yellow": (235, 220, 30),
-    "purple": (130, 30, 160),
-    "orange": (245, 140, 20),
-    "white": (245, 245, 245),
-    "black": (15, 15, 15),
-}
 TEMPLATE = "a photo of a {} square"
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def tiny_config() -> td.DiffCLIPConfig:
-    tower = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4}
-    return td.DiffCLIPConfig(
-        text_config=dict(tower), vision_config={**tower, "image_size": 32, "patch_size": 8}, projection_dim=16
-    )
-
-
-def square(rgb, seed: int) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    pixels = np.empty((36, 36, 3), dtype=np.float32)
-    pixels[:] = rgb
-    pixels += rng.uniform(-25, 25, size=3) + rng.normal(0, 6, size=pixels.shape)
-    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
 
 
 @pytest.fixture(scope="module")
@@ -69,11 +36,11 @@ def toy(tmp_path_factory) -> Path:
     for index, (name, rgb) in enumerate(COLOURS.items()):
         for copy in range(5):
             path = root / "images" / f"{name}_{copy}.png"
-            square(rgb, 100 * index + copy).save(path)
+            colour_image(rgb, 100 * index + copy).save(path)
             (validation if copy == 4 else train).append(f"{path},{TEMPLATE.format(name)}\n")
         (root / "zero_shot" / name).mkdir(parents=True)
         for copy in range(2):
-            square(rgb, 5000 + 100 * index + copy).save(root / "zero_shot" / name / f"{copy}.png")
+            colour_image(rgb, 5000 + 100 * index + copy).save(root / "zero_shot" / name / f"{copy}.png")
     (root / "train.csv").write_text("image_path,caption\n" + "".join(train))
     (root / "validation.csv").write_text("image_path,caption\n" + "".join(validation))
     (root / "classnames.json").write_text(json.dumps({"colours": list(COLOURS), "other": ["x"]}))
