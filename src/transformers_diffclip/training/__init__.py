@@ -1,9 +1,12 @@
 # Copyright 2026 The transformers-diffclip authors. Licensed under the Apache License, Version 2.0.
-"""Fine-tune DiffCLIP with transformers' `Trainer`, on one process or many (torchrun, accelerate: DDP, FSDP).
+"""Train DiffCLIP with transformers' `Trainer`, from a checkpoint or from scratch, on one process or many (torchrun,
+accelerate: DDP, FSDP).
 
-Modules: `losses` (the contrastive loss with negatives from every process, in-batch retrieval ranks), `data`
-(checking rows, lazy image loading, the collator), `trainer` (logit-scale clamp callback, `DiffCLIPTrainer`), `cli`
-(the `diffclip-finetune` command).
+Modules: `losses` (the contrastive loss with negatives from every process, the same loss in chunks for batches
+larger than memory (GradCache), in-batch retrieval ranks), `data` (checking rows, lazy image loading, the
+collator), `trainer` (`DiffCLIPTrainingArguments`, the logit-scale clamp, the original learning-rate schedule,
+zero-shot accuracy at every evaluation, `DiffCLIPTrainer`), `cli` (the `diffclip-finetune` and `diffclip-pretrain`
+commands; `diffclip-pretrain` has the recipe of the released models as defaults, [`PRETRAINING_RECIPE`]).
 
 The recipe of the released models (ORIGINAL_MODEL.md) is kept where it is a property of the training step:
 
