@@ -4,6 +4,8 @@
    the batch, and the gradients DDP leaves on the parameters.
 2. `chunked_contrastive_backward` alone on a DDP-wrapped model with unequal shares (rank 0 the first 4 pairs of
    `random_batch(7)`, rank 1 the last 3), chunks of 2: loss, gradients, the batch size of every vision forward.
+3. The same under FSDP (FULL_SHARD, each encoder layer its own unit, the logit scale sharded): loss and the full
+   gradients.
 
     torchrun --standalone --nproc_per_node 2 tests/gradcache_ddp_worker.py MODEL_DIR OUT_DIR
 """
@@ -83,6 +85,35 @@ def uneven_check(model_dir: str, rank: int) -> dict:
     return {"loss": loss, "grads": gradients(model), "forward_sizes": sizes}
 
 
+def fsdp_check(model_dir: str, rank: int) -> dict:
+    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+    from torch.distributed.fsdp import ShardingStrategy
+    from torch.distributed.fsdp.wrap import ModuleWrapPolicy
+
+    from transformers_diffclip.modeling_diffclip import DiffCLIPEncoderLayer
+
+    model = AutoModel.from_pretrained(model_dir, attn_implementation="eager")
+    training.make_logit_scale_shardable(model)
+    wrapped = FSDP(
+        model,
+        auto_wrap_policy=ModuleWrapPolicy({DiffCLIPEncoderLayer}),
+        sharding_strategy=ShardingStrategy.FULL_SHARD,
+        use_orig_params=True,
+        device_id=torch.device("cpu"),
+    )
+    rows = slice(0, 4) if rank == 0 else slice(4, 7)
+    batch = {k: v[rows] for k, v in random_batch(7).items()}
+    loss = training.chunked_contrastive_backward(wrapped, batch, 2, hooked_module=model)
+    shards = [p.numel() for name, p in wrapped.named_parameters() if name.endswith("logit_scale")]
+    with FSDP.summon_full_params(wrapped, with_grads=True):
+        grads = {
+            training.trainer._canonical_name(name): p.grad.detach().clone().reshape(p.shape)
+            for name, p in model.named_parameters()
+        }
+    grads["logit_scale"] = grads["logit_scale"].reshape(())
+    return {"loss": loss, "grads": grads, "logit_scale_shard": shards}
+
+
 def main(model_dir: str, out_dir: str) -> None:
     torch.set_num_threads(1)
     whole = trainer_step(model_dir, out_dir, None)
@@ -91,6 +122,7 @@ def main(model_dir: str, out_dir: str) -> None:
     rank = torch.distributed.get_rank()
     record = {"trainer": {"whole": whole, "chunked": chunked, "batch": whole["batch"]}}
     record["uneven"] = uneven_check(model_dir, rank)
+    record["fsdp"] = fsdp_check(model_dir, rank)
     torch.save(record, Path(out_dir) / f"rank{rank}.pt")
     torch.distributed.barrier()
 

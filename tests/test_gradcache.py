@@ -1,6 +1,6 @@
 """Contrastive batches larger than memory (`--contrastive_chunk_size`, GradCache): the loss and the gradients of a
 chunked step equal those of one forward and backward of the whole batch, on one process, through Trainer (also with
-gradient accumulation) and over two processes under torchrun.
+gradient accumulation) and over two processes under torchrun (DDP through Trainer, DDP and FSDP around the function).
 
 The reference is written out here from the definition of the loss (symmetric cross-entropy over
 `exp(logit_scale) · cos(image, text)` of the whole batch), on the plain model's embeddings.
@@ -211,3 +211,12 @@ def test_two_processes_chunked_equal_one_process_unchunked(tmp_path):
     # Rank 0 (4 pairs) needs 2 chunks of 2; rank 1 (3 pairs) runs as many (2 and 1): FSDP gathers in lockstep.
     assert uneven[0]["forward_sizes"] == [2, 2, 2, 2]
     assert uneven[1]["forward_sizes"] == [2, 1, 2, 1]
+
+    # The same under FSDP FULL_SHARD: the logit scale lives on one process only, the gradients are reduce-scattered
+    # after every chunk (no no_sync), summed in the shards, averaged over the processes.
+    fsdp = [r["fsdp"] for r in ranks]
+    assert sorted(f["logit_scale_shard"][0] for f in fsdp) == [0, 1]
+    torch.testing.assert_close(sum(f["loss"] for f in fsdp) / 2, expected.detach(), atol=1e-5, rtol=1e-5)
+    for record in fsdp:
+        for name, grad in expected_grads.items():
+            torch.testing.assert_close(record["grads"][name], grad, atol=1e-5, rtol=1e-5, msg=f"fsdp {name}")

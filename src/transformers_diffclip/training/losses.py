@@ -253,19 +253,24 @@ def chunked_contrastive_backward(
     forward_context = forward_context or contextlib.nullcontext
     chunks = split_batch(inputs, chunk_size)
 
-    states, image_embeds, text_embeds = [], [], []
-    with torch.no_grad():
-        for chunk in chunks:
-            states.append(_RandomState())
-            with forward_context():
-                outputs = model(**chunk, return_loss=True, return_dict=True)
-            image_embeds.append(outputs.image_embeds.detach())
-            text_embeds.append(outputs.text_embeds.detach())
-            del outputs
+    states, image_embeds, text_embeds, scales = [], [], [], []
+    # The logit scale is read inside the forward: outside it, FSDP holds only this process's shard of it.
+    handle = hooked_module.register_forward_hook(lambda module, args, output: scales.append(module.logit_scale * 1))
+    try:
+        with torch.no_grad():
+            for chunk in chunks:
+                states.append(_RandomState())
+                with forward_context():
+                    outputs = model(**chunk, return_loss=True, return_dict=True)
+                image_embeds.append(outputs.image_embeds.detach())
+                text_embeds.append(outputs.text_embeds.detach())
+                del outputs
+    finally:
+        handle.remove()
 
     image_embeds = torch.cat(image_embeds).requires_grad_(True)
     text_embeds = torch.cat(text_embeds).requires_grad_(True)
-    logit_scale = hooked_module.logit_scale.detach().clone().requires_grad_(hooked_module.logit_scale.requires_grad)
+    logit_scale = scales[0].detach().requires_grad_(hooked_module.logit_scale.requires_grad)
     leaves = [image_embeds, text_embeds] + ([logit_scale] if logit_scale.requires_grad else [])
     loss = distributed_contrastive_loss(image_embeds, text_embeds, logit_scale)
     grads = torch.autograd.grad(loss / loss_divisor, leaves)

@@ -212,15 +212,16 @@ class ZeroShotEvaluation:
         templates: a template file with `{}` (text or JSON); default: the command's default template.
         key: the entry of JSON class-name/template files that hold several (e.g. `imagenet`).
         batch_size: images per batch.
+        num_workers: DataLoader worker processes reading the images.
     """
 
-    def __init__(self, data_dir, class_names=None, templates=None, key=None, batch_size: int = 64):
+    def __init__(self, data_dir, class_names=None, templates=None, key=None, batch_size: int = 64, num_workers=0):
         from ..zero_shot import find_image_folder, load_class_names, load_templates
 
         names = load_class_names(class_names, key) if class_names else None
         self.templates = load_templates(templates, key) if templates else None
         self.data = find_image_folder(data_dir, names, source=str(class_names or ""))
-        self.batch_size = batch_size
+        self.batch_size, self.num_workers = batch_size, num_workers
 
     def __call__(self, model: torch.nn.Module, processor) -> dict[str, float]:
         """`{"zeroshot_top1": ..., "zeroshot_top5": ...}` (fractions) of `model` (unwrapped) now."""
@@ -236,7 +237,9 @@ class ZeroShotEvaluation:
             if shard.samples:
                 kwargs = {} if self.templates is None else {"templates": self.templates}
                 with torch.no_grad():
-                    report = evaluate_zero_shot(model, processor, shard, batch_size=self.batch_size, **kwargs)
+                    report = evaluate_zero_shot(
+                        model, processor, shard, batch_size=self.batch_size, num_workers=self.num_workers, **kwargs
+                    )
                 count = report["num_images"]
                 counts += torch.tensor([report["top1"] * count, report["top5"] * count, count], device=device)
         finally:
@@ -364,6 +367,7 @@ class DiffCLIPTrainer(Trainer):
                 training_args.zero_shot_templates,
                 training_args.zero_shot_key,
                 batch_size=training_args.per_device_eval_batch_size,
+                num_workers=training_args.dataloader_num_workers,
             )
         self.zero_shot = zero_shot
         self._zero_shot_prefix = None
