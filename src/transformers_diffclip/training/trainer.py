@@ -373,7 +373,7 @@ class DiffCLIPTrainer(Trainer):
         self._zero_shot_prefix = None
         eval_dataset = kwargs.get("eval_dataset", args[4] if len(args) > 4 else None)
         strategy = getattr(training_args, "eval_strategy", None)
-        zero_shot_only = zero_shot is not None and eval_dataset is None and str(strategy) not in ("no", "None")
+        zero_shot_only = zero_shot is not None and eval_dataset is None and strategy not in (None, "no")
         if zero_shot_only:
             # Trainer refuses an evaluation strategy without an eval_dataset; here the zero-shot folder is the
             # evaluation data. The strategy is put back at once: the training loop reads it at every step.
