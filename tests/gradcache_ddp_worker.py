@@ -6,6 +6,8 @@
    `random_batch(7)`, rank 1 the last 3), chunks of 2: loss, gradients, the batch size of every vision forward.
 3. The same under FSDP (FULL_SHARD, each encoder layer its own unit, the logit scale sharded): loss and the full
    gradients.
+4. `ZeroShotEvaluation` of the model on OUT_DIR/zero_shot (written by the test), its images split between the two
+   processes.
 
     torchrun --standalone --nproc_per_node 2 tests/gradcache_ddp_worker.py MODEL_DIR OUT_DIR
 """
@@ -18,6 +20,7 @@ from transformers import AutoModel, TrainerCallback, default_data_collator
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _helpers import tiny_processor  # noqa: E402
 from test_gradcache import gradients, random_batch  # noqa: E402
 
 from transformers_diffclip import training  # noqa: E402
@@ -114,6 +117,10 @@ def fsdp_check(model_dir: str, rank: int) -> dict:
     return {"loss": loss, "grads": grads, "logit_scale_shard": shards}
 
 
+def processor():
+    return tiny_processor(32)
+
+
 def main(model_dir: str, out_dir: str) -> None:
     torch.set_num_threads(1)
     whole = trainer_step(model_dir, out_dir, None)
@@ -123,6 +130,11 @@ def main(model_dir: str, out_dir: str) -> None:
     record = {"trainer": {"whole": whole, "chunked": chunked, "batch": whole["batch"]}}
     record["uneven"] = uneven_check(model_dir, rank)
     record["fsdp"] = fsdp_check(model_dir, rank)
+    model = AutoModel.from_pretrained(model_dir)
+    images = []
+    model.vision_model.register_forward_hook(lambda module, args, output: images.append(output[0].shape[0]))
+    record["zero_shot"] = training.ZeroShotEvaluation(Path(out_dir) / "zero_shot", batch_size=2)(model, processor())
+    record["zero_shot_images"] = sum(images)
     torch.save(record, Path(out_dir) / f"rank{rank}.pt")
     torch.distributed.barrier()
 

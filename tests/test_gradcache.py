@@ -174,7 +174,10 @@ def test_two_processes_chunked_equal_one_process_unchunked(tmp_path):
     model_dir = tmp_path / "model"
     tiny_model().save_pretrained(model_dir)
     out = tmp_path / "out"
-    out.mkdir()
+    for index, (name, rgb) in enumerate(list(COLOURS.items())[:4]):  # 4 classes, 2, 1, 1, 1 images: 5 in all
+        (out / "zero_shot" / name).mkdir(parents=True)
+        for copy in range(2 if index == 0 else 1):
+            colour_image(rgb, seed=100 + 10 * index + copy).save(out / "zero_shot" / name / f"{copy}.png")
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     command += [str(WORKER), str(model_dir), str(out)]
     done = subprocess.run(command, capture_output=True, text=True, env=SUBPROCESS_ENV, timeout=240)
@@ -220,3 +223,9 @@ def test_two_processes_chunked_equal_one_process_unchunked(tmp_path):
     for record in fsdp:
         for name, grad in expected_grads.items():
             torch.testing.assert_close(record["grads"][name], grad, atol=1e-5, rtol=1e-5, msg=f"fsdp {name}")
+
+    # Zero-shot accuracy with the images split between the processes (3 and 2): the one-process figures.
+    single = training.ZeroShotEvaluation(out / "zero_shot", batch_size=2)(tiny_model(), tiny_processor(32))
+    assert ranks[0]["zero_shot"] == ranks[1]["zero_shot"] == pytest.approx(single)
+    assert [r["zero_shot_images"] for r in ranks] == [3, 2]  # each image encoded once, by one process
+    assert single["zeroshot_top1"] * 5 == pytest.approx(round(single["zeroshot_top1"] * 5))  # whole images of 5
