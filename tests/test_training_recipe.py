@@ -326,3 +326,28 @@ def test_model_arguments_errors(toy, tmp_path, capsys):
     for extra, message in cases:
         assert training.main(extra + base) == 2, extra
         assert message in capsys.readouterr().err, (extra, message)
+
+
+@pytest.mark.parametrize(
+    "script, config", [("pretrain_cc3m_diffclip.sh", "diffclip_vitb16"), ("pretrain_cc3m_clip.sh", "clip_vitb16")]
+)
+def test_example_scripts_launch_the_recipe(script, config, tmp_path):
+    """The two commands of the paper's comparison differ only in the config; torchrun is replaced by a stub that
+    records its arguments."""
+    import os
+    import subprocess
+
+    stub = tmp_path / "bin" / "torchrun"
+    stub.parent.mkdir()
+    stub.write_text('#!/usr/bin/env bash\nprintf "%s\\n" "$@" > "$RECORD"\n')
+    stub.chmod(0o755)
+    env = {**os.environ, "PATH": f"{stub.parent}:{os.environ['PATH']}", "RECORD": str(tmp_path / "argv"), "GPUS": "2"}
+    done = subprocess.run(["bash", str(EXAMPLES / script), "--seed", "7"], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    argv = (tmp_path / "argv").read_text().splitlines()
+    assert argv[:5] == ["--standalone", "--nproc_per_node", "2", "--no-python", "diffclip-pretrain"]
+    flags = dict(zip(argv[5::2], argv[6::2]))
+    assert Path(flags["--config_name"]) == EXAMPLES / "configs" / f"{config}.json"
+    assert flags["--train_shards"] == "data/cc3m/{00000..00331}.tar" and flags["--train_num_samples"] == "2576776"
+    assert flags["--seed"] == "7" and flags["--output_dir"] == f"runs/{config}_cc3m"
+    assert "--zero_shot_eval_dir" not in flags  # only with IMAGENET set
