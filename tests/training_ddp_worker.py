@@ -125,7 +125,8 @@ def main(model_dir: str, data_dir: str, out_dir: str) -> None:
     )
     torch.save(record, Path(out_dir) / f"rank{rank}.pt")
     torch.distributed.barrier()
-    trainer.end()
+    if hasattr(trainer, "end"):  # not in transformers 4.57 and 5.0
+        trainer.end()
 
 
 if __name__ == "__main__":
