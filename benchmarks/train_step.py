@@ -1,5 +1,6 @@
 # Copyright 2026 The transformers-diffclip authors. Licensed under the Apache License, Version 2.0.
-"""Training-step throughput and peak memory of DiffCLIP, with and without gradient checkpointing.
+"""Training-step throughput and peak memory of DiffCLIP, with and without gradient checkpointing, and with the
+contrastive loss computed in chunks (GradCache, `--contrastive_chunk_size`).
 
 One step is what `DiffCLIPTrainer` does per batch: forward of both towers, the contrastive loss
 (`distributed_contrastive_loss`), backward, AdamW step, logit-scale clamp. The model is the released DiffCLIP
@@ -16,6 +17,10 @@ Each mode runs in a fresh child process so that its peak memory is its own:
 
     python benchmarks/train_step.py                      # CPU or the first GPU, batch 8, both modes
     python benchmarks/train_step.py --device cuda --dtype bfloat16 --steps 20 --warmup 5
+    python benchmarks/train_step.py --modes off --chunk_sizes 0,16,8,4 --batch_size 32   # peak falls with the chunk
+
+With a chunk size (0 = the whole batch at once), the step is `chunked_contrastive_backward`: embeddings of every
+chunk without gradients, the loss of the whole batch, then every chunk again with its embedding gradients.
 
 Throughput on a machine shared with other work is noisy: the script prints the load average it started with.
 """
@@ -42,7 +47,11 @@ def _child(args) -> dict:
     from transformers import AutoModel
 
     import transformers_diffclip
-    from transformers_diffclip.training import LogitScaleClampCallback, distributed_contrastive_loss
+    from transformers_diffclip.training import (
+        LogitScaleClampCallback,
+        chunked_contrastive_backward,
+        distributed_contrastive_loss,
+    )
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -65,10 +74,14 @@ def _child(args) -> dict:
     autocast = torch.autocast(device.type, dtype=getattr(torch, args.dtype), enabled=args.dtype != "float32")
 
     def step():
-        with autocast:
-            outputs = model(input_ids=input_ids, pixel_values=pixel_values)
-            loss = distributed_contrastive_loss(outputs.image_embeds, outputs.text_embeds, model.logit_scale)
-        loss.backward()
+        if args.chunk:
+            inputs = {"input_ids": input_ids, "pixel_values": pixel_values}
+            loss = chunked_contrastive_backward(model, inputs, args.chunk, forward_context=lambda: autocast)
+        else:
+            with autocast:
+                outputs = model(input_ids=input_ids, pixel_values=pixel_values)
+                loss = distributed_contrastive_loss(outputs.image_embeds, outputs.text_embeds, model.logit_scale)
+            loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=False)
         clamp.on_optimizer_step(None, None, None, model=model)
@@ -99,6 +112,7 @@ def _child(args) -> dict:
     seconds = sum(times) / len(times)
     return {
         "checkpointing": args.mode,
+        "chunk_size": args.chunk or batch,
         "samples_per_s": batch / seconds,
         "s_per_step": seconds,
         "s_per_step_min": min(times),
@@ -122,6 +136,10 @@ def main(argv=None) -> int:
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"], help="autocast")
     parser.add_argument("--attn_implementation", default="sdpa", choices=["eager", "sdpa", "flash_attention_2"])
     parser.add_argument("--modes", default="off,on", help="gradient checkpointing modes to run, in order")
+    parser.add_argument(
+        "--chunk_sizes", default="0", help="contrastive chunk sizes to run per mode, 0 = unchunked (e.g. 0,8,4)"
+    )
+    parser.add_argument("--_chunk", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads on CPU (0: torch's default)")
     parser.add_argument("--json", action="store_true", help="print one JSON object per mode instead of a table")
     parser.add_argument("--_mode", default=None, help=argparse.SUPPRESS)
@@ -132,13 +150,19 @@ def main(argv=None) -> int:
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
 
     if args._mode is not None:
-        args.mode = args._mode
+        args.mode, args.chunk = args._mode, args._chunk
         print(json.dumps(_child(args)))
         return 0
 
     modes = [mode.strip() for mode in args.modes.split(",") if mode.strip()]
     if not modes or any(mode not in ("off", "on") for mode in modes):
         parser.error(f"--modes must list 'off' and/or 'on', got {args.modes!r}")
+    try:
+        chunks = [int(chunk) for chunk in args.chunk_sizes.split(",") if chunk.strip()]
+    except ValueError:
+        chunks = [-1]
+    if not chunks or any(chunk < 0 for chunk in chunks):
+        parser.error(f"--chunk_sizes must list integers >= 0, got {args.chunk_sizes!r}")
     load = os.getloadavg()
     print(
         f"DiffCLIP ViT-B/16 training step, batch {args.batch_size}, device {args.device}, autocast {args.dtype}, "
@@ -147,8 +171,9 @@ def main(argv=None) -> int:
     )
     forwarded = [arg for arg in (argv if argv is not None else sys.argv[1:]) if arg != "--json"]
     rows = []
-    for mode in modes:
+    for mode, chunk in [(mode, chunk) for mode in modes for chunk in chunks]:
         command = [sys.executable, os.path.abspath(__file__), *forwarded, "--device", args.device, "--_mode", mode]
+        command += ["--_chunk", str(chunk)]
         done = subprocess.run(command, capture_output=True, text=True)
         if done.returncode != 0:
             print(done.stderr[-4000:], file=sys.stderr)
@@ -159,12 +184,14 @@ def main(argv=None) -> int:
             print(json.dumps(row))
     if not args.json:
         print(
-            f"{'checkpointing':>13} {'samples/s':>10} {'s/step (min-max)':>20} {'peak GiB':>9} {'held GiB':>9}  memory"
+            f"{'checkpointing':>13} {'chunk':>6} {'samples/s':>10} {'s/step (min-max)':>20} {'peak GiB':>9} "
+            f"{'held GiB':>9}  memory"
         )
         for row in rows:
             spread = f"{row['s_per_step']:.3f} ({row['s_per_step_min']:.3f}-{row['s_per_step_max']:.3f})"
             print(
-                f"{row['checkpointing']:>13} {row['samples_per_s']:>10.2f} {spread:>20} {row['peak_gib']:>9.2f} "
+                f"{row['checkpointing']:>13} {row['chunk_size']:>6} {row['samples_per_s']:>10.2f} {spread:>20} "
+                f"{row['peak_gib']:>9.2f} "
                 f"{row['between_steps_gib']:>9.2f}  {row['memory']}, {row['device']}, {row['threads']} threads"
             )
     return 0

@@ -229,3 +229,39 @@ def record_kernel_calls(monkeypatch, name: str = "sdpa") -> list:
 
     monkeypatch.setitem(ALL_ATTENTION_FUNCTIONS._global_mapping, name, recording)
     return calls
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models on a shared 2-core machine: one intra-op thread is ~10× faster than two when other processes
+    compete for the cores (OpenMP threads spin-wait on each other). Autouse in the modules that import it."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# Toy data of the training tests: solid-colour squares whose captions name the colour.
+COLOURS = {
+    "red": (220, 30, 30),
+    "green": (30, 170, 40),
+    "blue": (30, 40, 220),
+    "yellow": (235, 220, 30),
+    "purple": (130, 30, 160),
+    "orange": (245, 140, 20),
+    "white": (245, 245, 245),
+    "black": (15, 15, 15),
+}
+
+
+def colour_image(rgb, seed: int | None = None):
+    """A 36×36 square of one colour; with a seed, the colour is jittered and light pixel noise added."""
+    import numpy as np
+    from PIL import Image
+
+    pixels = np.empty((36, 36, 3), dtype=np.float32)
+    pixels[:] = rgb
+    if seed is not None:
+        rng = np.random.default_rng(seed)
+        pixels += rng.uniform(-25, 25, size=3) + rng.normal(0, 6, size=pixels.shape)
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))

@@ -13,9 +13,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
+from _helpers import COLOURS, colour_image, one_thread, tiny_processor  # noqa: F401 (one_thread: autouse)
 from PIL import Image
 from transformers import AutoModel, TrainerCallback, TrainingArguments
 
@@ -24,20 +24,8 @@ from transformers_diffclip import training
 from transformers_diffclip.modeling_diffclip import contrastive_loss
 
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-BPE_PATH = SHARED / "data" / "bpe_simple_vocab_16e6.txt.gz"
 WORKER = Path(__file__).resolve().parent / "training_ddp_worker.py"
 
-COLOURS = {
-    "red": (220, 30, 30),
-    "green": (30, 170, 40),
-    "blue": (30, 40, 220),
-    "yellow": (235, 220, 30),
-    "purple": (130, 30, 160),
-    "orange": (245, 140, 20),
-    "white": (245, 245, 245),
-    "black": (15, 15, 15),
-}
 TEMPLATE = "a photo of a {} square"
 # transformers 5.23 renamed `gradient_checkpointing` (still an alias) to `activation_checkpointing`.
 CHECKPOINTING_FLAG = (
@@ -46,16 +34,6 @@ CHECKPOINTING_FLAG = (
     else "gradient_checkpointing"
 )
 SUBPROCESS_ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models on a shared 2-core machine: one intra-op thread is ~10× faster than two when other processes
-    compete for the cores (OpenMP threads spin-wait on each other)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def tiny_config(**overrides) -> td.DiffCLIPConfig:
@@ -68,23 +46,10 @@ def tiny_config(**overrides) -> td.DiffCLIPConfig:
     )
 
 
-def colour_image(rgb, seed: int | None = None) -> Image.Image:
-    """A 36×36 square of one colour; with a seed, the colour is jittered and light pixel noise added."""
-    pixels = np.empty((36, 36, 3), dtype=np.float32)
-    pixels[:] = rgb
-    if seed is not None:
-        rng = np.random.default_rng(seed)
-        pixels += rng.uniform(-25, 25, size=3) + rng.normal(0, 6, size=pixels.shape)
-    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
-
-
 @pytest.fixture(scope="session")
 def processor():
-    if not BPE_PATH.is_file():
-        pytest.skip(f"the CLIP BPE file is not at {BPE_PATH} (../shared/data); the tokenizer is built from it")
-    tokenizer = td.build_tokenizer(BPE_PATH)
-    image_processor = td.DiffCLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
-    return td.DiffCLIPProcessor(image_processor, tokenizer)
+    """The tiny tokenizer of tests/_helpers.py (no file from ../shared needed) and 32-pixel images."""
+    return tiny_processor(image_size=32)
 
 
 @pytest.fixture(scope="session")
@@ -469,7 +434,7 @@ def test_weight_decay_groups_follow_the_original_recipe(model_dir, processor, to
             assert name not in decayed, name
         if parameter.dim() == 2:
             assert name in decayed, name
-    assert training._canonical_name("_fsdp_wrapped_module.text_model._fsdp_wrapped_module.x") == "text_model.x"
+    assert training.trainer._canonical_name("_fsdp_wrapped_module.text_model._fsdp_wrapped_module.x") == "text_model.x"
 
 
 # --------------------------------------------------------------------------------------------------

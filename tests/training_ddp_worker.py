@@ -74,7 +74,8 @@ def fsdp_check(model_dir: str, inputs: dict) -> dict:
         outputs = wrapped(**inputs, return_loss=True)
     outputs.loss.backward()
     with FSDP.summon_full_params(wrapped, with_grads=True):
-        grads = {training._canonical_name(name): p.grad.detach().clone() for name, p in model.named_parameters()}
+        canonical = training.trainer._canonical_name
+        grads = {canonical(name): p.grad.detach().clone() for name, p in model.named_parameters()}
     training.LogitScaleClampCallback(max_value=1.0).on_optimizer_step(None, None, None, model=wrapped)
     shards = [p.data.clone() for name, p in wrapped.named_parameters() if name.endswith("logit_scale")]
     with FSDP.state_dict_type(wrapped, StateDictType.FULL_STATE_DICT, FullStateDictConfig()):
@@ -117,14 +118,15 @@ def main(model_dir: str, data_dir: str, out_dir: str) -> None:
         callbacks=[catcher],
     )
     trainer.train()
-    world_size, rank = training._world()
+    world_size, rank = training.losses._world()
     record = {**trainer.recorded, "grads": catcher.grads, "world_size": world_size, "uneven": uneven_loss_check(rank)}
     record["fsdp"] = fsdp_check(
         model_dir, {k: record["inputs"][k] for k in ("input_ids", "attention_mask", "pixel_values")}
     )
     torch.save(record, Path(out_dir) / f"rank{rank}.pt")
     torch.distributed.barrier()
-    trainer.end()
+    if hasattr(trainer, "end"):  # not in transformers 4.57 and 5.0
+        trainer.end()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,105 @@
+# Copyright 2026 The transformers-diffclip authors. Licensed under the Apache License, Version 2.0.
+"""Train DiffCLIP with transformers' `Trainer`, from a checkpoint or from scratch, on one process or many (torchrun,
+accelerate: DDP, FSDP).
+
+Modules: `losses` (the contrastive loss with negatives from every process, the same loss in chunks for batches
+larger than memory (GradCache), in-batch retrieval ranks), `data` (checking rows, lazy image loading, the
+collator), `trainer` (`DiffCLIPTrainingArguments`, the logit-scale clamp, the original learning-rate schedule,
+zero-shot accuracy at every evaluation, `DiffCLIPTrainer`), `cli` (the `diffclip-finetune` and `diffclip-pretrain`
+commands; `diffclip-pretrain` has the recipe of the released models as defaults, [`PRETRAINING_RECIPE`]).
+
+The recipe of the released models (ORIGINAL_MODEL.md) is kept where it is a property of the training step:
+
+- the loss is the symmetric cross-entropy over `exp(logit_scale) · cos(image, text)`, with the embeddings of every
+  process as negatives, gathered *with* gradient, so loss and gradients equal those of one process running the whole
+  global batch (see [`distributed_contrastive_loss`]);
+- the logit scale is clamped to at most `config.max_logit_scale` (ln 100) after every optimizer step
+  ([`LogitScaleClampCallback`]);
+- weight decay applies to matrices and the class token only, not to biases, norms, λ vectors or the logit scale
+  ([`DiffCLIPTrainer.get_decay_parameter_names`]).
+
+The loss is computed inside the model's forward (a forward hook, [`gathered_loss_hook`]), where DDP and FSDP have
+the parameters whole; under FSDP the scalar logit scale is stored as a 1-element vector, since FSDP refuses scalar
+parameters ([`make_logit_scale_shardable`]; saved files keep the scalar).
+
+Everything else (optimizer, schedule, mixed precision, gradient accumulation, checkpointing, logging, the
+distributed engine) is the standard `TrainingArguments`. Gradient accumulation accumulates gradients, not
+negatives: each micro-batch is contrasted against the micro-batches of the same step on the other processes.
+"""
+
+from .cli import (
+    PRETRAINING_RECIPE,
+    DataTrainingArguments,
+    ModelArguments,
+    build_parser,
+    load_image_caption_splits,
+    load_model_and_processor,
+    main,
+    parse_arguments,
+    pretrain_main,
+    run,
+)
+from .data import (
+    CAPTION,
+    IMAGE,
+    DiffCLIPDataCollator,
+    ImageCaptionTransform,
+    open_image,
+    prepare_image_caption_dataset,
+)
+from .losses import (
+    chunked_contrastive_backward,
+    compute_retrieval_metrics,
+    distributed_contrastive_loss,
+    gather_with_grad,
+    retrieval_ranks,
+    split_batch,
+)
+from .trainer import (
+    DiffCLIPTrainer,
+    DiffCLIPTrainingArguments,
+    LogitScaleClampCallback,
+    ZeroShotEvaluation,
+    decay_parameter_names,
+    freeze_towers,
+    gathered_loss_hook,
+    get_original_schedule,
+    make_logit_scale_shardable,
+    original_learning_rate,
+)
+
+
+__all__ = [
+    "CAPTION",
+    "IMAGE",
+    "PRETRAINING_RECIPE",
+    "DataTrainingArguments",
+    "DiffCLIPDataCollator",
+    "DiffCLIPTrainer",
+    "DiffCLIPTrainingArguments",
+    "ImageCaptionTransform",
+    "LogitScaleClampCallback",
+    "ModelArguments",
+    "ZeroShotEvaluation",
+    "build_parser",
+    "chunked_contrastive_backward",
+    "compute_retrieval_metrics",
+    "decay_parameter_names",
+    "distributed_contrastive_loss",
+    "freeze_towers",
+    "gather_with_grad",
+    "gathered_loss_hook",
+    "get_original_schedule",
+    "load_image_caption_splits",
+    "load_model_and_processor",
+    "main",
+    "make_logit_scale_shardable",
+    "open_image",
+    "original_learning_rate",
+    "parse_arguments",
+    "prepare_image_caption_dataset",
+    "pretrain_main",
+    "retrieval_ranks",
+    "run",
+    "split_batch",
+]

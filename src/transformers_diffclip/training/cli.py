@@ -1,0 +1,343 @@
+# Copyright 2026 The transformers-diffclip authors. Licensed under the Apache License, Version 2.0.
+"""The `diffclip-finetune` and `diffclip-pretrain` commands: arguments, data and model loading, and the run."""
+
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from transformers import AutoConfig, AutoModel, AutoProcessor, HfArgumentParser, TrainingArguments, set_seed
+from transformers.trainer_utils import get_last_checkpoint
+from transformers.utils import logging
+
+from ..configuration_diffclip import DiffCLIPConfig
+from ..modeling_diffclip import DiffCLIPModel
+from ..original import resolve_pretrained
+from .data import DiffCLIPDataCollator, prepare_image_caption_dataset
+from .trainer import DiffCLIPTrainer, DiffCLIPTrainingArguments, freeze_towers
+
+
+_DATA_FILE_BUILDERS = {".csv": "csv", ".json": "json", ".jsonl": "json"}
+
+
+# --------------------------------------------------------------------------------------------------
+# The `diffclip-finetune` command
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ModelArguments:
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "DiffCLIP model to fine-tune: a folder or Hub id with a DiffCLIP config and weights."},
+    )
+    config_name: str | None = field(
+        default=None,
+        metadata={
+            "help": "Train a fresh model (random weights, initialised as the original training code does) from this "
+            "DiffCLIP config: a config.json file, a folder or a Hub id. Instead of --model_name_or_path."
+        },
+    )
+    processor_name: str | None = field(
+        default=None,
+        metadata={
+            "help": "Processor (image processor + tokenizer): a folder or Hub id; defaults to --model_name_or_path "
+            "(or the folder of --config_name).",
+            "aliases": ["--processor_name_or_path"],
+        },
+    )
+    cache_dir: str | None = field(default=None, metadata={"help": "Where to cache Hub downloads and datasets."})
+    freeze_vision_model: bool = field(
+        default=False, metadata={"help": "Freeze the vision tower and its projection (LiT: locked image tower)."}
+    )
+    freeze_text_model: bool = field(default=False, metadata={"help": "Freeze the text tower and its projection."})
+    attn_implementation: str | None = field(
+        default=None, metadata={"help": "Attention kernel: 'eager', 'sdpa', 'flash_attention_2', ... (default: sdpa)."}
+    )
+
+
+@dataclass
+class DataTrainingArguments:
+    dataset_name: str | None = field(
+        default=None,
+        metadata={"help": "A `datasets` dataset: a Hub id, a local folder, or a builder such as 'imagefolder'."},
+    )
+    dataset_config_name: str | None = field(default=None, metadata={"help": "Configuration of --dataset_name."})
+    data_dir: str | None = field(
+        default=None, metadata={"help": "Data folder for --dataset_name (e.g. an imagefolder with metadata.jsonl)."}
+    )
+    train_file: str | None = field(default=None, metadata={"help": "CSV or JSON Lines file of training pairs."})
+    validation_file: str | None = field(default=None, metadata={"help": "CSV or JSON Lines file of validation pairs."})
+    image_column: str | None = field(
+        default=None, metadata={"help": "Column of image paths or images (default: 'image_path', else 'image')."}
+    )
+    caption_column: str = field(default="caption", metadata={"help": "Column of captions."})
+    image_root: str | None = field(
+        default=None,
+        metadata={
+            "help": "Folder that relative image paths are relative to (default: the folder of --train_file / "
+            "--validation_file, else the current directory)."
+        },
+    )
+    max_seq_length: int | None = field(
+        default=None, metadata={"help": "Longest caption in tokens, longer ones are cut (default: 77)."}
+    )
+    max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training rows."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Use only the first N validation rows."})
+    preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for the row check."})
+    skip_bad_rows: bool = field(
+        default=False,
+        metadata={"help": "Skip rows with a missing or unreadable image or an empty caption, and report how many."},
+    )
+
+
+def _data_file_split(path: str, split: str, cache_dir: str | None):
+    import datasets
+
+    file = Path(path).expanduser()
+    builder = _DATA_FILE_BUILDERS.get(file.suffix.lower())
+    if builder is None:
+        raise ValueError(
+            f"--{split}_file {path!r}: expected a .csv, .json or .jsonl file (JSON Lines: one object per line)."
+        )
+    if not file.is_file():
+        raise FileNotFoundError(f"--{split}_file {path!r} does not exist.")
+    return datasets.load_dataset(builder, data_files=str(file), split="train", cache_dir=cache_dir)
+
+
+def load_image_caption_splits(data_args: DataTrainingArguments, cache_dir: str | None = None) -> dict[str, tuple]:
+    """Load the raw splits named by `data_args`: `{"train" | "validation": (dataset, image_root)}`, where `image_root`
+    is the folder relative image paths of that split are relative to."""
+    import datasets
+
+    splits = {}
+    if data_args.dataset_name is not None:
+        loaded = datasets.load_dataset(
+            data_args.dataset_name, data_args.dataset_config_name, data_dir=data_args.data_dir, cache_dir=cache_dir
+        )
+        for split, dataset in loaded.items():
+            splits[split] = (dataset, data_args.image_root)
+    for split, path in (("train", data_args.train_file), ("validation", data_args.validation_file)):
+        if path is not None:
+            image_root = data_args.image_root or str(Path(path).expanduser().resolve().parent)
+            splits[split] = (_data_file_split(path, split, cache_dir), image_root)
+    if not splits:
+        raise ValueError("No data: pass --train_file/--validation_file, or --dataset_name (and --data_dir).")
+    return splits
+
+
+def _diffclip_config(config_name: str, cache_dir: str | None) -> DiffCLIPConfig:
+    try:
+        config = AutoConfig.from_pretrained(resolve_pretrained(config_name, cache_dir=cache_dir), cache_dir=cache_dir)
+    except (OSError, ValueError, KeyError) as error:
+        raise ValueError(f"--config_name {config_name!r}: cannot read a DiffCLIP config there ({error}).") from error
+    if not isinstance(config, DiffCLIPConfig):
+        raise ValueError(
+            f"--config_name {config_name!r} holds a {type(config).__name__} (model_type {config.model_type!r}); "
+            "diffclip training builds a DiffCLIPModel (model_type 'diffclip')."
+        )
+    return config
+
+
+def load_model_and_processor(model_args: ModelArguments) -> tuple[DiffCLIPModel, object]:
+    """The model and processor that `model_args` name: a pretrained model (`model_name_or_path`), or a fresh one
+    from `config_name`, whose weights are initialised by the model's own `_init_weights` (the original training
+    code's initialisation). Names go through [`resolve_pretrained`], so the authors' original-format checkpoints
+    work too."""
+    if (model_args.model_name_or_path is None) == (model_args.config_name is None):
+        raise ValueError(
+            "Pass --model_name_or_path (fine-tune a trained model) or --config_name (train a fresh model from a "
+            "config), not both and not neither."
+        )
+    cache_dir = model_args.cache_dir
+    kwargs = {}
+    if model_args.attn_implementation is not None:
+        kwargs["attn_implementation"] = model_args.attn_implementation
+    if model_args.model_name_or_path is not None:
+        source = model_args.model_name_or_path
+        path = resolve_pretrained(source, cache_dir=cache_dir)
+        model = AutoModel.from_pretrained(path, cache_dir=cache_dir, **kwargs)
+        if not isinstance(model, DiffCLIPModel):
+            raise ValueError(
+                f"--model_name_or_path {source!r} holds a {type(model).__name__} "
+                f"(model_type {model.config.model_type!r}); diffclip training trains a DiffCLIPModel "
+                "(model_type 'diffclip')."
+            )
+    else:
+        source = model_args.config_name
+        model = AutoModel.from_config(_diffclip_config(source, cache_dir), **kwargs)
+    processor_name = model_args.processor_name or source
+    if model_args.processor_name is None and os.path.isfile(processor_name):
+        processor_name = os.path.dirname(os.path.abspath(processor_name))  # the folder of a config.json
+    try:
+        processor = AutoProcessor.from_pretrained(
+            resolve_pretrained(processor_name, cache_dir=cache_dir), cache_dir=cache_dir
+        )
+    except (OSError, ValueError, TypeError, KeyError) as error:
+        raise ValueError(
+            f"Could not load a DiffCLIP processor from {processor_name!r} ({error}). Pass --processor_name (a "
+            "folder with one, e.g. a converted release), or save one there with `DiffCLIPProcessor.save_pretrained`."
+        ) from error
+    if not hasattr(processor, "image_processor") or not hasattr(processor, "tokenizer"):
+        raise ValueError(f"{processor_name!r} holds a {type(processor).__name__}, not an image+text processor.")
+    return model, processor
+
+
+def _resume_checkpoint(training_args: TrainingArguments) -> str | None:
+    checkpoint = training_args.resume_from_checkpoint
+    if checkpoint is None or checkpoint.lower() not in ("last", "latest", "true"):
+        return checkpoint
+    last = get_last_checkpoint(training_args.output_dir) if os.path.isdir(training_args.output_dir) else None
+    if last is None:
+        raise ValueError(
+            f"--resume_from_checkpoint {checkpoint}: no checkpoint-* folder in {training_args.output_dir!r}."
+        )
+    return last
+
+
+def run(model_args: ModelArguments, data_args: DataTrainingArguments, training_args: TrainingArguments) -> dict:
+    """What `diffclip-finetune` and `diffclip-pretrain` do with parsed arguments; returns the train/eval metrics.
+    `training_args` may be plain `TrainingArguments` or [`DiffCLIPTrainingArguments`] (the recipe's arguments)."""
+    if not (training_args.do_train or training_args.do_eval):
+        raise ValueError("Nothing to do: pass --do_train and/or --do_eval.")
+    logging.set_verbosity(training_args.get_process_log_level())
+    set_seed(training_args.seed)
+
+    model, processor = load_model_and_processor(model_args)
+    freeze_towers(model, vision=model_args.freeze_vision_model, text=model_args.freeze_text_model)
+
+    with training_args.main_process_first(desc="loading and checking the data"):
+        raw_splits = load_image_caption_splits(data_args, model_args.cache_dir)
+        wanted = [("train", training_args.do_train, data_args.max_train_samples)]
+        wanted.append(("validation", training_args.do_eval, data_args.max_eval_samples))
+        prepared, skipped = {}, {}
+        for split, needed, limit in wanted:
+            if not needed:
+                continue
+            if split not in raw_splits:
+                if split == "validation" and getattr(training_args, "zero_shot_eval_dir", None):
+                    continue  # evaluation is the zero-shot accuracy alone
+                flag = "--do_train" if split == "train" else "--do_eval"
+                raise ValueError(
+                    f"{flag} needs a {split} split; the data has: {sorted(raw_splits)}. Pass --{split}_file, or a "
+                    f"dataset with a '{split}' split."
+                )
+            dataset, image_root = raw_splits[split]
+            if limit is not None:
+                dataset = dataset.select(range(min(limit, len(dataset))))
+            prepared[split], skipped[split] = prepare_image_caption_dataset(
+                dataset,
+                image_column=data_args.image_column,
+                caption_column=data_args.caption_column,
+                image_root=image_root,
+                skip_bad_rows=data_args.skip_bad_rows,
+                split=split,
+                num_proc=data_args.preprocessing_num_workers,
+            )
+
+    trainer = DiffCLIPTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=prepared.get("train"),
+        eval_dataset=prepared.get("validation"),
+        data_collator=DiffCLIPDataCollator(processor, max_length=data_args.max_seq_length),
+        processing_class=processor,
+    )
+    results = {}
+    if training_args.do_train:
+        train_result = trainer.train(resume_from_checkpoint=_resume_checkpoint(training_args))
+        trainer.save_model()  # the model, its remote code and the processor: loads with trust_remote_code=True
+        metrics = {**train_result.metrics, "train_skipped_rows": skipped["train"]}
+        trainer.log_metrics("train", metrics)
+        trainer.save_metrics("train", metrics)
+        trainer.save_state()
+        results.update({f"train_{k}" if not k.startswith("train_") else k: v for k, v in metrics.items()})
+    if training_args.do_eval:
+        metrics = trainer.evaluate()
+        if "validation" in skipped:
+            metrics["eval_skipped_rows"] = skipped["validation"]
+        trainer.log_metrics("eval", metrics)
+        trainer.save_metrics("eval", metrics)
+        results.update(metrics)
+    for split, count in skipped.items():
+        if count:
+            print(f"diffclip-finetune: skipped {count} bad row(s) of the {split} split (--skip_bad_rows)")
+    if hasattr(trainer, "end"):
+        trainer.end()
+    return results
+
+
+# The pre-training recipe of the released models (ORIGINAL_MODEL.md, the authors' SLIP-style `main.py`): the
+# defaults of `diffclip-pretrain`. Every one can still be overridden on the command line.
+PRETRAINING_RECIPE = {
+    "do_train": True,
+    "num_train_epochs": 40,
+    "global_batch_size": 4096,
+    "learning_rate": 5e-4,
+    "lr_scheduler_type": "cosine",
+    "warmup_epochs": 1.0,
+    "warmup_start_lr": 1e-6,
+    "final_learning_rate": 1e-5,
+    "adam_beta1": 0.9,
+    "adam_beta2": 0.98,
+    "adam_epsilon": 1e-8,
+    "weight_decay": 0.5,
+    "max_grad_norm": 0.0,  # the original clips no gradients
+    "bf16": True,
+}
+
+_DESCRIPTIONS = {
+    "diffclip-finetune": "Fine-tune DiffCLIP on image-caption pairs with transformers' Trainer (every "
+    "TrainingArguments flag works). Runs unchanged under `torchrun --nproc_per_node N` and `accelerate launch`.",
+    "diffclip-pretrain": "Pre-train DiffCLIP (or the CLIP baseline) with the original recipe as defaults: AdamW "
+    "betas (0.9, 0.98), eps 1e-8, weight decay 0.5 on matrices, learning rate 5e-4 with 1 warm-up epoch from 1e-6 "
+    "and a cosine to 1e-5, 40 epochs, global batch 4096, no gradient clipping, bf16, logit scale clamped to ln 100. "
+    "The same flags as diffclip-finetune; any default can be overridden.",
+}
+
+
+def build_parser(prog: str = "diffclip-finetune") -> HfArgumentParser:
+    parser = HfArgumentParser((ModelArguments, DataTrainingArguments, DiffCLIPTrainingArguments))
+    parser.prog = prog
+    parser.description = _DESCRIPTIONS[prog]
+    if prog == "diffclip-pretrain":
+        parser.set_defaults(**PRETRAINING_RECIPE)
+    return parser
+
+
+def parse_arguments(argv: list[str] | None = None, prog: str = "diffclip-finetune"):
+    """`(model_args, data_args, training_args)` from command-line arguments or from one .json/.yaml file of them;
+    for `diffclip-pretrain`, what they leave out comes from [`PRETRAINING_RECIPE`]."""
+    parser = build_parser(prog)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if len(argv) == 1 and argv[0].endswith((".json", ".yaml", ".yml")):
+        path = Path(argv[0]).expanduser().resolve()
+        if path.suffix == ".json":
+            import json
+
+            values = json.loads(path.read_text(encoding="utf-8"))
+        else:
+            import yaml
+
+            values = yaml.safe_load(path.read_text(encoding="utf-8"))
+        defaults = PRETRAINING_RECIPE if prog == "diffclip-pretrain" else {}
+        return parser.parse_dict({**defaults, **values})
+    return parser.parse_args_into_dataclasses(args=argv)
+
+
+def main(argv: list[str] | None = None, prog: str = "diffclip-finetune") -> int:
+    try:
+        run(*parse_arguments(argv, prog))
+    except (FileNotFoundError, ValueError, OSError) as error:
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def pretrain_main(argv: list[str] | None = None) -> int:
+    """`diffclip-pretrain`: `diffclip-finetune` with [`PRETRAINING_RECIPE`] as defaults."""
+    return main(argv, prog="diffclip-pretrain")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
