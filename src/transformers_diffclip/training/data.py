@@ -4,10 +4,13 @@
 import io
 import math
 import os
+import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
 from PIL import Image
 from transformers.utils import logging
 
@@ -223,6 +226,95 @@ def prepare_image_caption_dataset(
     return dataset.with_transform(ImageCaptionTransform(image_root, skip_bad_rows)), num_skipped
 
 
+# --------------------------------------------------------------------------------------------------
+# Training augmentation: RandomResizedCrop + ImageNet normalisation (the original recipe), without torchvision
+# --------------------------------------------------------------------------------------------------
+
+# The original training transform (ORIGINAL_MODEL.md): RandomResizedCrop(224, scale=(0.5, 1.0)) with torchvision's
+# default aspect-ratio range, bilinear, then ToTensor and the ImageNet mean/std.
+RANDOM_RESIZED_CROP_SCALE = (0.5, 1.0)
+RANDOM_RESIZED_CROP_RATIO = (3 / 4, 4 / 3)
+IMAGE_AUGMENTATIONS = ("random_resized_crop", "none")
+
+
+def random_resized_crop_box(
+    width: int,
+    height: int,
+    rng: random.Random,
+    scale: tuple[float, float] = RANDOM_RESIZED_CROP_SCALE,
+    ratio: tuple[float, float] = RANDOM_RESIZED_CROP_RATIO,
+) -> tuple[int, int, int, int]:
+    """The crop `(top, left, crop_height, crop_width)` of torchvision's `RandomResizedCrop.get_params`: up to ten
+    draws of an area fraction uniform in `scale` and an aspect ratio log-uniform in `ratio`, the first crop that fits
+    placed uniformly at random; if none fits, the largest centred crop whose aspect ratio is within `ratio`."""
+    area = width * height
+    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+    for _ in range(10):
+        target_area = area * rng.uniform(scale[0], scale[1])
+        aspect_ratio = math.exp(rng.uniform(log_ratio[0], log_ratio[1]))
+        crop_width = int(round(math.sqrt(target_area * aspect_ratio)))
+        crop_height = int(round(math.sqrt(target_area / aspect_ratio)))
+        if 0 < crop_width <= width and 0 < crop_height <= height:
+            top = rng.randint(0, height - crop_height)
+            left = rng.randint(0, width - crop_width)
+            return top, left, crop_height, crop_width
+    in_ratio = width / height
+    if in_ratio < min(ratio):
+        crop_width, crop_height = width, int(round(width / min(ratio)))
+    elif in_ratio > max(ratio):
+        crop_width, crop_height = int(round(height * max(ratio))), height
+    else:
+        crop_width, crop_height = width, height
+    return (height - crop_height) // 2, (width - crop_width) // 2, crop_height, crop_width
+
+
+class RandomResizedCropTransform:
+    """The original training transform, PIL image → normalised `(3, size, size)` float tensor:
+    [`random_resized_crop_box`], a bilinear resize of the crop to `size` × `size` (PIL's, antialiased, as
+    torchvision's on PIL images), scaling to [0, 1] and `(x - mean) / std` per channel.
+
+    Args:
+        size (`int`): output side (224 in the recipe).
+        mean, std (`tuple[float, float, float]`): normalisation (ImageNet's in the recipe).
+        scale, ratio: the ranges of [`random_resized_crop_box`].
+        seed (`int`, *optional*): seeds the generator; call [`reseed`] to make a stream of crops reproducible.
+    """
+
+    def __init__(
+        self,
+        size: int,
+        mean,
+        std,
+        scale: tuple[float, float] = RANDOM_RESIZED_CROP_SCALE,
+        ratio: tuple[float, float] = RANDOM_RESIZED_CROP_RATIO,
+        seed: int | str | None = None,
+    ):
+        if not 0 < scale[0] <= scale[1] <= 1:
+            raise ValueError(f"RandomResizedCrop scale must satisfy 0 < min <= max <= 1, got {scale}.")
+        self.size = int(size)
+        self.mean = torch.tensor(mean, dtype=torch.float32).reshape(3, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).reshape(3, 1, 1)
+        self.scale, self.ratio = tuple(scale), tuple(ratio)
+        self.rng = random.Random(seed)
+
+    @classmethod
+    def from_image_processor(cls, image_processor, **kwargs) -> "RandomResizedCropTransform":
+        """The transform at the processor's crop size with its mean and std (ImageNet's for DiffCLIP)."""
+        crop_size = image_processor.crop_size
+        size = crop_size["height"] if "height" in crop_size else crop_size["shortest_edge"]
+        return cls(size, image_processor.image_mean, image_processor.image_std, **kwargs)
+
+    def reseed(self, seed: int | str) -> None:
+        self.rng.seed(seed)
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        image = image.convert("RGB")
+        top, left, height, width = random_resized_crop_box(image.width, image.height, self.rng, self.scale, self.ratio)
+        crop = image.crop((left, top, left + width, top + height)).resize((self.size, self.size), Image.BILINEAR)
+        pixels = torch.from_numpy(np.asarray(crop, dtype=np.float32).copy()).permute(2, 0, 1) / 255.0
+        return (pixels - self.mean) / self.std
+
+
 @dataclass
 class DiffCLIPDataCollator:
     """Turns examples `{"image": ..., "caption": str}` into a batch for [`DiffCLIPModel`]: `pixel_values`,
@@ -238,12 +330,18 @@ class DiffCLIPDataCollator:
             `"max_length"` to `max_length` (static shapes).
         max_length (`int`, *optional*): longest caption in tokens; defaults to the tokenizer's (77).
         image_root: folder that relative image paths are relative to.
+        image_transform (`Callable`, *optional*): PIL image → `(3, H, W)` tensor used instead of the processor's
+            resize and centre crop, e.g. the training augmentation [`RandomResizedCropTransform`].
+        return_loss (`bool`, defaults to `True`): add `return_loss=True` to the batch (a stock `Trainer` needs it;
+            [`DiffCLIPTrainer`] asks for the loss itself, and accelerate's batch dispatching accepts only tensors).
     """
 
     processor: Any
     padding: str = "longest"
     max_length: int | None = None
     image_root: str | None = None
+    image_transform: Any = None
+    return_loss: bool = True
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
         images, captions, skipped = [], [], 0
@@ -267,14 +365,21 @@ class DiffCLIPDataCollator:
             raise ValueError("Every row of this batch had an unreadable image.")
         tokenizer = self.processor.tokenizer
         max_length = self.max_length or tokenizer.model_max_length
-        batch = self.processor(
-            text=captions,
-            images=images,
-            return_tensors="pt",
-            padding=self.padding,
-            truncation=True,
-            max_length=max_length,
-        )
-        batch = dict(batch)
-        batch["return_loss"] = True
+        if self.image_transform is None:
+            batch = self.processor(
+                text=captions,
+                images=images,
+                return_tensors="pt",
+                padding=self.padding,
+                truncation=True,
+                max_length=max_length,
+            )
+            batch = dict(batch)
+        else:
+            text = tokenizer(
+                captions, return_tensors="pt", padding=self.padding, truncation=True, max_length=max_length
+            )
+            batch = {**text, "pixel_values": torch.stack([self.image_transform(image) for image in images])}
+        if self.return_loss:
+            batch["return_loss"] = True
         return batch

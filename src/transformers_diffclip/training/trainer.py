@@ -12,6 +12,7 @@ from transformers.utils import ModelOutput
 from ..modeling_diffclip import DiffCLIPModel
 from .data import CAPTION, IMAGE
 from .losses import compute_retrieval_metrics, distributed_contrastive_loss, retrieval_ranks
+from .shards import ImageTextShards, ShardLoader
 
 
 # --------------------------------------------------------------------------------------------------
@@ -141,7 +142,9 @@ class DiffCLIPTrainer(Trainer):
     - `get_decay_parameter_names`: the original weight-decay groups ([`decay_parameter_names`]);
     - `prediction_step` returns retrieval ranks, and `compute_metrics` defaults to [`compute_retrieval_metrics`],
       so `evaluate()` reports in-batch retrieval accuracy and recall@5 next to the loss;
-    - the data collator's `image` and `caption` columns survive `remove_unused_columns`.
+    - the data collator's `image` and `caption` columns survive `remove_unused_columns`;
+    - a streamed training set ([`ImageTextShards`]) gets its own [`ShardLoader`] (it splits itself across processes
+      and workers), and its sample counts (`train_skipped_samples`, ...) are logged with the loss.
 
     Use it with a [`DiffCLIPDataCollator`] and datasets made by [`prepare_image_caption_dataset`].
     """
@@ -163,6 +166,24 @@ class DiffCLIPTrainer(Trainer):
     def _set_signature_columns_if_needed(self):
         super()._set_signature_columns_if_needed()
         self._signature_columns += [c for c in (IMAGE, CAPTION) if c not in self._signature_columns]
+
+    def get_train_dataloader(self):
+        if isinstance(self.train_dataset, ImageTextShards):
+            args = self.args
+            return ShardLoader(
+                self.train_dataset,
+                num_workers=args.dataloader_num_workers,
+                pin_memory=args.dataloader_pin_memory,
+                prefetch_factor=args.dataloader_prefetch_factor,
+                multiprocessing_context=getattr(args, "dataloader_multiprocessing_context", None),
+            )
+        return super().get_train_dataloader()
+
+    def log(self, logs: dict[str, float], *args, **kwargs) -> None:
+        loader = self.callback_handler.train_dataloader
+        if "loss" in logs and isinstance(loader, ShardLoader):  # a training log: every process is here
+            logs.update(loader.log_metrics(self.accelerator))
+        super().log(logs, *args, **kwargs)
 
     def get_decay_parameter_names(self, model) -> list[str]:
         return [name for name, _ in model.named_parameters() if _canonical_name(name) in self._decay_names]
