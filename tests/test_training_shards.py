@@ -400,9 +400,15 @@ def test_resumed_run_ends_where_the_uninterrupted_run_ends(streamed_run, model_d
     state = json.loads((output_dir / "trainer_state.json").read_text())
     assert state["global_step"] == 36
     uninterrupted = json.loads((streamed_run / "trainer_state.json").read_text())
-    losses = {e["step"]: e["loss"] for e in uninterrupted["log_history"] if "loss" in e}
-    for entry in (e for e in state["log_history"] if "loss" in e and e["step"] > 18):
-        assert entry["loss"] == pytest.approx(losses[entry["step"]], rel=1e-4)
+    uninterrupted_logs = {e["step"]: e for e in uninterrupted["log_history"] if "loss" in e}
+    resumed_logs = [e for e in state["log_history"] if "loss" in e and e["step"] > 15]
+    assert [e["step"] for e in resumed_logs] == [18, 24, 30, 36]
+    for entry in resumed_logs:
+        expected = uninterrupted_logs[entry["step"]]
+        if entry["step"] > 18:  # the first log after resuming averages only the steps since
+            assert entry["loss"] == pytest.approx(expected["loss"], rel=1e-4)
+        for name in ("train_skipped_samples", "train_stream_samples", "train_repeated_samples"):
+            assert entry[name] == expected[name], name  # the counts continue from the checkpoint's
     from safetensors.torch import load_file
 
     expected, got = load_file(streamed_run / "model.safetensors"), load_file(output_dir / "model.safetensors")

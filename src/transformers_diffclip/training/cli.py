@@ -218,8 +218,10 @@ def _resume_stream(train: ImageTextShards, training_args: TrainingArguments, che
     if checkpoint is None or training_args.ignore_data_skip:
         return
     accumulation = training_args.gradient_accumulation_steps
-    epoch, batches_done = resume_position(checkpoint, train.batches_per_epoch() // accumulation, accumulation)
-    train.resume_at(epoch, batches_done)
+    epoch, batches_done, totals = resume_position(
+        checkpoint, train.batches_per_epoch() // accumulation, accumulation
+    )
+    train.resume_at(epoch, batches_done, totals)
     training_args.ignore_data_skip = True
 
 
@@ -321,7 +323,7 @@ def run(model_args: ModelArguments, data_args: DataTrainingArguments, training_a
         metrics = dict(train_result.metrics)
         loader = trainer.callback_handler.train_dataloader
         if isinstance(loader, ShardLoader):
-            metrics.update(loader.log_metrics(trainer.accelerator))
+            metrics.update(loader.log_metrics(training_args.device))
         else:
             metrics["train_skipped_rows"] = skipped["train"]
         trainer.log_metrics("train", metrics)

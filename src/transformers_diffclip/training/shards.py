@@ -41,6 +41,8 @@ from typing import Any
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset
+from transformers import TrainerCallback
+from transformers.trainer_callback import ExportableState
 from transformers.utils import logging
 
 from .data import CAPTION, IMAGE, _caption_problem
@@ -52,6 +54,7 @@ IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
 CAPTION_EXTENSION = "txt"
 # Key of the per-batch bookkeeping a worker sends with each batch; `ShardLoader` removes it before the model sees it.
 STREAM_STATS = "__stream_stats__"
+COUNT_NAMES = ("train_skipped_samples", "train_repeated_samples", "train_stream_samples")
 # Below this many samples read, a process judges the bad-sample fraction only at the end of an epoch.
 MIN_SAMPLES_FOR_BAD_FRACTION = 1000
 _MAX_LISTED_SHARDS = 5
@@ -230,6 +233,7 @@ class ImageTextShards(IterableDataset):
         self.max_bad_sample_fraction = max_bad_sample_fraction
         self.epoch = 0
         self._resume = (None, 0)
+        self.resumed_totals = {}
         if batch_size is not None:
             if num_samples is None or num_samples <= 0:
                 raise ValueError(
@@ -249,11 +253,13 @@ class ImageTextShards(IterableDataset):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
-    def resume_at(self, epoch: int, batches_done: int) -> None:
+    def resume_at(self, epoch: int, batches_done: int, totals: dict[str, int] | None = None) -> None:
         """Start the stream at batch `batches_done` of epoch `epoch` (this process's batches), reading but not
-        decoding the samples of the batches before it."""
+        decoding the samples of the batches before it. `totals`: the counts of [`ShardLoader.log_metrics`] when the
+        checkpoint was written (all processes together), which the logged counts continue from."""
         self.epoch = int(epoch)
         self._resume = (int(epoch), int(batches_done))
+        self.resumed_totals = dict(totals or {})
 
     def batches_per_epoch(self) -> int:
         world = _world()[1] if self.split_by_node else 1
@@ -414,25 +420,47 @@ class ShardLoader(DataLoader):
                 yield batch
         self._check_bad_fraction(end_of_epoch=True)
 
-    def log_metrics(self, accelerator=None) -> dict[str, int]:
+    def log_metrics(self, device: torch.device | str | None = None) -> dict[str, int]:
         """`train_skipped_samples` (bad samples dropped), `train_repeated_samples` and `train_stream_samples`
-        (samples read) since this loader started; summed over processes with `accelerator.reduce` when an
-        `accelerator` is given (then every process must call this)."""
+        (samples decoded) of the run, all processes together (a collective: every process must call this; `device`
+        is where the backend reduces, e.g. `args.device`), continuing from a resumed checkpoint's counts."""
         values = [self.counts.bad, self.counts.repeated, self.counts.samples]
-        if accelerator is not None and accelerator.num_processes > 1:
-            tensor = torch.tensor(values, dtype=torch.long, device=accelerator.device)
-            values = accelerator.reduce(tensor, reduction="sum").tolist()
-        names = ("train_skipped_samples", "train_repeated_samples", "train_stream_samples")
-        return {name: int(value) for name, value in zip(names, values)}
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            tensor = torch.tensor(values, dtype=torch.long, device=device)
+            torch.distributed.all_reduce(tensor)
+            values = tensor.tolist()
+        carried = self.dataset.resumed_totals
+        return {name: int(value) + carried.get(name, 0) for name, value in zip(COUNT_NAMES, values)}
 
 
-def resume_position(checkpoint: str, steps_per_epoch: int, gradient_accumulation_steps: int) -> tuple[int, int]:
-    """`(epoch, batches done in it)` of a Trainer checkpoint, by the rule Trainer uses to resume a run whose epoch
-    has `steps_per_epoch` optimizer steps."""
+class StreamCountsCallback(TrainerCallback, ExportableState):
+    """Writes the counts of [`ShardLoader.log_metrics`] into every checkpoint's `trainer_state.json` (under
+    `stateful_callbacks`), where a resumed run reads them to continue counting ([`resume_position`])."""
+
+    def __init__(self, totals: dict[str, int] | None = None):
+        self.totals = dict(totals or {})
+
+    def on_step_end(self, args, state, control, train_dataloader=None, **kwargs):
+        # Every process is here (a save follows on all of them), so the counts can be summed over processes.
+        if control.should_save and isinstance(train_dataloader, ShardLoader):
+            self.totals = train_dataloader.log_metrics(args.device)
+
+    def state(self) -> dict:
+        return {"args": {"totals": self.totals}, "attributes": {}}
+
+
+def resume_position(
+    checkpoint: str, steps_per_epoch: int, gradient_accumulation_steps: int
+) -> tuple[int, int, dict[str, int]]:
+    """`(epoch, batches done in it, stream counts)` of a Trainer checkpoint: the position by the rule Trainer uses to
+    resume a run whose epoch has `steps_per_epoch` optimizer steps, and the counts [`StreamCountsCallback`] saved."""
     from transformers.trainer_callback import TrainerState
 
     state_file = os.path.join(checkpoint, "trainer_state.json")
     if not os.path.isfile(state_file):
         raise FileNotFoundError(f"--resume_from_checkpoint {checkpoint!r}: no trainer_state.json in it.")
-    global_step = TrainerState.load_from_json(state_file).global_step
-    return global_step // steps_per_epoch, global_step % steps_per_epoch * gradient_accumulation_steps
+    state = TrainerState.load_from_json(state_file)
+    saved = (state.stateful_callbacks or {}).get(StreamCountsCallback.__name__, {})
+    totals = saved.get("args", {}).get("totals", {}) if isinstance(saved, dict) else {}
+    step = state.global_step
+    return step // steps_per_epoch, step % steps_per_epoch * gradient_accumulation_steps, totals

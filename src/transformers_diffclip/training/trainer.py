@@ -12,7 +12,7 @@ from transformers.utils import ModelOutput
 from ..modeling_diffclip import DiffCLIPModel
 from .data import CAPTION, IMAGE
 from .losses import compute_retrieval_metrics, distributed_contrastive_loss, retrieval_ranks
-from .shards import ImageTextShards, ShardLoader
+from .shards import ImageTextShards, ShardLoader, StreamCountsCallback
 
 
 # --------------------------------------------------------------------------------------------------
@@ -162,6 +162,8 @@ class DiffCLIPTrainer(Trainer):
         callbacks = self.callback_handler.callbacks
         if clamp_logit_scale and not any(isinstance(c, LogitScaleClampCallback) for c in callbacks):
             self.add_callback(LogitScaleClampCallback())
+        if isinstance(self.train_dataset, ImageTextShards):
+            self.add_callback(StreamCountsCallback())
 
     def _set_signature_columns_if_needed(self):
         super()._set_signature_columns_if_needed()
@@ -182,7 +184,7 @@ class DiffCLIPTrainer(Trainer):
     def log(self, logs: dict[str, float], *args, **kwargs) -> None:
         loader = self.callback_handler.train_dataloader
         if "loss" in logs and isinstance(loader, ShardLoader):  # a training log: every process is here
-            logs.update(loader.log_metrics(self.accelerator))
+            logs.update(loader.log_metrics(self.args.device))
         super().log(logs, *args, **kwargs)
 
     def get_decay_parameter_names(self, model) -> list[str]:
