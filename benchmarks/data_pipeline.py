@@ -144,7 +144,7 @@ def main(argv=None) -> int:
     parser.add_argument("--workers", default="0,1,2")
     parser.add_argument("--model_size", default="small", choices=["small", "base"])
     parser.add_argument("--steps", type=int, default=3, help="timed training steps (the median is reported)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads of the main process (0: torch's default)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads, main process (0: default)")
     parser.add_argument("--bpe", type=Path, default=SHARED_DATA / "bpe_simple_vocab_16e6.txt.gz")
     parser.add_argument("--output", default=None, help="JSON file for the results")
     args = parser.parse_args(argv)

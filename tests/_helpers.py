@@ -173,3 +173,16 @@ def text_batch(batch=3, length=77, seed=0, lengths=(5, 11, 9), vocab=49405, pad_
         ids[row, 1 : n + 1] = torch.randint(1, vocab, (n,), generator=generator)
         ids[row, n + 1] = 49407
     return ids
+
+
+# Toy training data of the training tests: solid-colour squares whose captions name the colour.
+COLOURS = {
+    "red": (220, 30, 30),
+    "green": (30, 170, 40),
+    "blue": (30, 40, 220),
+    "yellow": (235, 220, 30),
+    "purple": (130, 30, 160),
+    "orange": (245, 140, 20),
+    "white": (245, 245, 245),
+    "black": (15, 15, 15),
+}

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _helpers import COLOURS
 from PIL import Image
 from transformers import AutoModel, TrainerCallback, TrainingArguments
 
@@ -28,16 +29,6 @@ SHARED = Path(__file__).resolve().parents[2] / "shared"
 BPE_PATH = SHARED / "data" / "bpe_simple_vocab_16e6.txt.gz"
 WORKER = Path(__file__).resolve().parent / "training_ddp_worker.py"
 
-COLOURS = {
-    "red": (220, 30, 30),
-    "green": (30, 170, 40),
-    "blue": (30, 40, 220),
-    "yellow": (235, 220, 30),
-    "purple": (130, 30, 160),
-    "orange": (245, 140, 20),
-    "white": (245, 245, 245),
-    "black": (15, 15, 15),
-}
 TEMPLATE = "a photo of a {} square"
 # transformers 5.23 renamed `gradient_checkpointing` (still an alias) to `activation_checkpointing`.
 CHECKPOINTING_FLAG = (

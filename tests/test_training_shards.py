@@ -25,7 +25,7 @@ from PIL import Image
 
 wds = pytest.importorskip("webdataset")
 
-from _helpers import tiny_config, tiny_processor  # noqa: E402
+from _helpers import COLOURS, tiny_config, tiny_processor  # noqa: E402
 
 import transformers_diffclip as td  # noqa: E402
 from transformers_diffclip import training  # noqa: E402
@@ -39,16 +39,6 @@ from transformers_diffclip.training.shards import ImageTextShards, ShardLoader, 
 
 WORKER = Path(__file__).resolve().parent / "training_shards_worker.py"
 SUBPROCESS_ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-COLOURS = {
-    "red": (220, 30, 30),
-    "green": (30, 170, 40),
-    "blue": (30, 40, 220),
-    "yellow": (235, 220, 30),
-    "purple": (130, 30, 160),
-    "orange": (245, 140, 20),
-    "white": (245, 245, 245),
-    "black": (15, 15, 15),
-}
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 

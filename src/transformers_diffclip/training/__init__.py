@@ -2,8 +2,9 @@
 """Fine-tune DiffCLIP with transformers' `Trainer`, on one process or many (torchrun, accelerate: DDP, FSDP).
 
 Modules: `losses` (the contrastive loss with negatives from every process, in-batch retrieval ranks), `data`
-(checking rows, lazy image loading, the collator), `trainer` (logit-scale clamp callback, `DiffCLIPTrainer`), `cli`
-(the `diffclip-finetune` command).
+(checking rows, lazy image loading, the training augmentation, the collator), `shards` (streamed webdataset shards:
+the split across processes and workers, shuffles, bad samples, resuming), `trainer` (logit-scale clamp callback,
+`DiffCLIPTrainer`), `cli` (the `diffclip-finetune` command).
 
 The recipe of the released models (ORIGINAL_MODEL.md) is kept where it is a property of the training step:
 
@@ -30,8 +31,10 @@ from .data import (
     IMAGE,
     DiffCLIPDataCollator,
     ImageCaptionTransform,
+    RandomResizedCropTransform,
     open_image,
     prepare_image_caption_dataset,
+    random_resized_crop_box,
 )
 from .losses import (
     compute_retrieval_metrics,
@@ -39,6 +42,7 @@ from .losses import (
     gather_with_grad,
     retrieval_ranks,
 )
+from .shards import ImageTextShards, ShardLoader, StreamCountsCallback, expand_shards
 from .trainer import (
     DiffCLIPTrainer,
     LogitScaleClampCallback,
@@ -56,12 +60,17 @@ __all__ = [
     "DiffCLIPDataCollator",
     "DiffCLIPTrainer",
     "ImageCaptionTransform",
+    "ImageTextShards",
     "LogitScaleClampCallback",
     "ModelArguments",
+    "RandomResizedCropTransform",
+    "ShardLoader",
+    "StreamCountsCallback",
     "build_parser",
     "compute_retrieval_metrics",
     "decay_parameter_names",
     "distributed_contrastive_loss",
+    "expand_shards",
     "freeze_towers",
     "gather_with_grad",
     "gathered_loss_hook",
@@ -70,6 +79,7 @@ __all__ = [
     "make_logit_scale_shardable",
     "open_image",
     "prepare_image_caption_dataset",
+    "random_resized_crop_box",
     "retrieval_ranks",
     "run",
 ]

@@ -218,9 +218,7 @@ def _resume_stream(train: ImageTextShards, training_args: TrainingArguments, che
     if checkpoint is None or training_args.ignore_data_skip:
         return
     accumulation = training_args.gradient_accumulation_steps
-    epoch, batches_done, totals = resume_position(
-        checkpoint, train.batches_per_epoch() // accumulation, accumulation
-    )
+    epoch, batches_done, totals = resume_position(checkpoint, train.batches_per_epoch() // accumulation, accumulation)
     train.resume_at(epoch, batches_done, totals)
     training_args.ignore_data_skip = True
 

@@ -4,10 +4,10 @@
 
 An epoch of a training stream is `--train_num_samples` samples. Each epoch the shard list is shuffled with a seeded
 generator and dealt out: shard `i` of the shuffled list goes to process `i mod P`, and within a process to data-loader
-worker `(i div P) mod W` (webdataset's `split_by_node`, then `split_by_worker`). Each worker streams its shards through
-a seeded sample-shuffle buffer (raw bytes: nothing is decoded before it leaves the buffer), decodes and augments the
-samples and collates them into batches. Nothing is read before training starts, and no process reads another's
-shards.
+worker `(i div P) mod W` (the split of webdataset's `split_by_node`, then `split_by_worker`). Each worker streams its
+shards through a seeded sample-shuffle buffer (raw bytes: nothing is decoded before it leaves the buffer), decodes
+and augments the samples and collates them into batches. Nothing is read before training starts, and no process
+reads another's shards.
 
 Every process must run the same number of steps, so each gets `B = train_num_samples // P // (batch × GA) × GA`
 batches per epoch, dealt round-robin to its workers as torch's `DataLoader` collects them. Each sample is used exactly
