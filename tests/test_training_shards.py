@@ -199,7 +199,7 @@ def test_a_stream_needs_a_length_and_enough_shards(processor, tmp_path):
     with pytest.raises(ValueError, match="less than one optimizer step"):
         stream(processor, pattern, num_samples=5, batch_size=3, gradient_accumulation_steps=2)
     with pytest.raises(ValueError, match="every worker needs a shard"):
-        list(ShardLoader(stream(processor, numbered_shards(tmp_path / "one", 1, 6), num_samples=6), num_workers=2))
+        ShardLoader(stream(processor, numbered_shards(tmp_path / "one", 1, 6), num_samples=6), num_workers=2)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -273,6 +273,16 @@ def test_too_many_bad_samples_stop_the_run_naming_shards(processor, dirty_shards
     loader = ShardLoader(stream(processor, pattern, num_samples=12))  # default limit: 1 %
     with pytest.raises(ValueError, match=r"3 of the 12 .*data-00001\.tar \(2\), .*data-00000\.tar \(1\)"):
         list(loader)
+
+
+def test_a_shard_that_cannot_be_read_is_skipped_and_named(processor, tmp_path):
+    pattern = numbered_shards(tmp_path, 2, 6)
+    broken = tmp_path / "data-00001.tar"
+    broken.write_bytes(b"not a tar archive at all" * 40)
+    loader = ShardLoader(stream(processor, pattern, num_samples=6, shuffle_buffer=0, max_bad_sample_fraction=0.2))
+    used = [c for batch in loader for c in captions(processor, batch)]
+    assert sorted(used) == [f"sample 0 {i}" for i in range(6)]
+    assert dict(loader.counts.bad_per_shard) == {str(broken): 1}
 
 
 # --------------------------------------------------------------------------------------------------
