@@ -172,6 +172,27 @@ def test_augmentation_takes_size_and_statistics_from_the_processor(processor):
     torch.testing.assert_close(transform.std.flatten(), torch.tensor(IMAGENET_STD))
 
 
+def test_files_get_the_augmentation_when_asked_for(processor, tmp_path):
+    """Rows of a file or `datasets` split are cropped when read (seeded from torch's generator); the collator stacks
+    the crops."""
+    import datasets
+
+    rng = np.random.default_rng(1)
+    for name in ("a", "b"):
+        Image.fromarray(rng.integers(0, 256, size=(48, 64, 3), dtype=np.uint8)).save(tmp_path / f"{name}.png")
+    raw = datasets.Dataset.from_dict({"image_path": ["a.png", "b.png"], "caption": ["cat", "dog"]})
+    transform = RandomResizedCropTransform.from_image_processor(processor.image_processor)
+    dataset, _ = training.prepare_image_caption_dataset(raw, image_root=tmp_path, image_transform=transform)
+    torch.manual_seed(0)
+    first = dataset[0]["image"]
+    second = dataset[0]["image"]
+    torch.manual_seed(0)
+    assert first.shape == (3, 32, 32) and not torch.equal(first, second)
+    assert torch.equal(dataset[0]["image"], first)  # reproducible from torch's seed
+    batch = DiffCLIPDataCollator(processor)([dataset[0], dataset[1]])
+    assert batch["pixel_values"].shape == (2, 3, 32, 32) and batch["input_ids"].shape[0] == 2
+
+
 # --------------------------------------------------------------------------------------------------
 # Shard lists
 # --------------------------------------------------------------------------------------------------

@@ -113,7 +113,7 @@ class DataTrainingArguments:
         metadata={
             "help": "Training image augmentation: 'random_resized_crop' (the original recipe: RandomResizedCrop "
             "scale (0.5, 1.0), then ImageNet normalisation) or 'none' (the processor's resize and centre crop). "
-            "Default: random_resized_crop with --train_shards, none otherwise.",
+            "Default: random_resized_crop with --train_shards, none for files and datasets (fine-tuning).",
             "choices": list(IMAGE_AUGMENTATIONS),
         },
     )
@@ -168,8 +168,6 @@ def _check_shard_arguments(data_args: DataTrainingArguments) -> None:
             )
     if data_args.validation_shards is not None and data_args.validation_file is not None:
         raise ValueError("Pass either --validation_shards or --validation_file, not both.")
-    if data_args.image_augmentation == "random_resized_crop" and data_args.train_shards is None:
-        raise ValueError("--image_augmentation random_resized_crop applies to --train_shards only for now.")
 
 
 def build_shard_datasets(
@@ -280,6 +278,9 @@ def run(model_args: ModelArguments, data_args: DataTrainingArguments, training_a
         )
         if needed and split not in prepared
     ]
+    augmentation = None
+    if data_args.image_augmentation == "random_resized_crop":  # files and `datasets`: only when asked for
+        augmentation = RandomResizedCropTransform.from_image_processor(processor.image_processor)
     if file_splits:
         with training_args.main_process_first(desc="loading and checking the data"):
             raw_splits = load_image_caption_splits(data_args, model_args.cache_dir)
@@ -301,6 +302,7 @@ def run(model_args: ModelArguments, data_args: DataTrainingArguments, training_a
                     skip_bad_rows=data_args.skip_bad_rows,
                     split=split,
                     num_proc=data_args.preprocessing_num_workers,
+                    image_transform=augmentation if split == "train" else None,
                 )
     checkpoint = _resume_checkpoint(training_args) if training_args.do_train else None
     if train_stream is not None:

@@ -118,18 +118,21 @@ class ImageCaptionTransform:
     batch.
 
     With `skip_bad_rows`, an image that cannot be decoded becomes `None` (the collator drops the row and says so);
-    otherwise it raises a `ValueError` naming the image.
+    otherwise it raises a `ValueError` naming the image. With an `image_transform` (e.g. the training augmentation
+    [`RandomResizedCropTransform`]) the images come out as the tensors it makes.
     """
 
-    def __init__(self, image_root: str | os.PathLike | None = None, skip_bad_rows: bool = False):
+    def __init__(self, image_root: str | os.PathLike | None = None, skip_bad_rows: bool = False, image_transform=None):
         self.image_root = None if image_root is None else str(image_root)
         self.skip_bad_rows = skip_bad_rows
+        self.image_transform = image_transform
 
     def __call__(self, batch: dict[str, list]) -> dict[str, list]:
         images = []
         for image in batch[IMAGE]:
             try:
-                images.append(open_image(image, self.image_root))
+                image = open_image(image, self.image_root)
+                images.append(image if self.image_transform is None else self.image_transform(image))
             except (FileNotFoundError, ValueError) as error:
                 if not self.skip_bad_rows:
                     raise ValueError(f"{error}. Pass --skip_bad_rows to skip unreadable images.") from error
@@ -164,6 +167,7 @@ def prepare_image_caption_dataset(
     skip_bad_rows: bool = False,
     split: str = "train",
     num_proc: int | None = None,
+    image_transform=None,
 ):
     """Check an image–caption `datasets.Dataset` and set it up for lazy loading.
 
@@ -180,6 +184,8 @@ def prepare_image_caption_dataset(
         skip_bad_rows (`bool`): drop bad rows (and report how many) instead of raising.
         split (`str`): name used in messages.
         num_proc (`int`, *optional*): processes for the row check.
+        image_transform (`Callable`, *optional*): applied to each image when its row is read (e.g. the training
+            augmentation [`RandomResizedCropTransform`]).
 
     Returns:
         `(dataset, num_skipped)`.
@@ -223,7 +229,7 @@ def prepare_image_caption_dataset(
         num_skipped = len(bad_rows)
     if len(dataset) == 0:
         raise ValueError(f"The {split} split has no usable rows.")
-    return dataset.with_transform(ImageCaptionTransform(image_root, skip_bad_rows)), num_skipped
+    return dataset.with_transform(ImageCaptionTransform(image_root, skip_bad_rows, image_transform)), num_skipped
 
 
 # --------------------------------------------------------------------------------------------------
@@ -277,7 +283,9 @@ class RandomResizedCropTransform:
         size (`int`): output side (224 in the recipe).
         mean, std (`tuple[float, float, float]`): normalisation (ImageNet's in the recipe).
         scale, ratio: the ranges of [`random_resized_crop_box`].
-        seed (`int`, *optional*): seeds the generator; call [`reseed`] to make a stream of crops reproducible.
+        seed (`int` or `str`, *optional*): seeds the transform's own generator ([`reseed`] sets it again). Without
+            one, each crop is drawn from a generator seeded from torch's global generator, which `Trainer` seeds and
+            `DataLoader` seeds differently in every worker.
     """
 
     def __init__(
@@ -295,7 +303,7 @@ class RandomResizedCropTransform:
         self.mean = torch.tensor(mean, dtype=torch.float32).reshape(3, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).reshape(3, 1, 1)
         self.scale, self.ratio = tuple(scale), tuple(ratio)
-        self.rng = random.Random(seed)
+        self.rng = None if seed is None else random.Random(seed)
 
     @classmethod
     def from_image_processor(cls, image_processor, **kwargs) -> "RandomResizedCropTransform":
@@ -305,11 +313,12 @@ class RandomResizedCropTransform:
         return cls(size, image_processor.image_mean, image_processor.image_std, **kwargs)
 
     def reseed(self, seed: int | str) -> None:
-        self.rng.seed(seed)
+        self.rng = random.Random(seed)
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
         image = image.convert("RGB")
-        top, left, height, width = random_resized_crop_box(image.width, image.height, self.rng, self.scale, self.ratio)
+        rng = self.rng or random.Random(int(torch.randint(0, 2**62, ()).item()))
+        top, left, height, width = random_resized_crop_box(image.width, image.height, rng, self.scale, self.ratio)
         crop = image.crop((left, top, left + width, top + height)).resize((self.size, self.size), Image.BILINEAR)
         pixels = torch.from_numpy(np.asarray(crop, dtype=np.float32).copy()).permute(2, 0, 1) / 255.0
         return (pixels - self.mean) / self.std
@@ -320,7 +329,8 @@ class DiffCLIPDataCollator:
     """Turns examples `{"image": ..., "caption": str}` into a batch for [`DiffCLIPModel`]: `pixel_values`,
     `input_ids`, `attention_mask` (made by the processor) and `return_loss=True`.
 
-    Images may be PIL images or anything [`open_image`] reads; an image that is `None` (a row that
+    Images may be PIL images, anything [`open_image`] reads, or `(3, H, W)` tensors already transformed (by an
+    [`ImageCaptionTransform`] with an `image_transform`); an image that is `None` (a row that
     [`ImageCaptionTransform`] could not decode with `skip_bad_rows`) drops its row, with a warning.
 
     Args:
@@ -357,7 +367,8 @@ class DiffCLIPDataCollator:
             problem = _caption_problem(feature[CAPTION])
             if problem:
                 raise ValueError(f"{problem} in a batch (caption {feature[CAPTION]!r}).")
-            images.append(open_image(feature[IMAGE], self.image_root))
+            image = feature[IMAGE]
+            images.append(image if torch.is_tensor(image) else open_image(image, self.image_root))
             captions.append(feature[CAPTION])
         if skipped:
             logger.warning(f"Dropped {skipped} row(s) with unreadable images from this batch (--skip_bad_rows).")
@@ -365,7 +376,7 @@ class DiffCLIPDataCollator:
             raise ValueError("Every row of this batch had an unreadable image.")
         tokenizer = self.processor.tokenizer
         max_length = self.max_length or tokenizer.model_max_length
-        if self.image_transform is None:
+        if self.image_transform is None and not any(torch.is_tensor(image) for image in images):
             batch = self.processor(
                 text=captions,
                 images=images,
@@ -379,7 +390,13 @@ class DiffCLIPDataCollator:
             text = tokenizer(
                 captions, return_tensors="pt", padding=self.padding, truncation=True, max_length=max_length
             )
-            batch = {**text, "pixel_values": torch.stack([self.image_transform(image) for image in images])}
+            pixels = [image if torch.is_tensor(image) else self._transform(image) for image in images]
+            batch = {**text, "pixel_values": torch.stack(pixels)}
         if self.return_loss:
             batch["return_loss"] = True
         return batch
+
+    def _transform(self, image: Image.Image) -> torch.Tensor:
+        if self.image_transform is not None:
+            return self.image_transform(image)
+        return self.processor.image_processor(image, return_tensors="pt")["pixel_values"][0]

@@ -384,8 +384,8 @@ class ShardLoader(DataLoader):
         if len(dataset.shards) < world * max(1, num_workers):
             raise ValueError(
                 f"{len(dataset.shards)} shard(s) for {world} process(es) × {max(1, num_workers)} data-loader "
-                "worker(s): every worker needs a shard of its own. Use fewer --dataloader_num_workers or more, smaller "
-                "shards."
+                "worker(s): every worker needs a shard of its own. Use fewer --dataloader_num_workers or more, "
+                "smaller shards."
             )
         kwargs.pop("persistent_workers", None)
         if num_workers == 0:
