@@ -13,9 +13,8 @@ Every process must run the same number of steps, so each gets `B = train_num_sam
 batches per epoch, dealt round-robin to its workers as torch's `DataLoader` collects them. Each sample is used exactly
 once per epoch when every worker's shards hold exactly its share of batches (equal shards, their number a multiple
 of P × W, `--train_num_samples` their total and a multiple of the global batch × GA). Otherwise a worker whose
-shards hold more stops at its share (the rest of its shards wait for a later epoch, where the shuffle deals them
-elsewhere), and one whose shards hold fewer goes through them again, reshuffled (`train_repeated_samples` counts
-those).
+shards hold more stops at its share (the rest is not used that epoch; the next epoch deals the shards differently),
+and one whose shards hold fewer goes through them again, reshuffled (`train_repeated_samples` counts those).
 
 A sample that does not decode, or lacks an image or a caption, is dropped from its batch and counted (a batch may
 therefore be a little smaller than the others; the gathered loss accepts that). A run in which more than
@@ -91,6 +90,14 @@ def _world() -> tuple[int, int]:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def _check_enough_shards(num_shards: int, world: int, num_workers: int) -> None:
+    if num_shards < world * num_workers:
+        raise ValueError(
+            f"{num_shards} shard(s) for {world} process(es) × {num_workers} data-loader worker(s): every worker "
+            "needs a shard of its own. Use fewer --dataloader_num_workers or more, smaller shards."
+        )
 
 
 def _worker() -> tuple[int, int]:
@@ -315,11 +322,7 @@ class ImageTextShards(IterableDataset):
     def _iter_batches(self):
         rank, world, worker, num_workers = self._slot()
         epoch = self.epoch
-        if len(self.shards) < world * num_workers:
-            raise ValueError(
-                f"{len(self.shards)} shard(s) for {world} process(es) × {num_workers} data-loader worker(s): every "
-                "worker needs a shard of its own. Use fewer --dataloader_num_workers or more, smaller shards."
-            )
+        _check_enough_shards(len(self.shards), world, num_workers)
         resume_epoch, batches_done = self._resume
         skip = batches_done if resume_epoch == epoch else 0
         own = range(worker, self.batches_per_epoch(), num_workers)  # this process's batches that this worker makes
@@ -380,13 +383,7 @@ class ShardLoader(DataLoader):
     """
 
     def __init__(self, dataset: ImageTextShards, num_workers: int = 0, **kwargs):
-        world = _world()[1]
-        if len(dataset.shards) < world * max(1, num_workers):
-            raise ValueError(
-                f"{len(dataset.shards)} shard(s) for {world} process(es) × {max(1, num_workers)} data-loader "
-                "worker(s): every worker needs a shard of its own. Use fewer --dataloader_num_workers or more, "
-                "smaller shards."
-            )
+        _check_enough_shards(len(dataset.shards), _world()[1], max(1, num_workers))
         kwargs.pop("persistent_workers", None)
         if num_workers == 0:
             kwargs.pop("prefetch_factor", None)
@@ -451,6 +448,8 @@ class StreamCountsCallback(TrainerCallback, ExportableState):
         # Every process is here (a save follows on all of them), so the counts can be summed over processes.
         if control.should_save and isinstance(train_dataloader, ShardLoader):
             self.totals = train_dataloader.log_metrics(args.device)
+
+    on_epoch_end = on_step_end  # where --save_strategy epoch saves
 
     def state(self) -> dict:
         return {"args": {"totals": self.totals}, "attributes": {}}
