@@ -4,9 +4,11 @@ accelerate: DDP, FSDP).
 
 Modules: `losses` (the contrastive loss with negatives from every process, the same loss in chunks for batches
 larger than memory (GradCache), in-batch retrieval ranks), `data` (checking rows, lazy image loading, the
-collator), `trainer` (`DiffCLIPTrainingArguments`, the logit-scale clamp, the original learning-rate schedule,
-zero-shot accuracy at every evaluation, `DiffCLIPTrainer`), `cli` (the `diffclip-finetune` and `diffclip-pretrain`
-commands; `diffclip-pretrain` has the recipe of the released models as defaults, [`PRETRAINING_RECIPE`]).
+training augmentation, the collator), `shards` (streamed webdataset shards: the split across processes and
+workers, shuffles, bad samples, resuming), `trainer` (`DiffCLIPTrainingArguments`, the logit-scale clamp, the
+original learning-rate schedule, zero-shot accuracy at every evaluation, `DiffCLIPTrainer`), `cli` (the
+`diffclip-finetune` and `diffclip-pretrain` commands; `diffclip-pretrain` has the recipe of the released models
+as defaults, [`PRETRAINING_RECIPE`]).
 
 The recipe of the released models (ORIGINAL_MODEL.md) is kept where it is a property of the training step:
 
@@ -44,8 +46,10 @@ from .data import (
     IMAGE,
     DiffCLIPDataCollator,
     ImageCaptionTransform,
+    RandomResizedCropTransform,
     open_image,
     prepare_image_caption_dataset,
+    random_resized_crop_box,
 )
 from .losses import (
     chunked_contrastive_backward,
@@ -55,6 +59,7 @@ from .losses import (
     retrieval_ranks,
     split_batch,
 )
+from .shards import ImageTextShards, ShardLoader, StreamCountsCallback, expand_shards
 from .trainer import (
     DiffCLIPTrainer,
     DiffCLIPTrainingArguments,
@@ -71,21 +76,26 @@ from .trainer import (
 
 __all__ = [
     "CAPTION",
-    "IMAGE",
-    "PRETRAINING_RECIPE",
     "DataTrainingArguments",
     "DiffCLIPDataCollator",
     "DiffCLIPTrainer",
     "DiffCLIPTrainingArguments",
+    "IMAGE",
     "ImageCaptionTransform",
+    "ImageTextShards",
     "LogitScaleClampCallback",
     "ModelArguments",
+    "PRETRAINING_RECIPE",
+    "RandomResizedCropTransform",
+    "ShardLoader",
+    "StreamCountsCallback",
     "ZeroShotEvaluation",
     "build_parser",
     "chunked_contrastive_backward",
     "compute_retrieval_metrics",
     "decay_parameter_names",
     "distributed_contrastive_loss",
+    "expand_shards",
     "freeze_towers",
     "gather_with_grad",
     "gathered_loss_hook",
@@ -99,6 +109,7 @@ __all__ = [
     "parse_arguments",
     "prepare_image_caption_dataset",
     "pretrain_main",
+    "random_resized_crop_box",
     "retrieval_ranks",
     "run",
     "split_batch",

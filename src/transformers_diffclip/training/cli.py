@@ -13,7 +13,13 @@ from transformers.utils import logging
 from ..configuration_diffclip import DiffCLIPConfig
 from ..modeling_diffclip import DiffCLIPModel
 from ..original import resolve_pretrained
-from .data import DiffCLIPDataCollator, prepare_image_caption_dataset
+from .data import (
+    IMAGE_AUGMENTATIONS,
+    DiffCLIPDataCollator,
+    RandomResizedCropTransform,
+    prepare_image_caption_dataset,
+)
+from .shards import ImageTextShards, ShardLoader, expand_shards, resume_position
 from .trainer import DiffCLIPTrainer, DiffCLIPTrainingArguments, freeze_towers
 
 
@@ -89,6 +95,43 @@ class DataTrainingArguments:
         default=False,
         metadata={"help": "Skip rows with a missing or unreadable image or an empty caption, and report how many."},
     )
+    train_shards: str | None = field(
+        default=None,
+        metadata={
+            "help": "webdataset shards of training pairs, streamed (img2dataset's layout: KEY.jpg|jpeg|png|webp with "
+            "KEY.txt): brace patterns, several joined with '::', local paths or URLs, e.g. "
+            "'data/cc3m-{00000..00331}.tar'. Needs --train_num_samples."
+        },
+    )
+    validation_shards: str | None = field(
+        default=None, metadata={"help": "webdataset shards of validation pairs (read in full at each evaluation)."}
+    )
+    train_num_samples: int | None = field(
+        default=None,
+        metadata={
+            "help": "Samples in one epoch of --train_shards (a stream has no length), e.g. img2dataset's count."
+        },
+    )
+    shuffle_buffer: int = field(
+        default=5000,
+        metadata={"help": "Samples in each data-loader worker's shuffle buffer for --train_shards (0: no shuffle)."},
+    )
+    max_bad_sample_fraction: float = field(
+        default=0.01,
+        metadata={
+            "help": "Stop when more than this fraction of the --train_shards samples a process has read does not "
+            "decode or lacks an image or a caption (such samples are skipped and counted)."
+        },
+    )
+    image_augmentation: str | None = field(
+        default=None,
+        metadata={
+            "help": "Training image augmentation: 'random_resized_crop' (the original recipe: RandomResizedCrop "
+            "scale (0.5, 1.0), then ImageNet normalisation) or 'none' (the processor's resize and centre crop). "
+            "Default: random_resized_crop with --train_shards, none for files and datasets (fine-tuning).",
+            "choices": list(IMAGE_AUGMENTATIONS),
+        },
+    )
 
 
 def _data_file_split(path: str, split: str, cache_dir: str | None):
@@ -122,8 +165,75 @@ def load_image_caption_splits(data_args: DataTrainingArguments, cache_dir: str |
             image_root = data_args.image_root or str(Path(path).expanduser().resolve().parent)
             splits[split] = (_data_file_split(path, split, cache_dir), image_root)
     if not splits:
-        raise ValueError("No data: pass --train_file/--validation_file, or --dataset_name (and --data_dir).")
+        raise ValueError(
+            "No data: pass --train_file/--validation_file, --dataset_name (and --data_dir), or --train_shards/"
+            "--validation_shards."
+        )
     return splits
+
+
+def _check_shard_arguments(data_args: DataTrainingArguments) -> None:
+    if data_args.train_shards is not None:
+        if data_args.train_file is not None or data_args.dataset_name is not None:
+            raise ValueError("Pass either --train_shards or --train_file/--dataset_name, not both.")
+        if data_args.train_num_samples is None or data_args.train_num_samples <= 0:
+            raise ValueError(
+                "--train_shards needs --train_num_samples, the number of samples in one epoch (a stream has no length;"
+                " img2dataset's stats give it)."
+            )
+    if data_args.validation_shards is not None and data_args.validation_file is not None:
+        raise ValueError("Pass either --validation_shards or --validation_file, not both.")
+
+
+def build_shard_datasets(
+    data_args: DataTrainingArguments, training_args: TrainingArguments, processor
+) -> tuple[ImageTextShards | None, ImageTextShards | None]:
+    """The streamed training and validation sets named by --train_shards / --validation_shards (each `None` when
+    not given or not needed). The training stream makes its own batches, with the recipe's augmentation unless
+    --image_augmentation none."""
+    _check_shard_arguments(data_args)
+    train = validation = None
+    seed = training_args.data_seed if training_args.data_seed is not None else training_args.seed
+    if training_args.do_train and data_args.train_shards is not None:
+        transform = None
+        if (data_args.image_augmentation or "random_resized_crop") == "random_resized_crop":
+            transform = RandomResizedCropTransform.from_image_processor(processor.image_processor)
+        collator = DiffCLIPDataCollator(processor, max_length=data_args.max_seq_length, image_transform=transform)
+        train = ImageTextShards(
+            expand_shards(data_args.train_shards, "--train_shards"),
+            collator=collator,
+            batch_size=training_args.per_device_train_batch_size,
+            num_samples=data_args.train_num_samples,
+            gradient_accumulation_steps=training_args.gradient_accumulation_steps,
+            seed=seed,
+            shuffle_buffer=data_args.shuffle_buffer,
+            max_bad_sample_fraction=data_args.max_bad_sample_fraction,
+        )
+    if training_args.do_eval and data_args.validation_shards is not None:
+        validation = ImageTextShards(
+            expand_shards(data_args.validation_shards, "--validation_shards"), split_by_node=False
+        )
+    return train, validation
+
+
+def _collator(processor, data_args: DataTrainingArguments, streamed_validation: bool) -> DiffCLIPDataCollator:
+    """The Trainer's collator. A streamed validation set is read by the main process and its batches dispatched to
+    the others by accelerate, which concatenates and splits tensors only: fixed-length captions, no flag."""
+    if streamed_validation:
+        return DiffCLIPDataCollator(processor, "max_length", data_args.max_seq_length, return_loss=False)
+    return DiffCLIPDataCollator(processor, max_length=data_args.max_seq_length)
+
+
+def _resume_stream(train: ImageTextShards, training_args: TrainingArguments, checkpoint: str | None) -> None:
+    """Fast-forward a streamed training set to where `checkpoint` stopped, without decoding the samples trained on
+    before; Trainer's own data skip (which would decode them) is turned off. With --ignore_data_skip the interrupted
+    epoch starts over, as Trainer does for other data."""
+    if checkpoint is None or training_args.ignore_data_skip:
+        return
+    accumulation = training_args.gradient_accumulation_steps
+    epoch, batches_done, totals = resume_position(checkpoint, train.batches_per_epoch() // accumulation, accumulation)
+    train.resume_at(epoch, batches_done, totals)
+    training_args.ignore_data_skip = True
 
 
 def _diffclip_config(config_name: str, cache_dir: str | None) -> DiffCLIPConfig:
@@ -206,48 +316,67 @@ def run(model_args: ModelArguments, data_args: DataTrainingArguments, training_a
     model, processor = load_model_and_processor(model_args)
     freeze_towers(model, vision=model_args.freeze_vision_model, text=model_args.freeze_text_model)
 
-    with training_args.main_process_first(desc="loading and checking the data"):
-        raw_splits = load_image_caption_splits(data_args, model_args.cache_dir)
-        wanted = [("train", training_args.do_train, data_args.max_train_samples)]
-        wanted.append(("validation", training_args.do_eval, data_args.max_eval_samples))
-        prepared, skipped = {}, {}
-        for split, needed, limit in wanted:
-            if not needed:
-                continue
-            if split not in raw_splits:
-                if split == "validation" and getattr(training_args, "zero_shot_eval_dir", None):
-                    continue  # evaluation is the zero-shot accuracy alone
-                flag = "--do_train" if split == "train" else "--do_eval"
-                raise ValueError(
-                    f"{flag} needs a {split} split; the data has: {sorted(raw_splits)}. Pass --{split}_file, or a "
-                    f"dataset with a '{split}' split."
+    train_stream, validation_stream = build_shard_datasets(data_args, training_args, processor)
+    streamed = {"train": train_stream, "validation": validation_stream}
+    prepared, skipped = {k: v for k, v in streamed.items() if v is not None}, {}
+    file_splits = [
+        (split, needed, limit)
+        for split, needed, limit in (
+            ("train", training_args.do_train, data_args.max_train_samples),
+            ("validation", training_args.do_eval, data_args.max_eval_samples),
+        )
+        if needed and split not in prepared
+    ]
+    augmentation = None
+    if data_args.image_augmentation == "random_resized_crop":  # files and `datasets`: only when asked for
+        augmentation = RandomResizedCropTransform.from_image_processor(processor.image_processor)
+    if file_splits:
+        with training_args.main_process_first(desc="loading and checking the data"):
+            raw_splits = load_image_caption_splits(data_args, model_args.cache_dir)
+            for split, _, limit in file_splits:
+                if split not in raw_splits:
+                    if split == "validation" and getattr(training_args, "zero_shot_eval_dir", None):
+                        continue  # evaluation is the zero-shot accuracy alone
+                    flag = "--do_train" if split == "train" else "--do_eval"
+                    raise ValueError(
+                        f"{flag} needs a {split} split; the data has: {sorted(raw_splits)}. Pass --{split}_file, "
+                        f"--{split}_shards, or a dataset with a '{split}' split."
+                    )
+                dataset, image_root = raw_splits[split]
+                if limit is not None:
+                    dataset = dataset.select(range(min(limit, len(dataset))))
+                prepared[split], skipped[split] = prepare_image_caption_dataset(
+                    dataset,
+                    image_column=data_args.image_column,
+                    caption_column=data_args.caption_column,
+                    image_root=image_root,
+                    skip_bad_rows=data_args.skip_bad_rows,
+                    split=split,
+                    num_proc=data_args.preprocessing_num_workers,
+                    image_transform=augmentation if split == "train" else None,
                 )
-            dataset, image_root = raw_splits[split]
-            if limit is not None:
-                dataset = dataset.select(range(min(limit, len(dataset))))
-            prepared[split], skipped[split] = prepare_image_caption_dataset(
-                dataset,
-                image_column=data_args.image_column,
-                caption_column=data_args.caption_column,
-                image_root=image_root,
-                skip_bad_rows=data_args.skip_bad_rows,
-                split=split,
-                num_proc=data_args.preprocessing_num_workers,
-            )
+    checkpoint = _resume_checkpoint(training_args) if training_args.do_train else None
+    if train_stream is not None:
+        _resume_stream(train_stream, training_args, checkpoint)
 
     trainer = DiffCLIPTrainer(
         model=model,
         args=training_args,
         train_dataset=prepared.get("train"),
         eval_dataset=prepared.get("validation"),
-        data_collator=DiffCLIPDataCollator(processor, max_length=data_args.max_seq_length),
+        data_collator=_collator(processor, data_args, streamed_validation=validation_stream is not None),
         processing_class=processor,
     )
     results = {}
     if training_args.do_train:
-        train_result = trainer.train(resume_from_checkpoint=_resume_checkpoint(training_args))
+        train_result = trainer.train(resume_from_checkpoint=checkpoint)
         trainer.save_model()  # the model, its remote code and the processor: loads with trust_remote_code=True
-        metrics = {**train_result.metrics, "train_skipped_rows": skipped["train"]}
+        metrics = dict(train_result.metrics)
+        loader = trainer.callback_handler.train_dataloader
+        if isinstance(loader, ShardLoader):
+            metrics.update(loader.log_metrics(training_args.device))
+        else:
+            metrics["train_skipped_rows"] = skipped["train"]
         trainer.log_metrics("train", metrics)
         trainer.save_metrics("train", metrics)
         trainer.save_state()
@@ -284,6 +413,7 @@ PRETRAINING_RECIPE = {
     "weight_decay": 0.5,
     "max_grad_norm": 0.0,  # the original clips no gradients
     "bf16": True,
+    "image_augmentation": "random_resized_crop",  # for files and datasets too (shards have it by default)
 }
 
 _DESCRIPTIONS = {
@@ -291,7 +421,8 @@ _DESCRIPTIONS = {
     "TrainingArguments flag works). Runs unchanged under `torchrun --nproc_per_node N` and `accelerate launch`.",
     "diffclip-pretrain": "Pre-train DiffCLIP (or the CLIP baseline) with the original recipe as defaults: AdamW "
     "betas (0.9, 0.98), eps 1e-8, weight decay 0.5 on matrices, learning rate 5e-4 with 1 warm-up epoch from 1e-6 "
-    "and a cosine to 1e-5, 40 epochs, global batch 4096, no gradient clipping, bf16, logit scale clamped to ln 100. "
+    "and a cosine to 1e-5, 40 epochs, global batch 4096, no gradient clipping, bf16, logit scale clamped to ln 100, "
+    "RandomResizedCrop(224, scale=(0.5, 1.0)) on training images. "
     "The same flags as diffclip-finetune; any default can be overridden.",
 }
 

@@ -4,10 +4,13 @@
 import io
 import math
 import os
+import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
 from PIL import Image
 from transformers.utils import logging
 
@@ -115,18 +118,21 @@ class ImageCaptionTransform:
     batch.
 
     With `skip_bad_rows`, an image that cannot be decoded becomes `None` (the collator drops the row and says so);
-    otherwise it raises a `ValueError` naming the image.
+    otherwise it raises a `ValueError` naming the image. With an `image_transform` (e.g. the training augmentation
+    [`RandomResizedCropTransform`]) the images come out as the tensors it makes.
     """
 
-    def __init__(self, image_root: str | os.PathLike | None = None, skip_bad_rows: bool = False):
+    def __init__(self, image_root: str | os.PathLike | None = None, skip_bad_rows: bool = False, image_transform=None):
         self.image_root = None if image_root is None else str(image_root)
         self.skip_bad_rows = skip_bad_rows
+        self.image_transform = image_transform
 
     def __call__(self, batch: dict[str, list]) -> dict[str, list]:
         images = []
         for image in batch[IMAGE]:
             try:
-                images.append(open_image(image, self.image_root))
+                image = open_image(image, self.image_root)
+                images.append(image if self.image_transform is None else self.image_transform(image))
             except (FileNotFoundError, ValueError) as error:
                 if not self.skip_bad_rows:
                     raise ValueError(f"{error}. Pass --skip_bad_rows to skip unreadable images.") from error
@@ -161,6 +167,7 @@ def prepare_image_caption_dataset(
     skip_bad_rows: bool = False,
     split: str = "train",
     num_proc: int | None = None,
+    image_transform=None,
 ):
     """Check an image–caption `datasets.Dataset` and set it up for lazy loading.
 
@@ -177,6 +184,8 @@ def prepare_image_caption_dataset(
         skip_bad_rows (`bool`): drop bad rows (and report how many) instead of raising.
         split (`str`): name used in messages.
         num_proc (`int`, *optional*): processes for the row check.
+        image_transform (`Callable`, *optional*): applied to each image when its row is read (e.g. the training
+            augmentation [`RandomResizedCropTransform`]).
 
     Returns:
         `(dataset, num_skipped)`.
@@ -220,7 +229,99 @@ def prepare_image_caption_dataset(
         num_skipped = len(bad_rows)
     if len(dataset) == 0:
         raise ValueError(f"The {split} split has no usable rows.")
-    return dataset.with_transform(ImageCaptionTransform(image_root, skip_bad_rows)), num_skipped
+    return dataset.with_transform(ImageCaptionTransform(image_root, skip_bad_rows, image_transform)), num_skipped
+
+
+# --------------------------------------------------------------------------------------------------
+# Training augmentation: RandomResizedCrop + ImageNet normalisation (the original recipe), without torchvision
+# --------------------------------------------------------------------------------------------------
+
+# The original training transform (ORIGINAL_MODEL.md): RandomResizedCrop(224, scale=(0.5, 1.0)) with torchvision's
+# default aspect-ratio range, bilinear, then ToTensor and the ImageNet mean/std.
+RANDOM_RESIZED_CROP_SCALE = (0.5, 1.0)
+RANDOM_RESIZED_CROP_RATIO = (3 / 4, 4 / 3)
+IMAGE_AUGMENTATIONS = ("random_resized_crop", "none")
+
+
+def random_resized_crop_box(
+    width: int,
+    height: int,
+    rng: random.Random,
+    scale: tuple[float, float] = RANDOM_RESIZED_CROP_SCALE,
+    ratio: tuple[float, float] = RANDOM_RESIZED_CROP_RATIO,
+) -> tuple[int, int, int, int]:
+    """The crop `(top, left, crop_height, crop_width)` of torchvision's `RandomResizedCrop.get_params`: up to ten
+    draws of an area fraction uniform in `scale` and an aspect ratio log-uniform in `ratio`, the first crop that fits
+    placed uniformly at random; if none fits, the largest centred crop whose aspect ratio is within `ratio`."""
+    area = width * height
+    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+    for _ in range(10):
+        target_area = area * rng.uniform(scale[0], scale[1])
+        aspect_ratio = math.exp(rng.uniform(log_ratio[0], log_ratio[1]))
+        crop_width = int(round(math.sqrt(target_area * aspect_ratio)))
+        crop_height = int(round(math.sqrt(target_area / aspect_ratio)))
+        if 0 < crop_width <= width and 0 < crop_height <= height:
+            top = rng.randint(0, height - crop_height)
+            left = rng.randint(0, width - crop_width)
+            return top, left, crop_height, crop_width
+    in_ratio = width / height
+    if in_ratio < min(ratio):
+        crop_width, crop_height = width, int(round(width / min(ratio)))
+    elif in_ratio > max(ratio):
+        crop_width, crop_height = int(round(height * max(ratio))), height
+    else:
+        crop_width, crop_height = width, height
+    return (height - crop_height) // 2, (width - crop_width) // 2, crop_height, crop_width
+
+
+class RandomResizedCropTransform:
+    """The original training transform, PIL image → normalised `(3, size, size)` float tensor:
+    [`random_resized_crop_box`], a bilinear resize of the crop to `size` × `size` (PIL's, antialiased, as
+    torchvision's on PIL images), scaling to [0, 1] and `(x - mean) / std` per channel.
+
+    Args:
+        size (`int`): output side (224 in the recipe).
+        mean, std (`tuple[float, float, float]`): normalisation (ImageNet's in the recipe).
+        scale, ratio: the ranges of [`random_resized_crop_box`].
+        seed (`int` or `str`, *optional*): seeds the transform's own generator ([`reseed`] sets it again). Without
+            one, each crop is drawn from a generator seeded from torch's global generator, which `Trainer` seeds and
+            `DataLoader` seeds differently in every worker.
+    """
+
+    def __init__(
+        self,
+        size: int,
+        mean,
+        std,
+        scale: tuple[float, float] = RANDOM_RESIZED_CROP_SCALE,
+        ratio: tuple[float, float] = RANDOM_RESIZED_CROP_RATIO,
+        seed: int | str | None = None,
+    ):
+        if not 0 < scale[0] <= scale[1] <= 1:
+            raise ValueError(f"RandomResizedCrop scale must satisfy 0 < min <= max <= 1, got {scale}.")
+        self.size = int(size)
+        self.mean = torch.tensor(mean, dtype=torch.float32).reshape(3, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).reshape(3, 1, 1)
+        self.scale, self.ratio = tuple(scale), tuple(ratio)
+        self.rng = None if seed is None else random.Random(seed)
+
+    @classmethod
+    def from_image_processor(cls, image_processor, **kwargs) -> "RandomResizedCropTransform":
+        """The transform at the processor's crop size with its mean and std (ImageNet's for DiffCLIP)."""
+        crop_size = image_processor.crop_size
+        size = crop_size["height"] if "height" in crop_size else crop_size["shortest_edge"]
+        return cls(size, image_processor.image_mean, image_processor.image_std, **kwargs)
+
+    def reseed(self, seed: int | str) -> None:
+        self.rng = random.Random(seed)
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        image = image.convert("RGB")
+        rng = self.rng or random.Random(int(torch.randint(0, 2**62, ()).item()))
+        top, left, height, width = random_resized_crop_box(image.width, image.height, rng, self.scale, self.ratio)
+        crop = image.crop((left, top, left + width, top + height)).resize((self.size, self.size), Image.BILINEAR)
+        pixels = torch.from_numpy(np.asarray(crop, dtype=np.float32).copy()).permute(2, 0, 1) / 255.0
+        return (pixels - self.mean) / self.std
 
 
 @dataclass
@@ -228,7 +329,8 @@ class DiffCLIPDataCollator:
     """Turns examples `{"image": ..., "caption": str}` into a batch for [`DiffCLIPModel`]: `pixel_values`,
     `input_ids`, `attention_mask` (made by the processor) and `return_loss=True`.
 
-    Images may be PIL images or anything [`open_image`] reads; an image that is `None` (a row that
+    Images may be PIL images, anything [`open_image`] reads, or `(3, H, W)` tensors already transformed (by an
+    [`ImageCaptionTransform`] with an `image_transform`); an image that is `None` (a row that
     [`ImageCaptionTransform`] could not decode with `skip_bad_rows`) drops its row, with a warning.
 
     Args:
@@ -238,12 +340,18 @@ class DiffCLIPDataCollator:
             `"max_length"` to `max_length` (static shapes).
         max_length (`int`, *optional*): longest caption in tokens; defaults to the tokenizer's (77).
         image_root: folder that relative image paths are relative to.
+        image_transform (`Callable`, *optional*): PIL image → `(3, H, W)` tensor used instead of the processor's
+            resize and centre crop, e.g. the training augmentation [`RandomResizedCropTransform`].
+        return_loss (`bool`, defaults to `True`): add `return_loss=True` to the batch (a stock `Trainer` needs it;
+            [`DiffCLIPTrainer`] asks for the loss itself, and accelerate's batch dispatching accepts only tensors).
     """
 
     processor: Any
     padding: str = "longest"
     max_length: int | None = None
     image_root: str | None = None
+    image_transform: Any = None
+    return_loss: bool = True
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
         images, captions, skipped = [], [], 0
@@ -259,7 +367,8 @@ class DiffCLIPDataCollator:
             problem = _caption_problem(feature[CAPTION])
             if problem:
                 raise ValueError(f"{problem} in a batch (caption {feature[CAPTION]!r}).")
-            images.append(open_image(feature[IMAGE], self.image_root))
+            image = feature[IMAGE]
+            images.append(image if torch.is_tensor(image) else open_image(image, self.image_root))
             captions.append(feature[CAPTION])
         if skipped:
             logger.warning(f"Dropped {skipped} row(s) with unreadable images from this batch (--skip_bad_rows).")
@@ -267,14 +376,27 @@ class DiffCLIPDataCollator:
             raise ValueError("Every row of this batch had an unreadable image.")
         tokenizer = self.processor.tokenizer
         max_length = self.max_length or tokenizer.model_max_length
-        batch = self.processor(
-            text=captions,
-            images=images,
-            return_tensors="pt",
-            padding=self.padding,
-            truncation=True,
-            max_length=max_length,
-        )
-        batch = dict(batch)
-        batch["return_loss"] = True
+        if self.image_transform is None and not any(torch.is_tensor(image) for image in images):
+            batch = self.processor(
+                text=captions,
+                images=images,
+                return_tensors="pt",
+                padding=self.padding,
+                truncation=True,
+                max_length=max_length,
+            )
+            batch = dict(batch)
+        else:
+            text = tokenizer(
+                captions, return_tensors="pt", padding=self.padding, truncation=True, max_length=max_length
+            )
+            pixels = [image if torch.is_tensor(image) else self._transform(image) for image in images]
+            batch = {**text, "pixel_values": torch.stack(pixels)}
+        if self.return_loss:
+            batch["return_loss"] = True
         return batch
+
+    def _transform(self, image: Image.Image) -> torch.Tensor:
+        if self.image_transform is not None:
+            return self.image_transform(image)
+        return self.processor.image_processor(image, return_tensors="pt")["pixel_values"][0]

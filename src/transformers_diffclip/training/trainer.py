@@ -24,6 +24,7 @@ from .losses import (
     distributed_contrastive_loss,
     retrieval_ranks,
 )
+from .shards import ImageTextShards, ShardLoader, StreamCountsCallback
 
 
 logger = logging.get_logger(__name__)
@@ -341,7 +342,9 @@ class DiffCLIPTrainer(Trainer):
     - `get_decay_parameter_names`: the original weight-decay groups ([`decay_parameter_names`]);
     - `prediction_step` returns retrieval ranks, and `compute_metrics` defaults to [`compute_retrieval_metrics`],
       so `evaluate()` reports in-batch retrieval accuracy and recall@5 next to the loss;
-    - the data collator's `image` and `caption` columns survive `remove_unused_columns`.
+    - the data collator's `image` and `caption` columns survive `remove_unused_columns`;
+    - a streamed training set ([`ImageTextShards`]) gets its own [`ShardLoader`] (it splits itself across processes
+      and workers), and its sample counts (`train_skipped_samples`, ...) are logged with the loss.
 
     With [`DiffCLIPTrainingArguments`] it also follows the pre-training recipe's arguments:
 
@@ -401,10 +404,30 @@ class DiffCLIPTrainer(Trainer):
         callbacks = self.callback_handler.callbacks
         if clamp_logit_scale and not any(isinstance(c, LogitScaleClampCallback) for c in callbacks):
             self.add_callback(LogitScaleClampCallback())
+        if isinstance(self.train_dataset, ImageTextShards):
+            self.add_callback(StreamCountsCallback())
 
     def _set_signature_columns_if_needed(self):
         super()._set_signature_columns_if_needed()
         self._signature_columns += [c for c in (IMAGE, CAPTION) if c not in self._signature_columns]
+
+    def get_train_dataloader(self):
+        if isinstance(self.train_dataset, ImageTextShards):
+            args = self.args
+            return ShardLoader(
+                self.train_dataset,
+                num_workers=args.dataloader_num_workers,
+                pin_memory=args.dataloader_pin_memory,
+                prefetch_factor=args.dataloader_prefetch_factor,
+                multiprocessing_context=getattr(args, "dataloader_multiprocessing_context", None),
+            )
+        return super().get_train_dataloader()
+
+    def log(self, logs: dict[str, float], *args, **kwargs) -> None:
+        loader = self.callback_handler.train_dataloader
+        if "loss" in logs and isinstance(loader, ShardLoader):  # a training log: every process is here
+            logs.update(loader.log_metrics(self.args.device))
+        super().log(logs, *args, **kwargs)
 
     def get_decay_parameter_names(self, model) -> list[str]:
         return [name for name, _ in model.named_parameters() if _canonical_name(name) in self._decay_names]
