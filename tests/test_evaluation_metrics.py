@@ -139,3 +139,31 @@ def test_in_batch_ranks_of_paired_embeddings():
     assert torch.equal(image_ranks, match_ranks(logits, pairs)) and torch.equal(
         text_ranks, match_ranks(logits.t(), pairs)
     )
+
+
+def test_training_metrics_follow_the_same_rule():
+    """`training.retrieval_ranks` (what `DiffCLIPTrainer.evaluate` reports) agrees with the brute force, counts a
+    duplicate caption (an exact tie) as a miss, gives a collapsed model no hit, and refuses NaN embeddings."""
+    from transformers import EvalPrediction
+
+    from transformers_diffclip.training import compute_retrieval_metrics
+    from transformers_diffclip.training import retrieval_ranks as training_ranks
+
+    generator = torch.Generator().manual_seed(5)
+    image_embeds = F.normalize(torch.randn(10, 8, generator=generator), dim=-1)
+    text_embeds = F.normalize(image_embeds + torch.randn(10, 8, generator=generator), dim=-1)
+    text_embeds[7] = text_embeds[6]
+    ranks = training_ranks(image_embeds, text_embeds)
+    similarity = (image_embeds @ text_embeds.t()).tolist()
+    for k in (1, 5):
+        assert (ranks[:, 0] < k).tolist() == [brute_force_hit(row, {i}, k) for i, row in enumerate(similarity)]
+        columns = [list(column) for column in zip(*similarity)]
+        assert (ranks[:, 1] < k).tolist() == [brute_force_hit(col, {i}, k) for i, col in enumerate(columns)]
+    assert ranks[6, 0] >= 1 and ranks[7, 0] >= 1
+    collapsed = training_ranks(torch.ones(6, 4), torch.ones(6, 4))
+    metrics = compute_retrieval_metrics(EvalPrediction(predictions=collapsed.numpy(), label_ids=None))
+    assert metrics["i2t_accuracy"] == 0 and metrics["t2i_accuracy"] == 0 and metrics["i2t_recall@5"] == 0
+    broken = image_embeds.clone()
+    broken[2, 0] = float("nan")
+    with pytest.raises(ValueError, match="1 of the 10 image embeddings are not finite"):
+        training_ranks(broken, text_embeds)

@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from transformers import EvalPrediction
 
+from ..evaluation.metrics import check_finite, match_ranks
+
 
 # --------------------------------------------------------------------------------------------------
 # Contrastive loss with negatives from every process
@@ -114,13 +116,14 @@ def retrieval_ranks(image_embeds: torch.Tensor, text_embeds: torch.Tensor) -> to
     """For each of this process's pairs, the rank (0 = retrieved first) of its caption among the captions of the
     global batch (image→text) and of its image among the images (text→image): shape `(local_batch_size, 2)`.
 
-    Ties count against the match, so a collapsed model that gives every pair the same score ranks last, not first;
-    duplicate captions in one batch therefore count as misses.
+    The package's one ranking rule ([`~evaluation.metrics.match_ranks`]): ties count against the match, so a
+    collapsed model that gives every pair the same score ranks last, not first (duplicate captions in one batch
+    count as misses), and non-finite embeddings are an error that says how many there are.
     """
+    check_finite(image_embeds, "image")
+    check_finite(text_embeds, "text")
     logits_i2t, logits_t2i, targets, _ = _local_logits(image_embeds, text_embeds, image_embeds.new_zeros(()))
-    rows = torch.arange(targets.shape[0], device=targets.device)
-    ranks = [(logits >= logits[rows, targets].unsqueeze(1)).sum(dim=1) - 1 for logits in (logits_i2t, logits_t2i)]
-    return torch.stack(ranks, dim=1)
+    return torch.stack([match_ranks(logits_i2t, targets), match_ranks(logits_t2i, targets)], dim=1)
 
 
 def compute_retrieval_metrics(eval_prediction: EvalPrediction, ks: tuple[int, ...] = (1, 5)) -> dict[str, float]:
