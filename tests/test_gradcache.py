@@ -16,7 +16,14 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from _helpers import COLOURS, colour_image, one_thread, tiny_config, tiny_processor  # noqa: F401 (one_thread: autouse)
+from _helpers import (  # noqa: F401 (one_thread: autouse)
+    COLOURS,
+    assert_gradients_close,
+    colour_image,
+    one_thread,
+    tiny_config,
+    tiny_processor,
+)
 from transformers import TrainerCallback
 
 import transformers_diffclip as td
@@ -70,7 +77,7 @@ def test_chunked_loss_and_gradients_equal_the_whole_batch(chunk_size):
     loss = training.chunked_contrastive_backward(model, batch, chunk_size)
     torch.testing.assert_close(loss, expected.detach(), atol=1e-5, rtol=1e-5)
     for name, grad in gradients(model).items():
-        torch.testing.assert_close(grad, expected_grads[name], atol=1e-5, rtol=1e-5, msg=name)
+        assert_gradients_close(grad, expected_grads[name], name)
     assert model.logit_scale.grad.abs() > 0
     # Activations of at most `chunk_size` pairs at a time; two passes over the chunks; every pair once per pass.
     chunks = -(-7 // chunk_size)
@@ -162,7 +169,7 @@ def test_trainer_step_with_chunks_equals_the_step_without(pairs, tmp_path, accum
     assert chunked.losses == pytest.approx(whole.losses, abs=1e-5) and len(chunked.losses) == 1
     assert len(chunked.grads) == len(whole.grads) == 1
     for name, grad in chunked.grads[0].items():
-        torch.testing.assert_close(grad, whole.grads[0][name], atol=1e-5, rtol=1e-5, msg=name)
+        assert_gradients_close(grad, whole.grads[0][name], name)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -195,8 +202,8 @@ def test_two_processes_chunked_equal_one_process_unchunked(tmp_path):
         whole, chunked = record["trainer"]["whole"], record["trainer"]["chunked"]
         torch.testing.assert_close(chunked["loss"], whole["loss"], atol=1e-5, rtol=1e-5)
         for name, grad in expected_grads.items():  # DDP's averaged gradients: the one-process gradients
-            torch.testing.assert_close(whole["grads"][name], grad, atol=1e-5, rtol=1e-5, msg=name)
-            torch.testing.assert_close(chunked["grads"][name], grad, atol=1e-5, rtol=1e-5, msg=name)
+            assert_gradients_close(whole["grads"][name], grad, name)
+            assert_gradients_close(chunked["grads"][name], grad, name)
     losses = [r["trainer"]["chunked"]["loss"] for r in ranks]
     torch.testing.assert_close(sum(losses) / 2, expected.detach(), atol=1e-5, rtol=1e-5)
 
@@ -210,7 +217,7 @@ def test_two_processes_chunked_equal_one_process_unchunked(tmp_path):
     torch.testing.assert_close(sum(u["loss"] for u in uneven) / 2, expected.detach(), atol=1e-5, rtol=1e-5)
     for record in uneven:
         for name, grad in expected_grads.items():
-            torch.testing.assert_close(record["grads"][name], grad, atol=1e-5, rtol=1e-5, msg=name)
+            assert_gradients_close(record["grads"][name], grad, name)
     # Rank 0 (4 pairs) needs 2 chunks of 2; rank 1 (3 pairs) runs as many (2 and 1): FSDP gathers in lockstep.
     assert uneven[0]["forward_sizes"] == [2, 2, 2, 2]
     assert uneven[1]["forward_sizes"] == [2, 1, 2, 1]
@@ -222,7 +229,7 @@ def test_two_processes_chunked_equal_one_process_unchunked(tmp_path):
     torch.testing.assert_close(sum(f["loss"] for f in fsdp) / 2, expected.detach(), atol=1e-5, rtol=1e-5)
     for record in fsdp:
         for name, grad in expected_grads.items():
-            torch.testing.assert_close(record["grads"][name], grad, atol=1e-5, rtol=1e-5, msg=f"fsdp {name}")
+            assert_gradients_close(record["grads"][name], grad, f"fsdp {name}")
 
     # Zero-shot accuracy with the images split between the processes (3 and 2): the one-process figures.
     single = training.ZeroShotEvaluation(out / "zero_shot", batch_size=2)(tiny_model(), tiny_processor(32))
