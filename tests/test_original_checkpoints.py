@@ -335,3 +335,24 @@ def test_truncated_or_foreign_checkpoint(damage, tmp_path, monkeypatch, original
     with pytest.raises(ValueError, match=message):
         DiffCLIPModel.from_pretrained(bad)
     assert converted_files(tmp_path / "diffclip") == []
+
+
+def test_finetune_takes_the_original_repo_id(hub, original, tmp_path):
+    """`diffclip-finetune --model_name_or_path hammh0a/...` converts and evaluates: the in-batch loss is the CLIP loss
+    of the original forward's logits."""
+    from transformers_diffclip.training import main as finetune
+
+    images = [Image.open(image_file(tmp_path, seed)) for seed in range(4)]
+    captions = ["a cat on a red sofa", "two dogs", "a remote control", "a car in the rain"]
+    rows = "".join(f"image{i}.png,{caption}\n" for i, caption in enumerate(captions))
+    (tmp_path / "pairs.csv").write_text("image_path,caption\n" + rows)
+    output = tmp_path / "run"
+    argv = ["--model_name_or_path", DEFAULT_MODEL_ID, "--validation_file", str(tmp_path / "pairs.csv"), "--do_eval"]
+    argv += ["--output_dir", str(output), "--per_device_eval_batch_size", "4", "--report_to", "none", "--use_cpu"]
+    assert finetune(argv) == 0
+    logits = expected_forward(original[0], captions, images)["logits_per_image"].double()
+    pairs = torch.arange(4)
+    cross_entropy = torch.nn.functional.cross_entropy
+    loss = (cross_entropy(logits, pairs) + cross_entropy(logits.t(), pairs)) / 2
+    metrics = json.loads((output / "eval_results.json").read_text())
+    assert metrics["eval_loss"] == pytest.approx(loss.item(), abs=1e-4)
