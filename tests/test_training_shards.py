@@ -306,6 +306,31 @@ def test_a_shard_that_cannot_be_read_is_skipped_and_named(processor, tmp_path):
     assert dict(loader.counts.bad_per_shard) == {str(broken): 1}
 
 
+
+def test_a_shard_that_fails_after_the_first_batch_is_counted_too(processor, tmp_path):
+    """A shard error met in a later batch lands in the counts the loader reports (the stream's error handler and the
+    per-batch counts are the same object)."""
+    pattern = numbered_shards(tmp_path, 3, 6)
+    broken = tmp_path / "data-00001.tar"
+    broken.write_bytes(b"not a tar archive at all" * 40)
+    order = sorted(str(p) for p in tmp_path.glob("data-*.tar"))
+    seed = next(  # a seed whose epoch-0 shard order reads the broken shard second, after a full batch
+        seed for seed in range(50) if _shuffled(order, f"diffclip-shards/{seed}/0")[1] == str(broken)
+    )
+    loader = ShardLoader(
+        stream(processor, pattern, num_samples=12, shuffle_buffer=0, seed=seed, max_bad_sample_fraction=0.5)
+    )
+    used = [c for batch in loader for c in captions(processor, batch)]
+    assert len(used) == 12
+    assert dict(loader.counts.bad_per_shard) == {str(broken): 1}
+    assert loader.log_metrics()["train_skipped_samples"] == 1
+
+
+def _shuffled(items: list[str], name: str) -> list[str]:
+    items = list(items)
+    random.Random(name).shuffle(items)
+    return items
+
 # --------------------------------------------------------------------------------------------------
 # Resuming mid-epoch
 # --------------------------------------------------------------------------------------------------
@@ -411,6 +436,36 @@ def test_training_on_shards_learns_and_logs_skipped_samples(streamed_run):
     assert results["train_skipped_samples"] == 6
     assert results["eval_i2t_accuracy"] >= 0.5 and results["eval_t2i_accuracy"] >= 0.5  # chance: 1/8
 
+
+def test_global_batch_size_and_zero_shot_only_evaluation_with_shards(model_dir, colour_shards, tmp_path):
+    """--global_batch_size sets the streamed batches (one process: 16 pairs per step), and --zero_shot_eval_dir is
+    the whole evaluation data: no validation split is needed."""
+    zero_shot = tmp_path / "zero_shot"
+    for name, rgb in list(COLOURS.items())[:3]:
+        (zero_shot / name).mkdir(parents=True)
+        Image.open(io.BytesIO(png(rgb))).save(zero_shot / name / "0.png")
+    output_dir = tmp_path / "run"
+    train, _ = colour_shards
+    argv = shard_argv(model_dir, (train, None), output_dir, num_train_epochs="1", save_strategy="no")
+    at = argv.index("--validation_shards")
+    del argv[at : at + 2]
+    sizes = []
+    collate = training.DiffCLIPDataCollator.__call__
+
+    def recording(self, features):
+        batch = collate(self, features)
+        sizes.append(int(batch["input_ids"].shape[0]))
+        return batch
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(training.DiffCLIPDataCollator, "__call__", recording)
+        flags = ["--global_batch_size", "16", "--zero_shot_eval_dir", str(zero_shot), "--do_eval"]
+        assert training.main(argv + flags) == 0
+    state = json.loads((output_dir / "trainer_state.json").read_text())
+    # 48 samples in batches of 16 (the corrupt one dropped from its batch), 3 steps
+    assert state["global_step"] == 3 and sorted(sizes) == [15, 16, 16]
+    results = json.loads((output_dir / "all_results.json").read_text())
+    assert 0.0 <= results["eval_zeroshot_top1"] <= 1.0 and "eval_zeroshot_top5" in results
 
 def test_resumed_run_ends_where_the_uninterrupted_run_ends(streamed_run, model_dir, colour_shards, tmp_path):
     """Resuming at step 15 (epoch 2, batch 3) reads on where the run stopped: same batches, same weights."""

@@ -20,7 +20,7 @@ from .data import (
     prepare_image_caption_dataset,
 )
 from .shards import ImageTextShards, ShardLoader, expand_shards, resume_position
-from .trainer import DiffCLIPTrainer, DiffCLIPTrainingArguments, freeze_towers
+from .trainer import DiffCLIPTrainer, DiffCLIPTrainingArguments, apply_global_batch_size, freeze_towers
 
 
 _DATA_FILE_BUILDERS = {".csv": "csv", ".json": "json", ".jsonl": "json"}
@@ -316,8 +316,12 @@ def run(model_args: ModelArguments, data_args: DataTrainingArguments, training_a
     model, processor = load_model_and_processor(model_args)
     freeze_towers(model, vision=model_args.freeze_vision_model, text=model_args.freeze_text_model)
 
+    apply_global_batch_size(training_args)  # before the streamed training set makes its batches
     train_stream, validation_stream = build_shard_datasets(data_args, training_args, processor)
     streamed = {"train": train_stream, "validation": validation_stream}
+    # evaluation on the zero-shot folder alone: no validation split is read
+    has_validation = data_args.validation_file or data_args.dataset_name or data_args.validation_shards
+    zero_shot_only = bool(getattr(training_args, "zero_shot_eval_dir", None)) and not has_validation
     prepared, skipped = {k: v for k, v in streamed.items() if v is not None}, {}
     file_splits = [
         (split, needed, limit)
@@ -325,7 +329,7 @@ def run(model_args: ModelArguments, data_args: DataTrainingArguments, training_a
             ("train", training_args.do_train, data_args.max_train_samples),
             ("validation", training_args.do_eval, data_args.max_eval_samples),
         )
-        if needed and split not in prepared
+        if needed and split not in prepared and not (split == "validation" and zero_shot_only)
     ]
     augmentation = None
     if data_args.image_augmentation == "random_resized_crop":  # files and `datasets`: only when asked for
@@ -336,7 +340,7 @@ def run(model_args: ModelArguments, data_args: DataTrainingArguments, training_a
             for split, _, limit in file_splits:
                 if split not in raw_splits:
                     if split == "validation" and getattr(training_args, "zero_shot_eval_dir", None):
-                        continue  # evaluation is the zero-shot accuracy alone
+                        continue  # a dataset without a validation split: evaluation is the zero-shot accuracy
                     flag = "--do_train" if split == "train" else "--do_eval"
                     raise ValueError(
                         f"{flag} needs a {split} split; the data has: {sorted(raw_splits)}. Pass --{split}_file, "

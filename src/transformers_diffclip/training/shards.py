@@ -150,6 +150,11 @@ class StreamCounts:
         self.repeated += other.repeated
         self.bad_per_shard.update(other.bad_per_shard)
 
+    def reset(self) -> None:
+        """Back to zero, in place: the shard-error handler of an open stream holds this object."""
+        self.samples = self.bad = self.repeated = 0
+        self.bad_per_shard = Counter()
+
     def as_dict(self) -> dict:
         return {
             "samples": self.samples,
@@ -363,7 +368,7 @@ class ImageTextShards(IterableDataset):
                 captions.append(caption)
             batch = self.collator([{IMAGE: i, CAPTION: c} for i, c in zip(images, captions)]) if images else {}
             batch[STREAM_STATS] = counts.as_dict()
-            counts = StreamCounts()
+            counts.reset()  # in place: the open stream's shard-error handler keeps counting into it
             yield batch
 
 

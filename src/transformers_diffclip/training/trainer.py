@@ -361,8 +361,7 @@ class DiffCLIPTrainer(Trainer):
     def __init__(self, *args, clamp_logit_scale: bool = True, zero_shot: ZeroShotEvaluation | None = None, **kwargs):
         kwargs.setdefault("compute_metrics", compute_retrieval_metrics)
         training_args = kwargs.get("args", args[1] if len(args) > 1 else None)
-        if getattr(training_args, "global_batch_size", None):
-            _set_per_device_batch(training_args)
+        apply_global_batch_size(training_args)
         if zero_shot is None and getattr(training_args, "zero_shot_eval_dir", None):
             zero_shot = ZeroShotEvaluation(
                 training_args.zero_shot_eval_dir,
@@ -552,7 +551,12 @@ class DiffCLIPTrainer(Trainer):
         return output
 
 
-def _set_per_device_batch(args) -> None:
+def apply_global_batch_size(args) -> None:
+    """With `--global_batch_size` (a [`DiffCLIPTrainingArguments`] field), set `per_device_train_batch_size` to
+    `global_batch_size / world_size`. Idempotent; called before anything builds batches (the streamed training set
+    makes its own) and again by [`DiffCLIPTrainer`]."""
+    if not getattr(args, "global_batch_size", None):
+        return
     world_size = max(args.world_size, 1)
     if args.global_batch_size % world_size:
         raise ValueError(
