@@ -270,6 +270,14 @@ def test_original_schedule_and_a_resumed_run(tmp_path):
         torch.testing.assert_close(b, a, atol=1e-6, rtol=1e-5, msg=name)
 
 
+def test_explicit_warmup_steps_win_over_warmup_epochs(tmp_path):
+    """diffclip-pretrain sets --warmup_epochs 1; an explicit --warmup_steps is not silently ignored."""
+    _, rates = schedule_run(tmp_path / "steps", save_strategy="no", warmup_steps=2)
+    warmup = np.linspace(1e-6, 5e-4, 2)
+    rest = np.arange(12 - 2)
+    cosine = 1e-5 + 0.5 * (5e-4 - 1e-5) * (1 + np.cos(np.pi * rest / len(rest)))
+    np.testing.assert_allclose([r[0] for r in rates], np.concatenate([warmup, cosine]), rtol=1e-12, atol=0)
+
 def test_original_learning_rate_edges():
     assert training.original_learning_rate(0, 1.0, 1, 10, start_lr=0.1, final_lr=0.01) == 0.1
     assert training.original_learning_rate(1, 1.0, 1, 10, start_lr=0.1, final_lr=0.01) == 1.0

@@ -276,7 +276,10 @@ class DiffCLIPTrainingArguments(TrainingArguments):
     )
     warmup_epochs: float | None = field(
         default=None,
-        metadata={"help": "Warm-up length in epochs of the training data (overrides --warmup_steps)."},
+        metadata={
+            "help": "Warm-up length in epochs of the training data (used unless --warmup_steps or --warmup_ratio "
+            "is given: diffclip-pretrain sets 1 epoch, an explicit --warmup_steps still wins)."
+        },
     )
     warmup_start_lr: float | None = field(
         default=None,
@@ -319,7 +322,9 @@ class DiffCLIPTrainingArguments(TrainingArguments):
         if self.uses_original_schedule and scheduler != "cosine":
             raise ValueError(
                 "--warmup_start_lr/--final_learning_rate define the original cosine schedule; pass "
-                f"--lr_scheduler_type cosine (got {self.lr_scheduler_type}), or leave them out."
+                f"--lr_scheduler_type cosine (got {self.lr_scheduler_type}), or leave them out (diffclip-pretrain "
+                "sets them as its recipe: use diffclip-finetune, the same command without the recipe, for another "
+                "schedule)."
             )
         for name in ("zero_shot_classnames", "zero_shot_templates", "zero_shot_key"):
             if getattr(self, name) is not None and self.zero_shot_eval_dir is None:
@@ -497,7 +502,8 @@ class DiffCLIPTrainer(Trainer):
         original = getattr(args, "uses_original_schedule", False)
         if self.lr_scheduler is not None or (warmup_epochs is None and not original):
             return super().create_scheduler(num_training_steps, optimizer)
-        if warmup_epochs is not None:
+        explicit = bool(args.warmup_steps) or bool(getattr(args, "warmup_ratio", None))
+        if warmup_epochs is not None and not explicit:
             warmup_steps = min(round(warmup_epochs * self._steps_per_epoch()), num_training_steps)
         else:
             warmup_steps = args.get_warmup_steps(num_training_steps)
