@@ -223,6 +223,19 @@ def test_classifier_save_load_round_trip(tiny, tmp_path):
         classifier.logits(torch.randn(1, classifier.embed_dim + 1))
 
 
+def test_classifier_files_from_two_saves_are_refused(tiny, tmp_path):
+    """An interrupted re-save (new weights written, old classifier.json left) must not load with the old labels."""
+    import shutil
+
+    _, model, processor = tiny
+    old = ZeroShotClassifier.from_model(model, processor, ["cat", "dog"], ["a {}."]).save_pretrained(tmp_path / "a")
+    new = ZeroShotClassifier.from_model(model, processor, ["car", "boat"], ["a {}."]).save_pretrained(tmp_path / "b")
+    shutil.copy(new / "classifier.safetensors", old / "classifier.safetensors")  # same shapes, other classes
+    with pytest.raises(ValueError, match="made for other labels"):
+        ZeroShotClassifier.from_pretrained(old)
+    shutil.copy(new / "classifier.json", old / "classifier.json")  # the save completed: loads
+    assert ZeroShotClassifier.from_pretrained(old).labels == ["car", "boat"]
+
 def test_classify_streams_and_matches_model_forward(tiny, image_tree):
     """One template "{}": the probabilities must be those of DiffCLIPModel's forward (what the pipeline computes)."""
     _, model, processor = tiny

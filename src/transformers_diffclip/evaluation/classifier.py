@@ -34,6 +34,11 @@ CLASSIFIER_WEIGHTS_NAME = "classifier.safetensors"
 CLASSIFIER_CONFIG_NAME = "classifier.json"
 
 
+def _labels_record(labels: Sequence[Label]) -> str:
+    """The labels as the weights file records them (JSON text: safetensors metadata holds strings)."""
+    return json.dumps(list(labels), ensure_ascii=False, sort_keys=True)
+
+
 class ZeroShotClassifier:
     r"""Class embeddings for zero-shot classification, computed once and reused for any number of images.
 
@@ -141,7 +146,8 @@ class ZeroShotClassifier:
 
     def save_pretrained(self, save_directory: str | os.PathLike) -> Path:
         """Write `classifier.safetensors` (weights, logit scale) and `classifier.json` (labels, templates) into
-        `save_directory`; each file is written atomically, the JSON last."""
+        `save_directory`; each file is written atomically, the JSON last. The weights file also records the labels
+        it was made for, so a pair of files from two different saves (an interrupted re-save) is refused on load."""
         from safetensors.torch import save
 
         directory = Path(save_directory)
@@ -151,7 +157,8 @@ class ZeroShotClassifier:
             "weights": self.weights.detach().float().cpu().contiguous(),
             "logit_scale": torch.tensor([self.logit_scale], dtype=torch.float32),
         }
-        atomic_write_bytes(directory / CLASSIFIER_WEIGHTS_NAME, save(tensors, metadata={"format": "pt"}))
+        metadata = {"format": "pt", "labels": _labels_record(self.labels)}
+        atomic_write_bytes(directory / CLASSIFIER_WEIGHTS_NAME, save(tensors, metadata=metadata))
         write_json(
             directory / CLASSIFIER_CONFIG_NAME,
             {
@@ -167,6 +174,7 @@ class ZeroShotClassifier:
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike) -> ZeroShotClassifier:
         """Load a classifier written by [`save_pretrained`]."""
+        from safetensors import safe_open
         from safetensors.torch import load_file
 
         directory = Path(directory)
@@ -179,8 +187,15 @@ class ZeroShotClassifier:
         try:
             config = json.loads(config_path.read_text(encoding="utf-8"))
             tensors = load_file(str(weights_path))
+            with safe_open(str(weights_path), framework="pt") as handle:
+                recorded = (handle.metadata() or {}).get("labels")
         except Exception as error:  # JSON errors, OSError, safetensors' own error types
             raise ValueError(f"Cannot read the classifier in {directory}: {error}") from error
+        if recorded is not None and "labels" in config and recorded != _labels_record(config["labels"]):
+            raise ValueError(
+                f"{directory}: {CLASSIFIER_WEIGHTS_NAME} was made for other labels than {CLASSIFIER_CONFIG_NAME} "
+                "lists (the two files come from different saves, e.g. an interrupted re-save); save it again."
+            )
         weights = tensors.get("weights")
         if weights is None or "logit_scale" not in tensors or "labels" not in config:
             raise ValueError(f"{directory} holds an incomplete classifier.")
