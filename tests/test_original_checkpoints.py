@@ -356,3 +356,27 @@ def test_finetune_takes_the_original_repo_id(hub, original, tmp_path):
     loss = (cross_entropy(logits, pairs) + cross_entropy(logits.t(), pairs)) / 2
     metrics = json.loads((output / "eval_results.json").read_text())
     assert metrics["eval_loss"] == pytest.approx(loss.item(), abs=1e-4)
+
+
+def test_converted_folder_serves_offline_after_the_checkpoint_is_deleted(hub, original, tmp_path):
+    """The training checkpoint (three times the weights) may be removed from the Hub cache once converted: an offline
+    start finds the converted folder through the commit recorded at conversion, and so does an explicit commit."""
+    import shutil
+
+    folder = resolve_pretrained(DEFAULT_MODEL_ID)
+    shutil.rmtree(hub / f"models--{DEFAULT_MODEL_ID.replace('/', '--')}")
+    before = snapshot(tmp_path / "diffclip")
+    assert resolve_pretrained(DEFAULT_MODEL_ID) == folder
+    assert resolve_pretrained(DEFAULT_MODEL_ID, revision=HUB_REVISION) == folder
+    model = DiffCLIPModel.from_pretrained(DEFAULT_MODEL_ID).eval()
+    with torch.no_grad():
+        embeds = model.get_image_features(pixel_values=torch.ones(1, 3, 32, 32))
+    embeds = getattr(embeds, "pooler_output", embeds)
+    expected = ref.original_forward(
+        original[0], torch.full((1, 77), 0), torch.ones(1, 3, 32, 32), vision_heads=4, text_heads=4,
+        diff_vision=True, diff_text=True,
+    )["image_embeds"]  # fmt: skip
+    assert (embeds - expected).abs().max() <= 1e-5
+    assert snapshot(tmp_path / "diffclip") == before  # nothing written
+    with pytest.raises(Exception, match="checkpoint_best.pt"):  # another revision still needs its checkpoint
+        resolve_pretrained(DEFAULT_MODEL_ID, revision="v2")

@@ -9,8 +9,9 @@ safe loader and the strict key map, and renames the finished folder into place u
 first uses convert once and never see half a folder.
 
 Cache layout (`DIFFCLIP_CACHE`, default `$HF_HOME/diffclip`, i.e. `~/.cache/huggingface/diffclip`):
-`converted/<org>--<name>/<commit>/` per repo and revision, `converted/local/<stem>-<hash>/` per local file (its
-absolute path, size and modification time), lock files in `.locks/`.
+`converted/<org>--<name>/<commit>/` per repo and revision (and `refs/<org>--<name>/<revision>`, the commit a branch
+or tag named when it was converted, so an offline start needs no checkpoint), `converted/local/<stem>-<hash>/` per
+local file (its absolute path, size and modification time), lock files in `.locks/`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -92,11 +94,54 @@ def resolve_pretrained(
     repo_id = None if path.exists() else original_repo_id(name)
     if repo_id is None:
         return name
+    repo_folder = cache_root(cache_dir) / "converted" / repo_id.replace("/", "--")
+    # A converted folder already made for this revision is used without the training checkpoint (which the user
+    # may have deleted from the Hub cache: it is three times the size of the weights).
+    commit = _known_commit(repo_id, revision, repo_folder, cache_dir, local_files_only)
+    if commit is not None and _is_complete(repo_folder / commit):
+        return str(repo_folder / commit)
     checkpoint, _ = resolve_checkpoint(repo_id, CHECKPOINT_FILENAME, revision, cache_dir, local_files_only)
     # hf_hub_download returns `.../snapshots/<commit>/checkpoint_best.pt`: the commit pins the converted folder
     commit = checkpoint.parent.name
-    key = f"{repo_id.replace('/', '--')}/{commit}"
-    return str(_converted(checkpoint, repo_id, key, cache_dir, local_files_only))
+    target = _converted(checkpoint, repo_id, f"{repo_id.replace('/', '--')}/{commit}", cache_dir, local_files_only)
+    _record_commit(repo_folder, revision, commit)
+    return str(target)
+
+
+_COMMIT = re.compile(r"^[0-9a-f]{40}$")
+
+
+def _ref_file(repo_folder: Path, revision: str | None) -> Path:
+    """`<cache>/refs/<org>--<name>/<revision>` (beside `converted/`, whose sub-folders are all converted models)."""
+    return repo_folder.parent.parent / "refs" / repo_folder.name / (revision or "main").replace("/", "%2F")
+
+
+def _known_commit(repo_id, revision, repo_folder: Path, cache_dir, local_files_only) -> str | None:
+    """The commit `revision` names, found without downloading the checkpoint: the revision itself when it is one,
+    else the Hub's answer (a metadata request), else, offline, the commit recorded when it was last converted."""
+    if revision is not None and _COMMIT.match(revision):
+        return revision
+    from huggingface_hub import constants, get_hf_file_metadata, hf_hub_url
+
+    if not (local_files_only or constants.HF_HUB_OFFLINE):
+        try:
+            url = hf_hub_url(repo_id, CHECKPOINT_FILENAME, revision=revision)
+            return get_hf_file_metadata(url).commit_hash
+        except Exception:  # unreachable, unknown revision, ...: the download below says what is wrong
+            return None
+    try:
+        return _ref_file(repo_folder, revision).read_text(encoding="utf-8").strip() or None
+    except OSError:
+        return None
+
+
+def _record_commit(repo_folder: Path, revision: str | None, commit: str) -> None:
+    """Remember which commit `revision` named at conversion time, for offline starts without the checkpoint."""
+    if revision is not None and _COMMIT.match(revision):
+        return
+    from ..files import atomic_write_bytes
+
+    atomic_write_bytes(_ref_file(repo_folder, revision), commit.encode("utf-8"))
 
 
 def _converted(checkpoint: Path, label: str, key: str, cache_dir, local_files_only: bool | None) -> Path:
