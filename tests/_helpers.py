@@ -272,3 +272,20 @@ def assert_gradients_close(got: torch.Tensor, want: torch.Tensor, name: str) -> 
     embedding gradients of the original init reach ~16 (a LayerNorm over 0.02-scale inputs amplifies them)."""
     scale = max(float(want.abs().max()), 1.0)
     torch.testing.assert_close(got, want, atol=1e-5 * scale, rtol=1e-5, msg=name)
+
+
+# TrainingArguments of the torchrun workers: one quiet CPU step over gloo, 3 pairs per process, no clipping.
+ONE_DDP_STEP = dict(
+    per_device_train_batch_size=3,
+    max_steps=1,
+    learning_rate=1e-3,
+    max_grad_norm=0.0,
+    report_to="none",
+    save_strategy="no",
+    logging_strategy="no",
+    disable_tqdm=True,
+    use_cpu=True,
+    ddp_backend="gloo",
+    dataloader_num_workers=0,
+    seed=0,
+)

@@ -20,7 +20,7 @@ from transformers import AutoModel, TrainerCallback, default_data_collator
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _helpers import tiny_processor  # noqa: E402
+from _helpers import ONE_DDP_STEP, tiny_processor  # noqa: E402
 from test_gradcache import gradients, random_batch  # noqa: E402
 
 from transformers_diffclip import training  # noqa: E402
@@ -56,18 +56,7 @@ def trainer_step(model_dir: str, out_dir: str, chunk_size) -> dict:
     model = AutoModel.from_pretrained(model_dir, attn_implementation="eager")
     args = training.DiffCLIPTrainingArguments(
         output_dir=str(Path(out_dir) / "trainer"),
-        per_device_train_batch_size=3,
-        max_steps=1,
-        learning_rate=1e-3,
-        max_grad_norm=0.0,
-        report_to="none",
-        save_strategy="no",
-        logging_strategy="no",
-        disable_tqdm=True,
-        use_cpu=True,
-        ddp_backend="gloo",
-        dataloader_num_workers=0,
-        seed=0,
+        **ONE_DDP_STEP,
         contrastive_chunk_size=chunk_size,
     )
     catcher, collator = GradCatcher(), RecordingCollator()

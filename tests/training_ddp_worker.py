@@ -15,6 +15,7 @@ from pathlib import Path
 
 import datasets
 import torch
+from _helpers import ONE_DDP_STEP  # the worker's folder (tests/) is on sys.path
 from torch.distributed.fsdp import FullStateDictConfig, ShardingStrategy, StateDictType
 from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
 from torch.distributed.fsdp.wrap import ModuleWrapPolicy
@@ -96,18 +97,7 @@ def main(model_dir: str, data_dir: str, out_dir: str) -> None:
     model = AutoModel.from_pretrained(model_dir, attn_implementation="eager")
     args = TrainingArguments(
         output_dir=str(Path(out_dir) / "trainer"),
-        per_device_train_batch_size=3,
-        max_steps=1,
-        learning_rate=1e-3,
-        max_grad_norm=0.0,
-        report_to="none",
-        save_strategy="no",
-        logging_strategy="no",
-        disable_tqdm=True,
-        use_cpu=True,
-        ddp_backend="gloo",
-        dataloader_num_workers=0,
-        seed=0,
+        **ONE_DDP_STEP,
     )
     catcher = GradCatcher()
     trainer = Recorder(
