@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -159,6 +160,22 @@ def test_fresh_model_is_the_models_own_initialisation(toy):
     other, _ = training.load_model_and_processor(args)
     assert not torch.equal(other.visual_projection.weight, model.visual_projection.weight)
 
+
+
+@pytest.mark.parametrize("differential", [True, False], ids=["diffclip", "clip_baseline"])
+def test_fresh_model_from_config_name_is_initialised_as_the_original(toy, tmp_path, differential):
+    """`--config_name` gives the authors' initialisation of that variant, checked against the facts written out in
+    tests/remote_code/init_facts.py (ORIGINAL_MODEL.md), not against the model's own code."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent / "remote_code"))
+    import init_facts
+
+    config = td.DiffCLIPConfig(**init_facts.stats_config_kwargs(differential, differential))
+    config.to_json_file(tmp_path / "config.json")
+    set_seed(0)
+    model, _ = training.load_model_and_processor(
+        training.ModelArguments(config_name=str(tmp_path / "config.json"), processor_name=str(toy / "processor"))
+    )
+    assert init_facts.statistics_problems(model, model.config.text_config, model.config.vision_config) == []
 
 # --------------------------------------------------------------------------------------------------
 # The recipe's defaults and the original schedule
