@@ -289,3 +289,26 @@ ONE_DDP_STEP = dict(
     dataloader_num_workers=0,
     seed=0,
 )
+
+
+def fsdp_full_shard(model_dir: str):
+    """`(model, wrapped)`: the model of `model_dir` (eager attention) with a shardable logit scale, wrapped in FSDP
+    FULL_SHARD on the CPU with one unit per encoder layer, as examples/accelerate_fsdp.yaml shards it."""
+    import torch
+    from torch.distributed.fsdp import FullyShardedDataParallel, ShardingStrategy
+    from torch.distributed.fsdp.wrap import ModuleWrapPolicy
+    from transformers import AutoModel
+
+    from transformers_diffclip import training
+    from transformers_diffclip.modeling_diffclip import DiffCLIPEncoderLayer
+
+    model = AutoModel.from_pretrained(model_dir, attn_implementation="eager")
+    training.make_logit_scale_shardable(model)  # FSDP refuses scalar parameters
+    wrapped = FullyShardedDataParallel(
+        model,
+        auto_wrap_policy=ModuleWrapPolicy({DiffCLIPEncoderLayer}),
+        sharding_strategy=ShardingStrategy.FULL_SHARD,
+        use_orig_params=True,
+        device_id=torch.device("cpu"),
+    )
+    return model, wrapped

@@ -20,7 +20,7 @@ from transformers import AutoModel, TrainerCallback, default_data_collator
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _helpers import ONE_DDP_STEP, tiny_processor  # noqa: E402
+from _helpers import ONE_DDP_STEP, fsdp_full_shard, tiny_processor  # noqa: E402
 from test_gradcache import gradients, random_batch  # noqa: E402
 
 from transformers_diffclip import training  # noqa: E402
@@ -79,20 +79,8 @@ def uneven_check(model_dir: str, rank: int) -> dict:
 
 def fsdp_check(model_dir: str, rank: int) -> dict:
     from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
-    from torch.distributed.fsdp import ShardingStrategy
-    from torch.distributed.fsdp.wrap import ModuleWrapPolicy
 
-    from transformers_diffclip.modeling_diffclip import DiffCLIPEncoderLayer
-
-    model = AutoModel.from_pretrained(model_dir, attn_implementation="eager")
-    training.make_logit_scale_shardable(model)
-    wrapped = FSDP(
-        model,
-        auto_wrap_policy=ModuleWrapPolicy({DiffCLIPEncoderLayer}),
-        sharding_strategy=ShardingStrategy.FULL_SHARD,
-        use_orig_params=True,
-        device_id=torch.device("cpu"),
-    )
+    model, wrapped = fsdp_full_shard(model_dir)
     rows = slice(0, 4) if rank == 0 else slice(4, 7)
     batch = {k: v[rows] for k, v in random_batch(7).items()}
     loss = training.chunked_contrastive_backward(wrapped, batch, 2, hooked_module=model)

@@ -15,14 +15,12 @@ from pathlib import Path
 
 import datasets
 import torch
-from _helpers import ONE_DDP_STEP  # the worker's folder (tests/) is on sys.path
-from torch.distributed.fsdp import FullStateDictConfig, ShardingStrategy, StateDictType
+from _helpers import ONE_DDP_STEP, fsdp_full_shard  # the worker's folder (tests/) is on sys.path
+from torch.distributed.fsdp import FullStateDictConfig, StateDictType
 from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
-from torch.distributed.fsdp.wrap import ModuleWrapPolicy
 from transformers import AutoModel, AutoProcessor, TrainerCallback, TrainingArguments
 
 from transformers_diffclip import training
-from transformers_diffclip.modeling_diffclip import DiffCLIPEncoderLayer
 
 
 class Recorder(training.DiffCLIPTrainer):
@@ -62,15 +60,7 @@ def uneven_loss_check(rank: int) -> dict:
 
 
 def fsdp_check(model_dir: str, inputs: dict) -> dict:
-    model = AutoModel.from_pretrained(model_dir, attn_implementation="eager")
-    training.make_logit_scale_shardable(model)  # FSDP refuses scalar parameters
-    wrapped = FSDP(
-        model,
-        auto_wrap_policy=ModuleWrapPolicy({DiffCLIPEncoderLayer}),
-        sharding_strategy=ShardingStrategy.FULL_SHARD,
-        use_orig_params=True,
-        device_id=torch.device("cpu"),
-    )
+    model, wrapped = fsdp_full_shard(model_dir)
     with training.gathered_loss_hook(model):
         outputs = wrapped(**inputs, return_loss=True)
     outputs.loss.backward()
