@@ -312,3 +312,19 @@ def fsdp_full_shard(model_dir: str):
         device_id=torch.device("cpu"),
     )
     return model, wrapped
+
+
+def cpu_run_flags(output_dir, **flags) -> list[str]:
+    """Command-line flags of a quiet CPU run of diffclip-finetune / diffclip-pretrain writing to `output_dir`;
+    `flags` add to or override the defaults (`name=value` becomes `--name value`)."""
+    values = {
+        "output_dir": str(output_dir),
+        "report_to": "none",
+        "save_strategy": "no",
+        "disable_tqdm": "true",
+        "use_cpu": "true",
+        "dataloader_num_workers": "0",
+        "seed": "0",
+        **flags,
+    }
+    return [part for key, value in values.items() for part in (f"--{key}", str(value))]

@@ -19,6 +19,7 @@ from _helpers import (  # noqa: F401 (one_thread: autouse)
     COLOURS,
     assert_gradients_close,
     colour_image,
+    cpu_run_flags,
     one_thread,
     tiny_processor,
 )
@@ -98,18 +99,7 @@ def toy_data(tmp_path_factory) -> Path:
 
 
 def common_flags(output_dir, **extra) -> list[str]:
-    flags = {
-        "output_dir": str(output_dir),
-        "report_to": "none",
-        "save_strategy": "no",
-        "logging_strategy": "no",
-        "disable_tqdm": "true",
-        "use_cpu": "true",
-        "dataloader_num_workers": "0",
-        "seed": "0",
-        **extra,
-    }
-    return [part for key, value in flags.items() for part in (f"--{key}", value)]
+    return cpu_run_flags(output_dir, **{"logging_strategy": "no", **extra})
 
 
 @pytest.fixture(scope="module")

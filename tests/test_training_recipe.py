@@ -15,7 +15,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from _helpers import COLOURS, colour_image, one_thread, tiny_config, tiny_processor  # noqa: F401 (one_thread: autouse)
+from _helpers import (  # noqa: F401 (one_thread: autouse)
+    COLOURS,
+    colour_image,
+    cpu_run_flags,
+    one_thread,
+    tiny_config,
+    tiny_processor,
+)
 from PIL import Image
 from transformers import AutoConfig, AutoModel, CLIPConfig, TrainerCallback, default_data_collator, set_seed
 
@@ -52,18 +59,7 @@ def toy(tmp_path_factory) -> Path:
 
 
 def run_flags(output_dir, **extra) -> list[str]:
-    flags = {
-        "output_dir": str(output_dir),
-        "report_to": "none",
-        "save_strategy": "no",
-        "disable_tqdm": "true",
-        "use_cpu": "true",
-        "bf16": "false",
-        "dataloader_num_workers": "0",
-        "seed": "0",
-        **extra,
-    }
-    return [part for key, value in flags.items() for part in (f"--{key}", value)]
+    return cpu_run_flags(output_dir, **{"bf16": "false", **extra})  # diffclip-pretrain's bf16 needs a GPU here
 
 
 def zero_shot_flags(toy: Path) -> list[str]:
