@@ -1,0 +1,319 @@
+# Copyright 2026 The transformers-diffclip authors. Licensed under the Apache License, Version 2.0.
+"""Image features computed once per model, dataset and split, cached on disk and reused by every evaluation.
+
+**Features.** Two kinds from one forward pass of the image tower: `pre_projection` (the pooled output of the vision
+transformer, before the projection: the `model.visual` feature of the SLIP/SynthCLIP code the released models come
+from, the linear probe's and few-shot's default) and `projected` (after `visual_projection`: the embedding zero-shot,
+retrieval and MMVP compare with texts). Both are float32 and not normalised.
+
+**Cache.** `<cache_dir>/<model>/<dataset>/<split>.safetensors` holds `pre_projection`, `projected` and, for class
+labels, `labels`; other targets (captions, statements) go beside it in `<split>.targets.json`. Its manifest (in the
+file's metadata and in `<split>.manifest.json`) names the model, revision, resolved commit, a checksum of the
+weights, dtype, the image transform (the image processor's settings), the dataset, split and a fingerprint of its
+files. A cache whose manifest differs in any of these is refused with the differences listed, never reused.
+
+**Resuming.** While encoding, every `checkpoint_every` images are written to `<split>.part-NNNNN.safetensors` (each
+with the manifest); a run that is interrupted and started again keeps the parts that match and encodes only the
+rest. The finished file is written atomically and the parts removed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save
+
+from ..files import atomic_write_bytes, write_json
+from .datasets import Split, count_webdataset_samples, image_batches
+from .encoding import embedding_tensor, image_processor_of, model_device_dtype, progress_bar
+from .metrics import non_finite_error
+
+
+FEATURE_KINDS = ("pre_projection", "projected")
+CACHE_FORMAT = 1
+DEFAULT_CHECKPOINT_EVERY = 4096
+MANIFEST_FIELDS = (
+    "model",
+    "revision",
+    "commit_hash",
+    "weights_checksum",
+    "dtype",
+    "transform",
+    "dataset",
+    "split",
+    "fingerprint",
+)
+
+
+def default_cache_dir() -> Path:
+    """`$DIFFCLIP_FEATURE_CACHE`, else `~/.cache/diffclip/features`."""
+    return Path(os.environ.get("DIFFCLIP_FEATURE_CACHE", Path.home() / ".cache" / "diffclip" / "features"))
+
+
+@torch.inference_mode()
+def image_features(model: torch.nn.Module, pixel_values: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Both feature kinds of one preprocessed batch, float32 on the CPU, from one pass of the image tower (models
+    without `vision_model` + `visual_projection`, e.g. SigLIP, give their image embedding for both)."""
+    device, dtype = model_device_dtype(model)
+    pixel_values = pixel_values.to(device=device, dtype=dtype)
+    vision, projection = getattr(model, "vision_model", None), getattr(model, "visual_projection", None)
+    if vision is not None and isinstance(projection, torch.nn.Module):
+        pooled = vision(pixel_values=pixel_values).pooler_output
+        projected = projection(pooled)
+    else:
+        pooled = projected = embedding_tensor(model.get_image_features(pixel_values=pixel_values))
+    return {"pre_projection": pooled.float().cpu(), "projected": projected.float().cpu()}
+
+
+def weights_checksum(model: torch.nn.Module) -> str:
+    """A checksum of a strided sample (64 values) of every parameter: tells two sets of weights apart cheaply."""
+    digest = hashlib.sha256()
+    for name, parameter in model.named_parameters():
+        flat = parameter.detach().flatten()
+        sample = flat[:: max(1, flat.numel() // 64)].float().cpu().contiguous()
+        digest.update(name.encode() + sample.numpy().tobytes())
+    return digest.hexdigest()[:24]
+
+
+def _transform_settings(processor) -> dict[str, Any]:
+    image_processor = image_processor_of(processor)
+    settings = image_processor.to_dict() if hasattr(image_processor, "to_dict") else {"repr": repr(image_processor)}
+    settings = {k: v for k, v in settings.items() if not k.startswith("_") and k != "processor_class"}
+    return json.loads(json.dumps(settings, sort_keys=True, default=str))
+
+
+def feature_manifest(model, processor, model_name: str, revision: str | None, split: Split) -> dict[str, Any]:
+    """What the features depend on (see the module docstring)."""
+    _, dtype = model_device_dtype(model)
+    return {
+        "format": CACHE_FORMAT,
+        "model": str(model_name),
+        "revision": revision,
+        "commit_hash": getattr(model.config, "_commit_hash", None),
+        "weights_checksum": weights_checksum(model),
+        "dtype": str(dtype).removeprefix("torch."),
+        "transform": _transform_settings(processor),
+        "dataset": split.dataset,
+        "split": split.split,
+        "fingerprint": split.fingerprint,
+    }
+
+
+def _slug(text: str) -> str:
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", str(text)).strip("._") or "x"
+    return f"{cleaned[-60:]}-{hashlib.sha256(str(text).encode()).hexdigest()[:8]}"
+
+
+def _differences(have: dict, want: dict) -> list[str]:
+    return [name for name in MANIFEST_FIELDS if have.get(name) != want.get(name)]
+
+
+@dataclass
+class Features:
+    """The features of one split: `pre_projection`, `projected` (`(n, dim)` float32), `targets` (a `LongTensor` of
+    class indices, or a list of captions / statements / row indices), the `manifest`, and whether they came from
+    the cache (`cached`)."""
+
+    pre_projection: torch.Tensor
+    projected: torch.Tensor
+    targets: Any
+    manifest: dict[str, Any]
+    cached: bool = False
+
+    def kind(self, name: str) -> torch.Tensor:
+        if name not in FEATURE_KINDS:
+            raise ValueError(f"Unknown feature kind {name!r}; use one of {', '.join(FEATURE_KINDS)}.")
+        return getattr(self, name)
+
+    @property
+    def labels(self) -> torch.Tensor:
+        if not isinstance(self.targets, torch.Tensor):
+            raise ValueError(f"{self.manifest['dataset']} has no class labels (a {type(self.targets).__name__}).")
+        return self.targets
+
+
+class FeatureCache:
+    """Features on disk under `root` (see the module docstring); `root=None` keeps nothing."""
+
+    def __init__(self, root: str | os.PathLike | None):
+        self.root = Path(root) if root is not None else None
+
+    def folder(self, manifest: dict) -> Path:
+        return self.root / _slug(manifest["model"]) / _slug(manifest["dataset"])
+
+    def _path(self, manifest: dict, suffix: str) -> Path:
+        return self.folder(manifest) / f"{manifest['split']}{suffix}"
+
+    def _check(self, path: Path, found: dict, manifest: dict) -> None:
+        differences = _differences(found, manifest)
+        if differences:
+            details = "; ".join(
+                f"{name}: cached {found.get(name)!r} != now {manifest.get(name)!r}"
+                for name in differences
+                if name != "transform"
+            ) + ("; transform: the image processor's settings differ" if "transform" in differences else "")
+            raise ValueError(
+                f"The feature cache {path} was computed for another {', '.join(differences)} ({details}); it is not "
+                "reused. Delete it or use another cache folder."
+            )
+
+    def load(self, manifest: dict) -> Features | None:
+        if self.root is None:
+            return None
+        path = self._path(manifest, ".safetensors")
+        if not path.is_file():
+            return None
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as file:
+            found = json.loads((file.metadata() or {}).get("manifest", "{}"))
+        self._check(path, found, manifest)
+        tensors = load_file(str(path))
+        targets = tensors.get("labels")
+        if targets is None:
+            targets = json.loads(self._path(manifest, ".targets.json").read_text(encoding="utf-8"))
+        return Features(tensors["pre_projection"], tensors["projected"], targets, found, cached=True)
+
+    def _metadata(self, manifest: dict) -> dict[str, str]:
+        return {"manifest": json.dumps(manifest, sort_keys=True)}
+
+    def save(self, features: Features) -> Path | None:
+        if self.root is None:
+            return None
+        manifest = features.manifest
+        tensors = {
+            "pre_projection": features.pre_projection.contiguous(),
+            "projected": features.projected.contiguous(),
+        }
+        if isinstance(features.targets, torch.Tensor):
+            tensors["labels"] = features.targets.contiguous()
+        else:
+            write_json(self._path(manifest, ".targets.json"), features.targets)
+        write_json(self._path(manifest, ".manifest.json"), manifest)
+        path = atomic_write_bytes(self._path(manifest, ".safetensors"), save(tensors, self._metadata(manifest)))
+        for part in self.parts(manifest):
+            part.unlink(missing_ok=True)
+        return path
+
+    # ---- resumable parts ----
+
+    def parts(self, manifest: dict) -> list[Path]:
+        folder = self.folder(manifest)
+        if not folder.is_dir():
+            return []
+        return sorted(folder.glob(f"{manifest['split']}.part-*.safetensors"))
+
+    def load_parts(self, manifest: dict) -> tuple[list[dict[str, torch.Tensor]], list]:
+        """The parts of an interrupted run (refused if from another model, transform or dataset)."""
+        chunks, targets = [], []
+        for path in self.parts(manifest) if self.root is not None else []:
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt") as file:
+                metadata = file.metadata() or {}
+            self._check(path, json.loads(metadata.get("manifest", "{}")), manifest)
+            chunks.append(load_file(str(path)))
+            targets.extend(json.loads(metadata["targets"]))
+        return chunks, targets
+
+    def save_part(self, manifest: dict, index: int, tensors: dict[str, torch.Tensor], targets: list) -> None:
+        if self.root is None:
+            return
+        metadata = self._metadata(manifest) | {"targets": json.dumps(targets)}
+        path = self._path(manifest, f".part-{index:05d}.safetensors")
+        atomic_write_bytes(path, save({k: v.contiguous() for k, v in tensors.items()}, metadata))
+
+
+def _finish_targets(split: Split, targets: list) -> Any:
+    if split.task == "classification":
+        return torch.tensor(targets, dtype=torch.long)
+    return targets
+
+
+def encode_split(
+    model: torch.nn.Module,
+    processor,
+    split: Split,
+    model_name: str,
+    revision: str | None = None,
+    cache: FeatureCache | None = None,
+    batch_size: int = 64,
+    num_workers: int = 0,
+    progress: bool = False,
+    checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY,
+    on_batch: Callable[[int], None] | None = None,
+) -> Features:
+    """The features of `split`: from the cache when it holds them (for this model, transform and data), else
+    computed (resuming from the parts of an interrupted run) and cached. Non-finite features are an error."""
+    cache = cache or FeatureCache(None)
+    manifest = feature_manifest(model, processor, model_name, revision, split)
+    cached = cache.load(manifest)
+    if cached is not None:
+        return cached
+    chunks, targets = cache.load_parts(manifest)
+    done = len(targets)
+    total = split.num_samples
+    if total is None and split.shards is not None:
+        total = count_webdataset_samples(split)
+    pending: dict[str, list[torch.Tensor]] = {kind: [] for kind in FEATURE_KINDS}
+    pending_targets: list = []
+    part_index = len(chunks)
+    bar = progress_bar(None, progress, total=total, initial=done, desc=f"Encoding {split.describe()}", unit="img")
+    batches = image_batches(split, image_processor_of(processor), batch_size, num_workers, start=done)
+    for pixel_values, batch_targets in batches:
+        features = image_features(model, pixel_values)
+        bad = int(
+            (
+                ~torch.isfinite(features["projected"]).all(-1) | ~torch.isfinite(features["pre_projection"]).all(-1)
+            ).sum()
+        )
+        if bad:
+            raise non_finite_error(bad, len(pixel_values), f"{split.describe()} image")
+        for kind in FEATURE_KINDS:
+            pending[kind].append(features[kind])
+        pending_targets.extend(batch_targets)
+        bar.update(len(pixel_values))
+        if len(pending_targets) >= checkpoint_every:
+            chunk = {kind: torch.cat(pending[kind]) for kind in FEATURE_KINDS}
+            cache.save_part(manifest, part_index, chunk, pending_targets)
+            chunks.append(chunk)
+            targets.extend(pending_targets)
+            part_index += 1
+            pending = {kind: [] for kind in FEATURE_KINDS}
+            pending_targets = []
+        if on_batch is not None:
+            on_batch(len(pixel_values))
+    bar.close()
+    if pending_targets:
+        chunks.append({kind: torch.cat(pending[kind]) for kind in FEATURE_KINDS})
+        targets.extend(pending_targets)
+    if not targets:
+        raise ValueError(f"{split.describe()} has no images.")
+    result = Features(
+        torch.cat([c["pre_projection"] for c in chunks]),
+        torch.cat([c["projected"] for c in chunks]),
+        _finish_targets(split, targets),
+        manifest,
+    )
+    cache.save(result)
+    return result
+
+
+__all__ = [
+    "FEATURE_KINDS",
+    "FeatureCache",
+    "Features",
+    "default_cache_dir",
+    "encode_split",
+    "feature_manifest",
+    "image_features",
+    "weights_checksum",
+]
