@@ -328,5 +328,9 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     _add_runtime_arguments(retrieval, default_batch_size=64)
     retrieval.set_defaults(func=_run_eval_retrieval)
 
+    from .suite_cli import register_cli as register_paper_cli  # eval linear-probe/few-shot/mmvp/suite, embed
+
+    register_paper_cli(subparsers, tasks)
+
 
 __all__ = ["add_model_arguments", "register_cli"]

@@ -1,0 +1,270 @@
+"""`diffclip eval suite` end to end on tiny datasets in every published form and two tiny random models: the files
+it writes, each image encoded once per model, OOD class masks, the report's tables, bad suite files (exit code 2),
+an interrupted run leaving no report; and the single-task commands and `diffclip embed`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from _paper_data import (
+    ForwardCounter,
+    tiny_model,
+    write_image,
+    write_karpathy,
+    write_mmvp,
+    write_split_folders,
+    write_wds_classification,
+    write_wds_retrieval,
+)
+
+from transformers_diffclip import cli
+from transformers_diffclip.evaluation.datasets import open_split
+from transformers_diffclip.evaluation.paper_tasks import variant_columns
+from transformers_diffclip.evaluation.suite import ModelEntry, load_suite, run_suite
+
+
+CLASSES = ("cat", "dog", "car", "tree", "boat")
+
+
+def _imagenet_like(root: Path) -> dict[str, Path]:
+    wnids = [f"n0000{i}" for i in range(6)]
+    seed = 5000
+    for wnid in wnids:
+        for i in range(2):
+            seed += 1
+            write_image(root / "val" / wnid / f"{i}.png", seed)
+    for wnid in wnids[1:4]:  # a 3-class variant, as ImageNet-A's 200 of 1000
+        seed += 1
+        write_image(root / "a" / wnid / "0.png", seed)
+    for index in range(6):  # V2: numbered folders
+        seed += 1
+        write_image(root / "v2" / str(index) / "0.png", seed)
+    return {"val": root / "val", "a": root / "a", "v2": root / "v2"}
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("suite")
+    models = {}
+    for name, seed in (("clip", 0), ("diffclip", 1)):
+        folder = root / name
+        models[name] = (folder, *tiny_model(folder, seed=seed))
+    imagenet = _imagenet_like(root / "imagenet")
+    labels = root / "imagenet_names.json"
+    labels.write_text(json.dumps({"imagenet": ["tench", "goldfish", "shark", "cock", "hen", "ostrich"]}))
+    suite = {
+        "datasets": {
+            "pets": str(write_wds_classification(root / "wds_pets", CLASSES, {"train": 30, "test": 10})),
+            "fruit": str(write_split_folders(root / "fruit", classes=("a", "b", "c", "d", "e"), train=6, test=2)),
+            "imagenet": {"data": str(imagenet["val"]), "classnames": str(labels), "key": "imagenet"},
+            "imagenet_a": str(imagenet["a"]),
+            "imagenet_v2": str(imagenet["v2"]),
+            "flickr8k": str(write_karpathy(root / "flickr")),
+            "coco": str(write_wds_retrieval(root / "wds_coco")),
+            "mmvp": str(write_mmvp(root / "MMVP_VLM")),
+        },
+        "tasks": {
+            "linear_probe": ["pets", "fruit"],
+            "few_shot": ["pets", "fruit"],
+            "zeroshot": ["pets"],
+            "ood": {"reference": "imagenet", "datasets": ["imagenet_a", "imagenet_v2"]},
+            "retrieval": ["flickr8k", "coco"],
+            "mmvp": ["mmvp"],
+        },
+        "episodes": 40,
+        "bootstrap": {"resamples": 1000, "seed": 0},
+        "cache_dir": str(root / "cache"),
+    }
+    path = root / "suite.yaml"
+    path.write_text(yaml.safe_dump(suite))
+    return root, models, path
+
+
+def test_suite_runs_every_task_and_encodes_each_image_once(world, tmp_path):
+    root, models, path = world
+    suite = load_suite(path)
+    suite.cache_dir = str(tmp_path / "cache")
+    suite.models = [ModelEntry("CLIP", str(models["clip"][0])), ModelEntry("DiffCLIP", str(models["diffclip"][0]))]
+    counters = {}
+
+    def load(entry):
+        _, model, processor = models["clip" if entry.name == "CLIP" else "diffclip"]
+        counters[entry.name] = ForwardCounter(model)
+        return model, processor
+
+    outputs = run_suite(suite, load, tmp_path / "out")
+    # images: pets 40, fruit 40, imagenet 12 + 3 + 6, flickr 3 (test), coco 4, mmvp 18
+    assert counters["CLIP"].images == counters["DiffCLIP"].images == 40 + 40 + 21 + 3 + 4 + 18
+    names = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert names == sorted([f"{t}.json" for t in suite.tasks] + ["report.md", "mmvp_radar.png", "ood_difference.png"])
+    probe = json.loads((tmp_path / "out" / "linear_probe.json").read_text())
+    pets = probe["models"][1]["results"]["pets"]
+    for key in (
+        "lp_acc1",
+        "lp_mean_per_class_recall",
+        "lp_metric",
+        "lp_best_cost",
+        "model",
+        "revision",
+        "feature_kind",
+        "seed",
+    ):
+        assert key in pets
+    assert pets["lp_metric_name"] == "mean_per_class_recall" and pets["feature_kind"] == "pre_projection"
+    few = json.loads((tmp_path / "out" / "few_shot.json").read_text())["models"][0]["results"]["fruit"]
+    assert few["fewshot_episodes"] == 40 and 0 <= few["fewshot_acc_mean"] <= 100
+    comparison = probe["comparisons"][0]
+    assert (comparison["first"], comparison["second"]) == ("CLIP", "DiffCLIP")
+    interval = comparison["datasets"]["pets"]["correct"]
+    assert interval["low"] <= interval["difference"] <= interval["high"] and "p_value" in interval["mcnemar"]
+    mmvp = json.loads((tmp_path / "out" / "mmvp.json").read_text())["models"][0]["results"]["mmvp"]
+    assert len(mmvp["mmvp_per_category"]) == 9
+    ood = json.loads((tmp_path / "out" / "ood.json").read_text())["models"][0]["results"]["ood"]
+    assert ood["datasets"]["imagenet_a"]["num_classes"] == 3 and ood["datasets"]["imagenet_v2"]["num_classes"] == 6
+    expected_average = (ood["datasets"]["imagenet_a"]["acc1"] + ood["datasets"]["imagenet_v2"]["acc1"]) / 2
+    assert ood["ood_average"] == pytest.approx(expected_average)
+    retrieval = json.loads((tmp_path / "out" / "retrieval.json").read_text())["models"][0]["results"]["coco"]
+    assert 0 <= retrieval["image_retrieval_recall@5"] <= 1 and retrieval["num_captions"] == 8
+    report = (tmp_path / "out" / "report.md").read_text()
+    for heading in ("Table 1 — linear probe", "Table 1 — few-shot", "Table 2 — retrieval", "Figure 3", "Figure 4"):
+        assert heading in report
+    assert "DiffCLIP − CLIP" in report
+    assert (tmp_path / "out" / "mmvp_radar.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # a second run of the same models reads every feature from the cache
+    outputs_again = run_suite(suite, load, tmp_path / "out2")
+    assert counters["CLIP"].images == 0 and counters["DiffCLIP"].images == 0
+    assert outputs_again["linear_probe"]["models"] == outputs["linear_probe"]["models"]
+
+
+def test_variant_columns_by_wordnet_id_number_and_name(world):
+    root, _, _ = world
+    reference = open_split(root / "imagenet" / "val", "test")
+    assert variant_columns(reference, open_split(root / "imagenet" / "a", "test")) == [1, 2, 3]
+    assert variant_columns(reference, open_split(root / "imagenet" / "v2", "test")) == list(range(6))
+
+
+def test_published_numbers_sit_beside_the_measured_ones(world, tmp_path):
+    root, models, path = world
+    suite = load_suite(path)
+    suite.tasks = {"zeroshot": ["pets"]}
+    suite.cache_dir = str(tmp_path / "cache")
+    suite.models = [
+        ModelEntry("CLIP", str(models["clip"][0]), published="hammh0a/ViTB16_CC12M"),
+        ModelEntry("DiffCLIP", str(models["diffclip"][0]), published="hammh0a/DiffCLIP_ViTB16_CC12M"),
+    ]
+    run_suite(suite, lambda e: models["clip" if e.name == "CLIP" else "diffclip"][1:], tmp_path / "out")
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "| DiffCLIP *paper* |" in report
+
+
+def _main(argv) -> int:
+    return cli.main([str(a) for a in argv])
+
+
+def test_bad_suite_files_exit_2_naming_the_valid_names(world, tmp_path, capsys):
+    root, models, path = world
+    config = yaml.safe_load(path.read_text())
+    config["tasks"]["linear_probing"] = ["pets"]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(config))
+    assert (
+        _main(
+            [
+                "eval",
+                "suite",
+                bad,
+                "--model",
+                models["clip"][0],
+                "--model",
+                models["diffclip"][0],
+                "--output-dir",
+                tmp_path / "out",
+            ]
+        )
+        == 2
+    )
+    error = capsys.readouterr().err
+    assert "linear_probing" in error and "few_shot, linear_probe, mmvp, ood, retrieval, zeroshot" in error
+    config = yaml.safe_load(path.read_text())
+    config["tasks"]["few_shot"] = ["pets", "cifar11"]
+    bad.write_text(yaml.safe_dump(config))
+    assert (
+        _main(
+            [
+                "eval",
+                "suite",
+                bad,
+                "--model",
+                models["clip"][0],
+                "--model",
+                models["diffclip"][0],
+                "--output-dir",
+                tmp_path / "out",
+            ]
+        )
+        == 2
+    )
+    assert "cifar11" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_interrupted_suite_writes_no_report(world, tmp_path):
+    root, models, path = world
+    suite = load_suite(path)
+    suite.tasks = {"zeroshot": ["pets"]}
+    suite.cache_dir = str(tmp_path / "cache")
+    suite.models = [ModelEntry("CLIP", str(models["clip"][0])), ModelEntry("DiffCLIP", str(models["diffclip"][0]))]
+    calls = []
+
+    def load(entry):
+        calls.append(entry)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return models["clip"][1:]
+
+    with pytest.raises(KeyboardInterrupt):
+        run_suite(suite, load, tmp_path / "out")
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+def test_single_task_commands_and_embed(world, tmp_path, capsys):
+    root, models, path = world
+    folder = models["diffclip"][0]
+    common = ["--model", folder, "--device", "cpu", "--no-progress", "--cache-dir", tmp_path / "cache"]
+    pets = root / "wds_pets"
+    assert _main(["eval", "linear-probe", "--data", pets, "--output", tmp_path / "lp.json", *common]) == 0
+    probe = json.loads((tmp_path / "lp.json").read_text())
+    assert probe["model"] == str(folder) and probe["feature_kind"] == "pre_projection" and probe["seed"] == 0
+    assert set(probe) >= {"lp_acc1", "lp_mean_per_class_recall", "lp_metric", "lp_best_cost", "revision"}
+    assert (
+        _main(["eval", "few-shot", "--data", pets, "--episodes", "30", "--output", tmp_path / "fs.json", *common]) == 0
+    )
+    few = json.loads((tmp_path / "fs.json").read_text())
+    assert few["fewshot_episodes"] == 30 and {"fewshot_acc_mean", "fewshot_acc_std"} <= set(few)
+    assert _main(["eval", "mmvp", "--data", root / "MMVP_VLM", "--output", tmp_path / "mmvp.json", *common]) == 0
+    mmvp = json.loads((tmp_path / "mmvp.json").read_text())
+    assert len(mmvp["mmvp_per_category"]) == 9 and "mmvp_average" in mmvp
+    assert (
+        _main(["embed", "--data", root / "fruit", "--split", "train", "--output", tmp_path / "f.safetensors", *common])
+        == 0
+    )
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(tmp_path / "f.safetensors"))
+    assert tensors["pre_projection"].shape == (30, 32) and tensors["projected"].shape == (30, 16)
+    assert torch.isfinite(tensors["projected"]).all()
+    capsys.readouterr()
+    # the wrong layout, and a class-name list that does not fit: exit code 2 with the reason
+    (tmp_path / "odd").mkdir()
+    (tmp_path / "odd" / "readme.txt").write_text("x")
+    assert _main(["eval", "linear-probe", "--data", tmp_path / "odd", *common]) == 2
+    assert "none of the dataset layouts" in capsys.readouterr().err
+    names = tmp_path / "names.txt"
+    names.write_text("one\ntwo\n")
+    assert _main(["eval", "few-shot", "--data", pets, "--classnames", names, *common]) == 2
+    assert "2 class names given for the 5 classes" in capsys.readouterr().err
