@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -164,3 +165,13 @@ class ForwardCounter:
     def _hook(self, module, args, kwargs, output):
         pixel_values = args[0] if args else kwargs["pixel_values"]
         self.images += pixel_values.shape[0]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread while a test of this folder runs: the L-BFGS fits and tiny forwards are thousands of
+    small ops, which several threads on a shared CPU slow down by one or two orders of magnitude."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

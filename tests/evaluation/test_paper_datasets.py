@@ -11,6 +11,7 @@ import torch
 from _paper_data import (
     MMVP_CATEGORIES,
     ForwardCounter,
+    one_thread,  # noqa: F401 (autouse fixture)
     seed_hub_dataset,
     tiny_model,
     write_karpathy,

@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from _paper_data import one_thread  # noqa: F401 (autouse fixture)
 
 from transformers_diffclip.evaluation.few_shot import few_shot, sample_episodes
 

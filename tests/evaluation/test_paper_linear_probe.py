@@ -10,6 +10,7 @@ from math import log10
 import numpy as np
 import pytest
 import torch
+from _paper_data import one_thread  # noqa: F401 (autouse fixture)
 
 from transformers_diffclip.evaluation.linear_probe import (
     fit_logistic_regression,

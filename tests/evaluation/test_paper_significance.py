@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from _paper_data import one_thread  # noqa: F401 (autouse fixture)
 
 from transformers_diffclip.evaluation.significance import mcnemar_exact, mean_per_class_statistic, paired_bootstrap
 

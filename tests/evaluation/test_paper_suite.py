@@ -12,6 +12,7 @@ import torch
 import yaml
 from _paper_data import (
     ForwardCounter,
+    one_thread,  # noqa: F401 (autouse fixture)
     tiny_model,
     write_image,
     write_karpathy,
@@ -76,6 +77,7 @@ def world(tmp_path_factory):
             "mmvp": ["mmvp"],
         },
         "episodes": 40,
+        "probe_max_iter": 20,  # lgssl's 1,000 L-BFGS iterations take minutes on random features
         "bootstrap": {"resamples": 1000, "seed": 0},
         "cache_dir": str(root / "cache"),
     }
@@ -237,7 +239,8 @@ def test_single_task_commands_and_embed(world, tmp_path, capsys):
     folder = models["diffclip"][0]
     common = ["--model", folder, "--device", "cpu", "--no-progress", "--cache-dir", tmp_path / "cache"]
     pets = root / "wds_pets"
-    assert _main(["eval", "linear-probe", "--data", pets, "--output", tmp_path / "lp.json", *common]) == 0
+    probe_flags = ["--max-iter", "20", "--output", tmp_path / "lp.json"]
+    assert _main(["eval", "linear-probe", "--data", pets, *probe_flags, *common]) == 0
     probe = json.loads((tmp_path / "lp.json").read_text())
     assert probe["model"] == str(folder) and probe["feature_kind"] == "pre_projection" and probe["seed"] == 0
     assert set(probe) >= {"lp_acc1", "lp_mean_per_class_recall", "lp_metric", "lp_best_cost", "revision"}

@@ -7,6 +7,8 @@ models:                      # optional; --model on the command line adds to (or
   - {name: DiffCLIP, model: hammh0a/DiffCLIP_ViTB16_CC12M, published: hammh0a/DiffCLIP_ViTB16_CC12M}
 feature_kind: pre_projection # linear probe and few-shot features (or projected)
 seed: 0                      # few-shot episodes
+episodes: 5000               # few-shot episodes
+probe_max_iter: 1000         # L-BFGS iterations per linear-probe fit (lgssl: 1000)
 bootstrap: {resamples: 1000, seed: 0}
 datasets:
   cifar10: wds/cifar10
@@ -38,6 +40,7 @@ import torch
 
 from ..files import write_json
 from .features import FEATURE_KINDS, FeatureCache, default_cache_dir
+from .linear_probe import MAX_ITER
 from .paper_tasks import (
     DatasetSpec,
     ModelRun,
@@ -53,7 +56,17 @@ from .significance import DEFAULT_RESAMPLES, mcnemar_exact, mean_per_class_stati
 
 
 TASKS = ("linear_probe", "few_shot", "zeroshot", "ood", "retrieval", "mmvp")
-TOP_LEVEL_KEYS = ("models", "datasets", "tasks", "feature_kind", "seed", "bootstrap", "cache_dir", "episodes")
+TOP_LEVEL_KEYS = (
+    "models",
+    "datasets",
+    "tasks",
+    "feature_kind",
+    "seed",
+    "bootstrap",
+    "cache_dir",
+    "episodes",
+    "probe_max_iter",
+)
 
 
 @dataclass
@@ -72,6 +85,7 @@ class Suite:
     feature_kind: str = "pre_projection"
     seed: int = 0
     episodes: int = 5000
+    probe_max_iter: int = MAX_ITER
     resamples: int = DEFAULT_RESAMPLES
     bootstrap_seed: int = 0
     cache_dir: str | None = None
@@ -161,6 +175,7 @@ def parse_suite(config: Mapping[str, Any], source: str = "the suite file", base:
         feature_kind=feature_kind,
         seed=int(config.get("seed", 0)),
         episodes=int(config.get("episodes", 5000)),
+        probe_max_iter=int(config.get("probe_max_iter", MAX_ITER)),
         resamples=int(bootstrap.get("resamples", DEFAULT_RESAMPLES)),
         bootstrap_seed=int(bootstrap.get("seed", 0)),
         cache_dir=config.get("cache_dir"),
@@ -242,7 +257,9 @@ def run_suite(
                 for name in value:
                     spec = suite.datasets[name]
                     if task == "linear_probe":
-                        report, sample = run_linear_probe(run, spec, suite.feature_kind, device=probe_device)
+                        report, sample = run_linear_probe(
+                            run, spec, suite.feature_kind, max_iter=suite.probe_max_iter, device=probe_device
+                        )
                     elif task == "few_shot":
                         report, sample = run_few_shot(run, spec, suite.feature_kind, suite.episodes, seed=suite.seed)
                     elif task == "zeroshot":
