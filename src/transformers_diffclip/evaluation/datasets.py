@@ -441,7 +441,11 @@ def _wds_target(sample: dict, task: str, shard: str) -> Any:
 def iterate_webdataset(split: Split, start: int = 0) -> Iterator[tuple[Image.Image, Any]]:
     """`(image, target)` of every sample of a webdataset split, in shard order, from sample `start` on (earlier
     samples are skipped without decoding their images)."""
-    import webdataset as wds
+    try:
+        import webdataset as wds
+    except ImportError as error:
+        message = "Datasets in webdataset layout need webdataset: pip install 'transformers-diffclip[eval]'."
+        raise OSError(message) from error
 
     dataset = wds.WebDataset(
         split.shards,

@@ -241,7 +241,10 @@ def _png(figure) -> bytes:
 def write_charts(outputs: dict[str, dict], folder: Path) -> list[str]:
     """`mmvp_radar.png` (per-category accuracy of every model, as Figure 4) and `ood_difference.png` (second −
     first per dataset and the average, as Figure 3), for the tasks that ran. Returns the files written."""
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError as error:
+        raise OSError("The charts need matplotlib: pip install 'transformers-diffclip[eval]'.") from error
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

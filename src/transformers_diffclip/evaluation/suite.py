@@ -30,6 +30,7 @@ Pairs are compared second-minus-first in the order the models are listed (DiffCL
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -185,7 +186,10 @@ def parse_suite(config: Mapping[str, Any], source: str = "the suite file", base:
 
 def load_suite(path: str | os.PathLike) -> Suite:
     """Read and check a suite YAML file (relative paths in it start from its folder)."""
-    import yaml
+    try:
+        import yaml
+    except ImportError as error:
+        raise OSError("Suite files are YAML: pip install 'transformers-diffclip[eval]' (PyYAML).") from error
 
     path = Path(path)
     if not path.is_file():
@@ -240,6 +244,8 @@ def run_suite(
     JSONs, `report.md` and the charts into `output_dir`. Returns `{task: the task's JSON}`."""
     if len(suite.models) < 1:
         raise ValueError("The suite has no model: name them in the file's 'models' or with --model.")
+    if charts and importlib.util.find_spec("matplotlib") is None:  # fail before hours of encoding, not after
+        raise OSError("The suite's charts need matplotlib: pip install 'transformers-diffclip[eval]'.")
     cache = FeatureCache(suite.cache_dir or default_cache_dir())
     results: dict[str, dict] = {task: {} for task in suite.tasks}
     samples: dict[str, dict] = {task: {} for task in suite.tasks}
