@@ -271,3 +271,14 @@ def test_single_task_commands_and_embed(world, tmp_path, capsys):
     names.write_text("one\ntwo\n")
     assert _main(["eval", "few-shot", "--data", pets, "--classnames", names, *common]) == 2
     assert "2 class names given for the 5 classes" in capsys.readouterr().err
+
+
+def test_the_paper_suite_example_is_valid():
+    suite = load_suite(Path(__file__).resolve().parents[2] / "examples" / "paper_suite.yaml")
+    assert [m.model for m in suite.models] == ["hammh0a/ViTB16_CC12M", "hammh0a/DiffCLIP_ViTB16_CC12M"]
+    assert len(suite.tasks["linear_probe"]) == 9 and suite.tasks["few_shot"] == suite.tasks["linear_probe"]
+    assert suite.tasks["ood"] == {
+        "reference": "imagenet",
+        "datasets": ["imagenet_v2", "imagenet_sketch", "imagenet_a", "imagenet_r"],
+    }
+    assert suite.datasets["pets"].data == "wds/vtab/pets" and suite.resamples == 1000

@@ -127,7 +127,9 @@ def resolve_data(spec: str | os.PathLike, split: str | None = None) -> Path:
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError
 
-    patterns = ["*.txt"] + ([f"{split}/*"] if split else ["*/*"])
+    # a webdataset repo: only the split asked for and the metadata files; any other repo (MMVP's): all of it
+    webdataset = repo.rsplit("/", 1)[-1].startswith("wds_")
+    patterns = (["*.txt", f"{split}/*"] if split else None) if webdataset else None
     try:
         return Path(snapshot_download(repo, repo_type="dataset", allow_patterns=patterns))
     except LocalEntryNotFoundError as error:
