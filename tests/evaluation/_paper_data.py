@@ -12,14 +12,13 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 from PIL import Image
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/_helpers.py
 
-from _helpers import HUB_REVISION, tiny_processor  # noqa: E402
+from _helpers import HUB_REVISION, one_thread, tiny_processor  # noqa: E402, F401 (one_thread: re-exported fixture)
 
 
 def image_bytes(seed: int, size=(40, 36), fmt="PNG") -> bytes:
@@ -165,13 +164,3 @@ class ForwardCounter:
     def _hook(self, module, args, kwargs, output):
         pixel_values = args[0] if args else kwargs["pixel_values"]
         self.images += pixel_values.shape[0]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread while a test of this folder runs: the L-BFGS fits and tiny forwards are thousands of
-    small ops, which several threads on a shared CPU slow down by one or two orders of magnitude."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
