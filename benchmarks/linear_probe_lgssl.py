@@ -9,9 +9,9 @@ lgssl's code is not part of this package: pass a checkout of github.com/mbanani/
     python benchmarks/linear_probe_lgssl.py --lgssl-repo ../lgssl --n 50000 --dim 768 --classes 100  # issue size
     python benchmarks/linear_probe_lgssl.py --lgssl-repo ../lgssl --n 5000 --dim 256 --classes 20  # minutes, 2 cores
 
-The features are Gaussian clusters (centres of norm about `--spread`, noise of unit variance per dimension), not separable, so
-that every cost's L-BFGS converges as it does on real features; train and test are drawn from the same clusters;
-validation is lgssl's 20 % of each training class.
+The features are Gaussian clusters (centres of norm about `--spread`, noise of unit variance per dimension), not
+separable, so that every cost's L-BFGS converges as it does on real features; train and test are drawn from the
+same clusters; validation is lgssl's 20 % of each training class.
 """
 
 from __future__ import annotations

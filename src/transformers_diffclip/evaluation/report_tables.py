@@ -173,7 +173,7 @@ def _ood(output: dict) -> list[str]:
     lines = [
         "## Figure 3 — zero-shot ImageNet and its variants (top-1 %)",
         "",
-        f"One classifier ({report["num_templates"]} template(s)) for all; the 200-class variants are scored over "
+        f"One classifier ({report['num_templates']} template(s)) for all; the 200-class variants are scored over "
         f"their classes' logits. Average over the variants (not {report['reference']}). The paper: DiffCLIP is "
         f"{OOD_AVERAGE_GAIN} points above CLIP on average.",
         "",
