@@ -170,48 +170,18 @@ def _main(argv) -> int:
 
 def test_bad_suite_files_exit_2_naming_the_valid_names(world, tmp_path, capsys):
     root, models, path = world
-    config = yaml.safe_load(path.read_text())
-    config["tasks"]["linear_probing"] = ["pets"]
     bad = tmp_path / "bad.yaml"
-    bad.write_text(yaml.safe_dump(config))
-    assert (
-        _main(
-            [
-                "eval",
-                "suite",
-                bad,
-                "--model",
-                models["clip"][0],
-                "--model",
-                models["diffclip"][0],
-                "--output-dir",
-                tmp_path / "out",
-            ]
-        )
-        == 2
-    )
-    error = capsys.readouterr().err
-    assert "linear_probing" in error and "few_shot, linear_probe, mmvp, ood, retrieval, zeroshot" in error
-    config = yaml.safe_load(path.read_text())
-    config["tasks"]["few_shot"] = ["pets", "cifar11"]
-    bad.write_text(yaml.safe_dump(config))
-    assert (
-        _main(
-            [
-                "eval",
-                "suite",
-                bad,
-                "--model",
-                models["clip"][0],
-                "--model",
-                models["diffclip"][0],
-                "--output-dir",
-                tmp_path / "out",
-            ]
-        )
-        == 2
-    )
-    assert "cifar11" in capsys.readouterr().err
+    flags = ["--model", models["clip"][0], "--model", models["diffclip"][0], "--output-dir", tmp_path / "out"]
+    for task, names, expected in (
+        ("linear_probing", ["pets"], "few_shot, linear_probe, mmvp, ood, retrieval, zeroshot"),
+        ("few_shot", ["pets", "cifar11"], "cifar11"),
+    ):
+        config = yaml.safe_load(path.read_text())
+        config["tasks"][task] = names
+        bad.write_text(yaml.safe_dump(config))
+        assert _main(["eval", "suite", bad, *flags]) == 2
+        error = capsys.readouterr().err
+        assert expected in error and "error" in error
     assert not (tmp_path / "out").exists()
 
 
