@@ -192,3 +192,19 @@ def test_non_finite_features_are_an_error(tmp_path, tiny):
         broken.visual_projection.weight.fill_(float("nan"))
     with pytest.raises(ValueError, match="not finite"):
         encode_split(broken, processor, split, "broken")
+
+
+def test_ranks_encode_their_share_and_rank_0_restores_the_order(tmp_path, tiny):
+    folder, model, processor = tiny
+    split = open_split(write_wds_classification(tmp_path / "wds", per_split={"test": 11}), "test")
+    cache = FeatureCache(tmp_path / "cache")
+    counter = ForwardCounter(model)
+    # without a process group the barrier is a no-op: rank 1 encodes its share first, then rank 0 puts them together
+    assert encode_split(model, processor, split, "m", cache=cache, batch_size=2, rank=1, world=2) is None
+    assert counter.images == 5  # samples 1, 3, 5, 7, 9
+    merged = encode_split(model, processor, split, "m", cache=cache, batch_size=2, rank=0, world=2)
+    assert counter.images == 11
+    whole = encode_split(model, processor, split, "m", cache=None, batch_size=4)
+    torch.testing.assert_close(merged.projected, whole.projected, rtol=1e-5, atol=1e-6)
+    assert merged.labels.tolist() == whole.labels.tolist() == [i % 3 for i in range(11)]
+    assert not list(Path(cache.root).rglob("*.part-*"))

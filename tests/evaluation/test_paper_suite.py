@@ -252,3 +252,52 @@ def test_the_paper_suite_example_is_valid():
         "datasets": ["imagenet_v2", "imagenet_sketch", "imagenet_a", "imagenet_r"],
     }
     assert suite.datasets["pets"].data == "wds/vtab/pets" and suite.resamples == 1000
+
+
+def test_embed_under_torchrun_matches_one_process(world, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file
+
+    root, models, _ = world
+    folder = models["diffclip"][0]
+    src = str(Path(__file__).resolve().parents[2] / "src")
+    env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", ""), "OMP_NUM_THREADS": "1"}
+    flags = [
+        "embed",
+        "--data",
+        str(root / "wds_pets"),
+        "--split",
+        "train",
+        "--model",
+        str(folder),
+        "--device",
+        "cpu",
+        "--no-progress",
+        "--batch-size",
+        "4",
+    ]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "transformers_diffclip.cli",
+        *flags,
+        "--cache-dir",
+        str(tmp_path / "c2"),
+        "--output",
+        str(tmp_path / "two.safetensors"),
+    ]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert _main([*flags, "--cache-dir", tmp_path / "c1", "--output", tmp_path / "one.safetensors"]) == 0
+    two, one = load_file(str(tmp_path / "two.safetensors")), load_file(str(tmp_path / "one.safetensors"))
+    assert two["projected"].shape == (30, 16)
+    torch.testing.assert_close(two["projected"], one["projected"], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(two["pre_projection"], one["pre_projection"], rtol=1e-5, atol=1e-6)

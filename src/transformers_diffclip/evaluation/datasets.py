@@ -440,9 +440,11 @@ def _wds_target(sample: dict, task: str, shard: str) -> Any:
         raise ValueError(f"Sample {key} in {shard}: 'cls' is not an integer: {error}") from error
 
 
-def iterate_webdataset(split: Split, start: int = 0) -> Iterator[tuple[Image.Image, Any]]:
-    """`(image, target)` of every sample of a webdataset split, in shard order, from sample `start` on (earlier
-    samples are skipped without decoding their images)."""
+def iterate_webdataset(
+    split: Split, start: int = 0, rank: int = 0, world: int = 1
+) -> Iterator[tuple[Image.Image, Any]]:
+    """`(image, target)` of the samples `rank, rank + world, ...` of a webdataset split (all of them by default), in
+    shard order, from the `start`-th of those on (samples skipped are not decoded)."""
     try:
         import webdataset as wds
     except ImportError as error:
@@ -457,7 +459,7 @@ def iterate_webdataset(split: Split, start: int = 0) -> Iterator[tuple[Image.Ima
         empty_check=False,
     )
     for index, sample in enumerate(dataset):
-        if index < start:
+        if index % world != rank or index // world < start:
             continue
         shard = sample.get("__url__", split.dataset)
         target = _wds_target(sample, split.task, shard)
@@ -470,13 +472,20 @@ def iterate_webdataset(split: Split, start: int = 0) -> Iterator[tuple[Image.Ima
 
 
 def image_batches(
-    split: Split, image_processor, batch_size: int = 64, num_workers: int = 0, start: int = 0
+    split: Split,
+    image_processor,
+    batch_size: int = 64,
+    num_workers: int = 0,
+    start: int = 0,
+    rank: int = 0,
+    world: int = 1,
 ) -> Iterator[tuple[torch.Tensor, list[Any]]]:
-    """`(pixel_values, targets)` batches of `split` from sample `start` on, in order. Folder layouts are read by a
-    `DataLoader` with `num_workers`; webdataset shards are streamed in order in this process."""
+    """`(pixel_values, targets)` batches of the samples `rank, rank + world, ...` of `split` (all by default), in
+    order, from the `start`-th of those on. Folder layouts are read by a `DataLoader` with `num_workers`;
+    webdataset shards are streamed in order in this process."""
     if split.sources is not None:
-        sources = split.sources[start:]
-        targets = split.targets[start:]
+        sources = split.sources[rank::world][start:]
+        targets = split.targets[rank::world][start:]
         loader = torch.utils.data.DataLoader(
             _SourceImages(sources, image_processor), batch_size=batch_size, num_workers=num_workers
         )
@@ -484,7 +493,7 @@ def image_batches(
             yield pixel_values, targets[number * batch_size : number * batch_size + len(pixel_values)]
         return
     images, targets = [], []
-    for image, target in iterate_webdataset(split, start):
+    for image, target in iterate_webdataset(split, start, rank, world):
         images.append(image)
         targets.append(target)
         if len(images) == batch_size:

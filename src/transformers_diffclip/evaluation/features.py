@@ -199,22 +199,24 @@ class FeatureCache:
             write_json(self._path(manifest, ".targets.json"), features.targets)
         write_json(self._path(manifest, ".manifest.json"), manifest)
         path = atomic_write_bytes(self._path(manifest, ".safetensors"), save(tensors, self._metadata(manifest)))
-        for part in self.parts(manifest):
+        for part in self.folder(manifest).glob(f"{manifest['split']}*.part-*.safetensors"):
             part.unlink(missing_ok=True)
         return path
 
     # ---- resumable parts ----
 
-    def parts(self, manifest: dict) -> list[Path]:
+    def parts(self, manifest: dict, tag: str = "") -> list[Path]:
+        if self.root is None:
+            return []
         folder = self.folder(manifest)
         if not folder.is_dir():
             return []
-        return sorted(folder.glob(f"{manifest['split']}.part-*.safetensors"))
+        return sorted(folder.glob(f"{manifest['split']}{tag}.part-*.safetensors"))
 
-    def load_parts(self, manifest: dict) -> tuple[list[dict[str, torch.Tensor]], list]:
+    def load_parts(self, manifest: dict, tag: str = "") -> tuple[list[dict[str, torch.Tensor]], list]:
         """The parts of an interrupted run (refused if from another model, transform or dataset)."""
         chunks, targets = [], []
-        for path in self.parts(manifest) if self.root is not None else []:
+        for path in self.parts(manifest, tag):
             from safetensors import safe_open
 
             with safe_open(str(path), framework="pt") as file:
@@ -224,11 +226,13 @@ class FeatureCache:
             targets.extend(json.loads(metadata["targets"]))
         return chunks, targets
 
-    def save_part(self, manifest: dict, index: int, tensors: dict[str, torch.Tensor], targets: list) -> None:
+    def save_part(
+        self, manifest: dict, index: int, tensors: dict[str, torch.Tensor], targets: list, tag: str = ""
+    ) -> None:
         if self.root is None:
             return
         metadata = self._metadata(manifest) | {"targets": json.dumps(targets)}
-        path = self._path(manifest, f".part-{index:05d}.safetensors")
+        path = self._path(manifest, f"{tag}.part-{index:05d}.safetensors")
         atomic_write_bytes(path, save({k: v.contiguous() for k, v in tensors.items()}, metadata))
 
 
@@ -236,6 +240,79 @@ def _finish_targets(split: Split, targets: list) -> Any:
     if split.task == "classification":
         return torch.tensor(targets, dtype=torch.long)
     return targets
+
+
+def rank_world() -> tuple[int, int]:
+    """This process's rank and the number of processes (torch.distributed when initialised, else torchrun's
+    `RANK` / `WORLD_SIZE`, else 0 and 1)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def _encode_samples(
+    model,
+    processor,
+    split: Split,
+    manifest: dict,
+    cache: FeatureCache,
+    batch_size: int,
+    num_workers: int,
+    progress: bool,
+    checkpoint_every: int,
+    on_batch,
+    rank: int,
+    world: int,
+) -> tuple[dict[str, torch.Tensor], list]:
+    """This rank's samples (`rank, rank + world, ...`), resuming from and checkpointing to its parts."""
+    tag = f".rank-{rank}-of-{world}" if world > 1 else ""
+    chunks, targets = cache.load_parts(manifest, tag)
+    done = len(targets)
+    total = split.num_samples
+    if total is None and split.shards is not None:
+        total = count_webdataset_samples(split)
+    if total is not None:
+        total = len(range(rank, total, world))
+    pending: dict[str, list[torch.Tensor]] = {kind: [] for kind in FEATURE_KINDS}
+    pending_targets: list = []
+    part_index = len(chunks)
+    description = f"Encoding {split.describe()}" + (f" [rank {rank}/{world}]" if world > 1 else "")
+    bar = progress_bar(None, progress, total=total, initial=done, desc=description, unit="img")
+    batches = image_batches(split, image_processor_of(processor), batch_size, num_workers, done, rank, world)
+    for pixel_values, batch_targets in batches:
+        features = image_features(model, pixel_values)
+        finite = torch.isfinite(features["projected"]).all(-1) & torch.isfinite(features["pre_projection"]).all(-1)
+        if not bool(finite.all()):
+            raise non_finite_error(int((~finite).sum()), len(pixel_values), f"{split.describe()} image")
+        for kind in FEATURE_KINDS:
+            pending[kind].append(features[kind])
+        pending_targets.extend(batch_targets)
+        bar.update(len(pixel_values))
+        if len(pending_targets) >= checkpoint_every:
+            chunk = {kind: torch.cat(pending[kind]) for kind in FEATURE_KINDS}
+            cache.save_part(manifest, part_index, chunk, pending_targets, tag)
+            chunks.append(chunk)
+            targets.extend(pending_targets)
+            part_index += 1
+            pending = {kind: [] for kind in FEATURE_KINDS}
+            pending_targets = []
+        if on_batch is not None:
+            on_batch(len(pixel_values))
+    bar.close()
+    if pending_targets:
+        chunk = {kind: torch.cat(pending[kind]) for kind in FEATURE_KINDS}
+        if world > 1:  # every piece on disk, for rank 0 to put together
+            cache.save_part(manifest, part_index, chunk, pending_targets, tag)
+        chunks.append(chunk)
+        targets.extend(pending_targets)
+    if not chunks:
+        return {kind: torch.empty(0) for kind in FEATURE_KINDS}, targets
+    return {kind: torch.cat([c[kind] for c in chunks]) for kind in FEATURE_KINDS}, targets
+
+
+def _barrier() -> None:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
 
 
 def encode_split(
@@ -250,59 +327,63 @@ def encode_split(
     progress: bool = False,
     checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY,
     on_batch: Callable[[int], None] | None = None,
+    rank: int | None = None,
+    world: int | None = None,
 ) -> Features:
     """The features of `split`: from the cache when it holds them (for this model, transform and data), else
-    computed (resuming from the parts of an interrupted run) and cached. Non-finite features are an error."""
+    computed (resuming from the parts of an interrupted run) and cached. Non-finite features are an error.
+
+    Under torchrun (`world` > 1, torch.distributed initialised) every process encodes the samples
+    `rank, rank + world, ...` into its own parts in the cache folder (required), rank 0 puts them back in order and
+    writes the split's file, and every process returns the whole split's features."""
     cache = cache or FeatureCache(None)
+    if rank is None or world is None:
+        rank, world = rank_world()
     manifest = feature_manifest(model, processor, model_name, revision, split)
     cached = cache.load(manifest)
     if cached is not None:
         return cached
-    chunks, targets = cache.load_parts(manifest)
-    done = len(targets)
-    total = split.num_samples
-    if total is None and split.shards is not None:
-        total = count_webdataset_samples(split)
-    pending: dict[str, list[torch.Tensor]] = {kind: [] for kind in FEATURE_KINDS}
-    pending_targets: list = []
-    part_index = len(chunks)
-    bar = progress_bar(None, progress, total=total, initial=done, desc=f"Encoding {split.describe()}", unit="img")
-    batches = image_batches(split, image_processor_of(processor), batch_size, num_workers, start=done)
-    for pixel_values, batch_targets in batches:
-        features = image_features(model, pixel_values)
-        bad = int(
-            (
-                ~torch.isfinite(features["projected"]).all(-1) | ~torch.isfinite(features["pre_projection"]).all(-1)
-            ).sum()
-        )
-        if bad:
-            raise non_finite_error(bad, len(pixel_values), f"{split.describe()} image")
-        for kind in FEATURE_KINDS:
-            pending[kind].append(features[kind])
-        pending_targets.extend(batch_targets)
-        bar.update(len(pixel_values))
-        if len(pending_targets) >= checkpoint_every:
-            chunk = {kind: torch.cat(pending[kind]) for kind in FEATURE_KINDS}
-            cache.save_part(manifest, part_index, chunk, pending_targets)
-            chunks.append(chunk)
-            targets.extend(pending_targets)
-            part_index += 1
-            pending = {kind: [] for kind in FEATURE_KINDS}
-            pending_targets = []
-        if on_batch is not None:
-            on_batch(len(pixel_values))
-    bar.close()
-    if pending_targets:
-        chunks.append({kind: torch.cat(pending[kind]) for kind in FEATURE_KINDS})
-        targets.extend(pending_targets)
+    if world > 1 and cache.root is None:
+        raise ValueError("Encoding with several processes needs a feature cache folder (--cache-dir) to meet in.")
+    tensors, targets = _encode_samples(
+        model,
+        processor,
+        split,
+        manifest,
+        cache,
+        batch_size,
+        num_workers,
+        progress,
+        checkpoint_every,
+        on_batch,
+        rank,
+        world,
+    )
+    if world > 1:
+        _barrier()
+        if rank == 0:
+            pieces = [cache.load_parts(manifest, f".rank-{r}-of-{world}") for r in range(world)]
+            count = sum(len(piece_targets) for _, piece_targets in pieces)
+            if not count:
+                raise ValueError(f"{split.describe()} has no images.")
+            tensors, targets = {}, [None] * count
+            for r, (chunks, piece_targets) in enumerate(pieces):
+                targets[r::world] = piece_targets
+                for kind in FEATURE_KINDS:
+                    if kind not in tensors:
+                        dim = next(other[0][kind].shape[1] for other, _ in pieces if other)
+                        tensors[kind] = torch.empty(count, dim)
+                    if chunks:
+                        tensors[kind][r::world] = torch.cat([c[kind] for c in chunks])
+            features = Features(
+                tensors["pre_projection"], tensors["projected"], _finish_targets(split, targets), manifest
+            )
+            cache.save(features)
+        _barrier()
+        return cache.load(manifest)
     if not targets:
         raise ValueError(f"{split.describe()} has no images.")
-    result = Features(
-        torch.cat([c["pre_projection"] for c in chunks]),
-        torch.cat([c["projected"] for c in chunks]),
-        _finish_targets(split, targets),
-        manifest,
-    )
+    result = Features(tensors["pre_projection"], tensors["projected"], _finish_targets(split, targets), manifest)
     cache.save(result)
     return result
 
@@ -315,5 +396,6 @@ __all__ = [
     "encode_split",
     "feature_manifest",
     "image_features",
+    "rank_world",
     "weights_checksum",
 ]

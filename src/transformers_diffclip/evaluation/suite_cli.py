@@ -143,8 +143,38 @@ def _run_suite(args) -> int:
     return 0
 
 
+def _start_distributed(args) -> bool:
+    """Under torchrun (WORLD_SIZE > 1): join the process group (NCCL on GPUs, else Gloo), one GPU per process."""
+    import os
+
+    import torch
+
+    if int(os.environ.get("WORLD_SIZE", 1)) < 2 or torch.distributed.is_initialized():
+        return False
+    use_cuda = torch.cuda.is_available() and args.device in ("auto", "cuda")
+    if use_cuda:
+        args.device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+        torch.cuda.set_device(args.device)
+    torch.distributed.init_process_group("nccl" if use_cuda else "gloo")
+    return True
+
+
 def _run_embed(args) -> int:
     split = open_split(args.data, args.split, image_root=args.image_root)
+    started = _start_distributed(args)
+    try:
+        return _embed(args, split)
+    finally:
+        if started:
+            import torch
+
+            torch.distributed.destroy_process_group()
+
+
+def _embed(args, split) -> int:
+    from .features import rank_world
+
+    rank, _ = rank_world()
     model, processor = _load(args, args.model, args.revision)
     cache = _cache(args)
     features = encode_split(
@@ -159,6 +189,8 @@ def _run_embed(args) -> int:
         progress=not args.no_progress,
     )
     where = cache.folder(features.manifest) if cache.root is not None else None
+    if rank != 0:
+        return 0
     if args.output:
         from safetensors.torch import save
 
@@ -262,7 +294,8 @@ def register_cli(subparsers: argparse._SubParsersAction, tasks: argparse._SubPar
         "embed",
         help="compute and cache image features (pre-projection and projected) of a dataset split",
         description="Encode every image of a dataset split once, with a progress bar, into the feature cache "
-        "(resumable: an interrupted run continues where it stopped) and optionally --output FILE.safetensors.",
+        "(resumable: an interrupted run continues where it stopped) and optionally --output FILE.safetensors. "
+        "Under torchrun every process encodes its share (one GPU each) and rank 0 writes the result.",
     )
     embed.add_argument("--data", required=True, help=DATA_HELP + ", or a folder of images")
     embed.add_argument("--split", default="test", help="train, test or val (default: test)")
