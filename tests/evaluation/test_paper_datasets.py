@@ -48,6 +48,11 @@ def test_webdataset_classification_and_retrieval(tmp_path, tiny):
     assert [len(b) for b, _ in batches] == [5, 5, 2] and batches[0][0].shape[1:] == (3, 32, 32)
     resumed = [t for _, batch in image_batches(train, processor.image_processor, batch_size=5, start=7) for t in batch]
     assert resumed == targets[7:]
+    # two DataLoader workers decode alternate batches; the batches come back in order
+    parallel = list(image_batches(train, processor.image_processor, batch_size=5, num_workers=2, start=1))
+    assert [t for _, batch in parallel for t in batch] == targets[1:] and [len(b) for b, _ in parallel] == [5, 5, 1]
+    serial = torch.cat([b for b, _ in image_batches(train, processor.image_processor, batch_size=5, start=1)])
+    torch.testing.assert_close(torch.cat([b for b, _ in parallel]), serial, rtol=0, atol=0)
 
     retrieval = open_split(write_wds_retrieval(tmp_path / "wds_ret"), "test")
     assert retrieval.task == "retrieval"

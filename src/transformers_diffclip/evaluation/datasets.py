@@ -25,7 +25,7 @@ import io
 import json
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -441,10 +441,11 @@ def _wds_target(sample: dict, task: str, shard: str) -> Any:
 
 
 def iterate_webdataset(
-    split: Split, start: int = 0, rank: int = 0, world: int = 1
+    split: Split, start: int = 0, rank: int = 0, world: int = 1, keep: Callable[[int], bool] | None = None
 ) -> Iterator[tuple[Image.Image, Any]]:
     """`(image, target)` of the samples `rank, rank + world, ...` of a webdataset split (all of them by default), in
-    shard order, from the `start`-th of those on (samples skipped are not decoded)."""
+    shard order, from the `start`-th of those on, and of those only the `j`-th for which `keep(j)` (samples skipped
+    are not decoded)."""
     try:
         import webdataset as wds
     except ImportError as error:
@@ -460,6 +461,8 @@ def iterate_webdataset(
     )
     for index, sample in enumerate(dataset):
         if index % world != rank or index // world < start:
+            continue
+        if keep is not None and not keep(index // world - start):
             continue
         shard = sample.get("__url__", split.dataset)
         target = _wds_target(sample, split.task, shard)
@@ -481,8 +484,8 @@ def image_batches(
     world: int = 1,
 ) -> Iterator[tuple[torch.Tensor, list[Any]]]:
     """`(pixel_values, targets)` batches of the samples `rank, rank + world, ...` of `split` (all by default), in
-    order, from the `start`-th of those on. Folder layouts are read by a `DataLoader` with `num_workers`;
-    webdataset shards are streamed in order in this process."""
+    order, from the `start`-th of those on, read by a `DataLoader` with `num_workers` (webdataset shards: every
+    worker reads the shards in order and decodes its own batches)."""
     if split.sources is not None:
         sources = split.sources[rank::world][start:]
         targets = split.targets[rank::world][start:]
@@ -492,15 +495,42 @@ def image_batches(
         for number, pixel_values in enumerate(loader):
             yield pixel_values, targets[number * batch_size : number * batch_size + len(pixel_values)]
         return
-    images, targets = [], []
-    for image, target in iterate_webdataset(split, start, rank, world):
-        images.append(image)
-        targets.append(target)
-        if len(images) == batch_size:
-            yield image_processor(images=images, return_tensors="pt")["pixel_values"], targets
-            images, targets = [], []
-    if images:
-        yield image_processor(images=images, return_tensors="pt")["pixel_values"], targets
+    if num_workers == 0:
+        yield from _WebdatasetBatches(split, image_processor, batch_size, start, rank, world)
+        return
+    loader = torch.utils.data.DataLoader(
+        _WebdatasetBatches(split, image_processor, batch_size, start, rank, world),
+        batch_size=None,
+        num_workers=num_workers,
+    )
+    yield from loader
+
+
+class _WebdatasetBatches(torch.utils.data.IterableDataset):
+    """Batches of a webdataset split in order, also from several `DataLoader` workers: worker `w` of `W` decodes
+    only the batches `w, w + W, ...` (it skips the other samples without decoding them), and the `DataLoader` takes
+    one batch from each worker in turn, which restores the order."""
+
+    def __init__(self, split: Split, image_processor, batch_size: int, start: int, rank: int, world: int):
+        self.split, self.image_processor, self.batch_size = split, image_processor, batch_size
+        self.start, self.rank, self.world = start, rank, world
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, list[Any]]]:
+        info = torch.utils.data.get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+
+        def keep(j: int) -> bool:
+            return (j // self.batch_size) % workers == worker
+
+        images, targets = [], []
+        for image, target in iterate_webdataset(self.split, self.start, self.rank, self.world, keep):
+            images.append(image)
+            targets.append(target)
+            if len(images) == self.batch_size:
+                yield self.image_processor(images=images, return_tensors="pt")["pixel_values"], targets
+                images, targets = [], []
+        if images:
+            yield self.image_processor(images=images, return_tensors="pt")["pixel_values"], targets
 
 
 def count_webdataset_samples(split: Split) -> int:
