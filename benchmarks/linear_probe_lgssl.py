@@ -20,12 +20,16 @@ import argparse
 import json
 import logging
 import os
-import platform
 import sys
 import time
 import types
 
 import torch
+
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from common import cpu_description, environment, write_json  # noqa: E402
 
 
 def _features(n: int, dim: int, classes: int, spread: float, seed: int):
@@ -91,18 +95,11 @@ def main() -> None:
         "lgssl": {"seconds": theirs_seconds, "acc1": float(theirs)},
         "accuracy_difference_points": 100 * ours["lp_acc1"] - float(theirs),
         "time_ratio_ours_over_lgssl": ours_seconds / theirs_seconds,
-        "machine": {
-            "platform": platform.platform(),
-            "cpus": os.cpu_count(),
-            "threads": torch.get_num_threads(),
-            "load_average": os.getloadavg(),
-            "torch": torch.__version__,
-        },
+        "machine": {**environment(), "cpu": cpu_description()},
     }
     print(json.dumps(result, indent=2))
     if args.output:
-        with open(args.output, "w") as file:
-            json.dump(result, file, indent=2)
+        write_json(args.output, result)
 
 
 if __name__ == "__main__":

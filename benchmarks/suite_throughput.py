@@ -6,16 +6,13 @@ webdataset layout (streamed in one process) and as split image folders (a DataLo
     python benchmarks/suite_throughput.py --images 128 --batch-size 32                 # ViT-B/16, random weights
     python benchmarks/suite_throughput.py --tiny --images 512 --output /tmp/t.json     # smoke test
 
-The images are synthetic 500×375 JPEGs (smooth colour fields with noise), so decoding costs what a photo costs.
+The images are data_pipeline.py's synthetic 448×448 JPEGs, so decoding costs what a photo costs.
 """
 
 from __future__ import annotations
 
 import argparse
-import io
 import json
-import os
-import platform
 import sys
 import tempfile
 import time
@@ -28,23 +25,15 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import diffclip_config  # noqa: E402
-
-
-def _jpeg(rng: np.random.Generator, width=500, height=375) -> bytes:
-    coarse = rng.integers(0, 256, size=(6, 8, 3), dtype=np.uint8)
-    smooth = np.asarray(Image.fromarray(coarse).resize((width, height), Image.BICUBIC), dtype=np.float32)
-    pixels = np.clip(smooth + rng.normal(0, 12, size=smooth.shape), 0, 255).astype(np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, "JPEG", quality=90)
-    return buffer.getvalue()
+from common import cpu_description, diffclip_config, environment, write_json  # noqa: E402
+from data_pipeline import synthetic_jpeg  # noqa: E402
 
 
 def _write_data(root: Path, images: int, classes: int = 10) -> tuple[Path, Path]:
     import webdataset as wds
 
     rng = np.random.default_rng(0)
-    payloads = [_jpeg(rng) for _ in range(images)]
+    payloads = [synthetic_jpeg(rng, 448) for _ in range(images)]
     wds_root = root / "wds"
     (wds_root / "test").mkdir(parents=True)
     (wds_root / "classnames.txt").write_text("\n".join(f"class {c}" for c in range(classes)) + "\n")
@@ -82,7 +71,7 @@ def main() -> None:
     processor = DiffCLIPImageProcessor()
     with tempfile.TemporaryDirectory() as folder:
         wds_root, folders = _write_data(Path(folder), args.images)
-        pixel_values = processor(images=[Image.new("RGB", (500, 375))] * args.batch_size, return_tensors="pt")
+        pixel_values = processor(images=[Image.new("RGB", (448, 448))] * args.batch_size, return_tensors="pt")
         pixel_values = pixel_values["pixel_values"]
         image_features(model, pixel_values)  # warm-up
         start = time.perf_counter()
@@ -105,17 +94,11 @@ def main() -> None:
         "suite_images_per_second": rates,
         "suite_over_model": {layout: rate / model_rate for layout, rate in rates.items()},
         "num_workers_folders": args.num_workers,
-        "machine": {
-            "platform": platform.platform(),
-            "cpus": os.cpu_count(),
-            "threads": torch.get_num_threads(),
-            "load_average": os.getloadavg(),
-            "torch": torch.__version__,
-        },
+        "machine": {**environment(), "cpu": cpu_description()},
     }
     print(json.dumps(result, indent=2))
     if args.output:
-        Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
+        write_json(args.output, result)
 
 
 if __name__ == "__main__":
