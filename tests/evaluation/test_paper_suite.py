@@ -301,3 +301,14 @@ def test_embed_under_torchrun_matches_one_process(world, tmp_path):
     assert two["projected"].shape == (30, 16)
     torch.testing.assert_close(two["projected"], one["projected"], rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(two["pre_projection"], one["pre_projection"], rtol=1e-5, atol=1e-6)
+
+
+def test_wrong_kind_of_dataset_fails_before_any_model_loads(world, tmp_path):
+    root, models, path = world
+    suite = load_suite(path)
+    suite.tasks = {"zeroshot": ["pets"], "retrieval": ["pets"]}  # pets is a classification set
+    suite.models = [ModelEntry("CLIP", str(models["clip"][0])), ModelEntry("DiffCLIP", str(models["diffclip"][0]))]
+    loaded = []
+    with pytest.raises(ValueError, match="'pets'.*classification set; this task needs retrieval"):
+        run_suite(suite, lambda entry: loaded.append(entry), tmp_path / "out")
+    assert loaded == [] and not (tmp_path / "out").exists()

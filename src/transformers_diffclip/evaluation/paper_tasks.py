@@ -87,6 +87,14 @@ class DatasetSpec:
     def split(self, split: str) -> Split:
         return open_split(self.data, split, self.classnames, self.key, self.image_root)
 
+    def check(self, splits: Sequence[str], task: str | None = None) -> None:
+        """Open `splits` (layout, class names, files) and check they hold `task`'s kind of data (`classification`,
+        `retrieval` or `mmvp`): an error now rather than after hours of encoding."""
+        for name in splits:
+            split = self.split(name)
+            if task is not None and split.task != task:
+                raise ValueError(f"Dataset {self.name!r} ({self.data}) is a {split.task} set; this task needs {task}.")
+
     def template_list(self, split: Split) -> list[str]:
         if isinstance(self.templates, (list, tuple)):
             return list(self.templates)

@@ -230,6 +230,26 @@ def _compare(samples_a: dict, samples_b: dict, resamples: int, seed: int) -> dic
     return out
 
 
+# What each task reads: the splits and the kind of data they must hold.
+TASK_NEEDS = {
+    "linear_probe": (("train", "test"), "classification"),
+    "few_shot": (("train", "test"), "classification"),
+    "zeroshot": (("test",), "classification"),
+    "ood": (("test",), "classification"),
+    "retrieval": (("test",), "retrieval"),
+    "mmvp": (("test",), "mmvp"),
+}
+
+
+def check_datasets(suite: Suite) -> None:
+    """Open every split the suite's tasks read, before any model loads (see `DatasetSpec.check`)."""
+    for task, value in suite.tasks.items():
+        names = [value["reference"], *value["datasets"]] if task == "ood" else value
+        splits, kind = TASK_NEEDS[task]
+        for name in names:
+            suite.datasets[name].check(splits, kind)
+
+
 def run_suite(
     suite: Suite,
     load_model: Callable[[ModelEntry], tuple[torch.nn.Module, Any]],
@@ -246,6 +266,7 @@ def run_suite(
         raise ValueError("The suite has no model: name them in the file's 'models' or with --model.")
     if charts and importlib.util.find_spec("matplotlib") is None:  # fail before hours of encoding, not after
         raise OSError("The suite's charts need matplotlib: pip install 'transformers-diffclip[eval]'.")
+    check_datasets(suite)
     cache = FeatureCache(suite.cache_dir or default_cache_dir())
     results: dict[str, dict] = {task: {} for task in suite.tasks}
     samples: dict[str, dict] = {task: {} for task in suite.tasks}
@@ -322,4 +343,4 @@ def run_suite(
     return outputs
 
 
-__all__ = ["TASKS", "ModelEntry", "Suite", "load_suite", "parse_suite", "run_suite"]
+__all__ = ["TASKS", "ModelEntry", "Suite", "check_datasets", "load_suite", "parse_suite", "run_suite"]

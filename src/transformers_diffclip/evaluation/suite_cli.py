@@ -70,6 +70,7 @@ def _finish(args, run: ModelRun, report: dict) -> None:
 
 def _run_linear_probe(args) -> int:
     spec = _spec(args)
+    spec.check(("train", "test"))  # bad data fails before the model loads
     run = _run(args)
     report, _ = run_linear_probe(run, spec, args.feature_kind, args.penalty, args.max_iter, args.probe_device)
     _finish(args, run, report)
@@ -83,6 +84,7 @@ def _run_linear_probe(args) -> int:
 
 def _run_few_shot(args) -> int:
     spec = _spec(args)
+    spec.check(("train", "test"))  # bad data fails before the model loads
     run = _run(args)
     report, _ = run_few_shot(run, spec, args.feature_kind, args.episodes, args.way, args.shot, args.query, args.seed)
     _finish(args, run, report)
@@ -95,6 +97,7 @@ def _run_few_shot(args) -> int:
 
 def _run_mmvp(args) -> int:
     spec = _spec(args)
+    spec.check(("test",))  # bad data fails before the model loads
     run = _run(args)
     report, _ = run_mmvp(run, spec)
     _finish(args, run, report)
