@@ -25,6 +25,7 @@ from transformers_diffclip import (
     modeling_diffclip,
 )
 from transformers_diffclip import attention_maps as am
+from transformers_diffclip.core.images import open_image
 
 
 VARIANTS = {"diffclip": (True, True), "clip_baseline": (False, False)}
@@ -325,9 +326,9 @@ def test_clear_errors(tmp_path):
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"this is not an image")
     with pytest.raises(ValueError, match="Cannot read image"):
-        am.load_image(broken)
+        open_image(broken)
     with pytest.raises(FileNotFoundError, match="Image not found"):
-        am.load_image(tmp_path / "missing.jpg")
+        open_image(tmp_path / "missing.jpg")
     with pytest.raises(ValueError, match="list of text queries is empty"):
         am.text_relevance_maps(model, processor, photo(), [])
     with pytest.raises(ValueError, match="non-empty string"):

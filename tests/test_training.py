@@ -464,9 +464,9 @@ def test_bad_rows_are_named(bad_csv):
         training.prepare_image_caption_dataset(load_csv(bad_csv))
     message = str(error.value)
     assert "3 of 5 rows of the train split" in message
-    assert "row 1: image file not found" in message and "missing.png" in message
+    assert "row 1: Image not found" in message and "missing.png" in message
     assert "row 2: empty caption" in message
-    assert "row 3: cannot read image" in message and "garbage.png" in message
+    assert "row 3: Cannot read image" in message and "garbage.png" in message
     assert "row 0" not in message and "row 4" not in message
     assert "--skip_bad_rows" in message
 
@@ -491,7 +491,7 @@ def test_command_reports_bad_data(bad_csv, model_dir, tmp_path, capsys):
     assert training.main(argv + ["--image_column", "path"]) == 2
     assert "--image_column 'path' is not a column of the train split" in capsys.readouterr().err
     assert training.main(argv) == 2
-    assert "row 1: image file not found" in capsys.readouterr().err
+    assert "row 1: Image not found" in capsys.readouterr().err
     assert training.main(argv + ["--skip_bad_rows"]) == 0
     assert "skipped 3 bad row(s) of the train split" in capsys.readouterr().out
     assert json.loads((tmp_path / "out" / "train_results.json").read_text())["train_skipped_rows"] == 3
@@ -506,7 +506,7 @@ def test_image_that_fails_to_decode_later(tmp_path, processor, toy_data):
     rows = {"image_path": [str(good), str(truncated)], "caption": ["a red square", "a cut square"]}
     dataset, skipped = training.prepare_image_caption_dataset(datasets.Dataset.from_dict(rows))
     assert skipped == 0 and len(dataset) == 2  # the header check passes
-    with pytest.raises(ValueError, match=r"cannot read image '.*truncated.png'.*--skip_bad_rows"):
+    with pytest.raises(ValueError, match=r"Cannot read image .*truncated.png.*--skip_bad_rows"):
         dataset[1]
     lenient, _ = training.prepare_image_caption_dataset(datasets.Dataset.from_dict(rows), skip_bad_rows=True)
     batch = training.DiffCLIPDataCollator(processor)([lenient[0], lenient[1]])

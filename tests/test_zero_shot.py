@@ -1,4 +1,4 @@
-"""Zero-shot classification and retrieval evaluation (transformers_diffclip.zero_shot) and their commands.
+"""Zero-shot classification and retrieval evaluation (transformers_diffclip.evaluation) and their commands.
 
 Metrics are checked against brute-force computations written here (explicit loops, one text or image at a time);
 the classifier against the template-averaging formula; the commands through `cli.main` and once as a process.
@@ -23,14 +23,13 @@ from _helpers import tiny_processor
 from PIL import Image
 
 from transformers_diffclip import cli
-from transformers_diffclip.zero_shot import (
+from transformers_diffclip.core.loading import load_model_and_processor
+from transformers_diffclip.core.text_files import load_class_names, load_templates
+from transformers_diffclip.evaluation import (
     DEFAULT_TEMPLATE,
     ZeroShotClassifier,
     classification_report,
     find_image_folder,
-    load_class_names,
-    load_model_and_processor,
-    load_templates,
     match_ranks,
     parse_label_list,
     read_retrieval_jsonl,

@@ -21,6 +21,7 @@ from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
 from transformers import AutoModel, AutoProcessor, TrainerCallback, TrainingArguments
 
 from transformers_diffclip import training
+from transformers_diffclip.core.distributed import rank_world
 
 
 class Recorder(training.DiffCLIPTrainer):
@@ -98,7 +99,7 @@ def main(model_dir: str, data_dir: str, out_dir: str) -> None:
         callbacks=[catcher],
     )
     trainer.train()
-    world_size, rank = training.losses._world()
+    rank, world_size = rank_world()
     record = {**trainer.recorded, "grads": catcher.grads, "world_size": world_size, "uneven": uneven_loss_check(rank)}
     record["fsdp"] = fsdp_check(
         model_dir, {k: record["inputs"][k] for k in ("input_ids", "attention_mask", "pixel_values")}

@@ -64,11 +64,10 @@ from PIL import Image, ImageDraw, ImageFont
 from torch import nn
 from transformers import PretrainedConfig
 
-from .evaluation.cli import add_model_arguments
-from .evaluation.data import load_image
-from .evaluation.encoding import image_processor_of, model_device_dtype, tokenizer_of
-from .evaluation.loading import load_model_and_processor as _load_model_and_processor
-from .files import atomic_write_bytes
+from .core.files import atomic_write_bytes
+from .core.images import open_image
+from .core.loading import add_model_arguments, image_processor_of, model_device_dtype, tokenizer_of
+from .core.loading import load_model_and_processor as _load_model_and_processor
 
 
 # Display constants of `render_attention_grid` (pixels): grid size is
@@ -149,7 +148,7 @@ def _has_text_tower(model: nn.Module) -> bool:
 def preprocess_image(processor, image: str | os.PathLike | Image.Image) -> tuple[torch.Tensor, Image.Image]:
     """`pixel_values` of shape `(1, 3, H, W)` for `image`, and the input crop as a PIL image (the normalisation of
     the image processor undone), which is what the maps cover."""
-    image = load_image(image)
+    image = open_image(image)
     image_processor = image_processor_of(processor)
     pixel_values = image_processor(images=image, return_tensors="pt")["pixel_values"]
     array = pixel_values[0].float()
@@ -170,7 +169,7 @@ def load_model_and_processor(
     trust_remote_code: bool = False,
 ):
     """A model (dual encoder or vision tower) and its processor through the package's one loader
-    (`evaluation.loading`: no code from the folder or repo runs unless `trust_remote_code`), in eval mode on
+    (`core.loading`: no code from the folder or repo runs unless `trust_remote_code`), in eval mode on
     `device` (`None`: CUDA when available). A folder without a tokenizer gets its image processor."""
     return _load_model_and_processor(
         name_or_path, device, revision=revision, trust_remote_code=trust_remote_code, dual_encoder=False
@@ -569,7 +568,7 @@ def attention_map_rows(
     texts = _check_texts(texts) if texts else []
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}.")
-    image = load_image(image)
+    image = open_image(image)
     rows = []
     for name, revision in zip(model_names, revisions):
         model, processor = load_model_and_processor(
@@ -656,7 +655,6 @@ __all__ = [
     "eager_attention",
     "gradient_weighted_relevance",
     "image_attention_map",
-    "load_image",
     "load_model_and_processor",
     "normalize_map",
     "overlay_heatmap",

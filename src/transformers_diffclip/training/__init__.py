@@ -47,7 +47,6 @@ from .data import (
     DiffCLIPDataCollator,
     ImageCaptionTransform,
     RandomResizedCropTransform,
-    open_image,
     prepare_image_caption_dataset,
     random_resized_crop_box,
 )
@@ -104,7 +103,6 @@ __all__ = [
     "load_model_and_processor",
     "main",
     "make_logit_scale_shardable",
-    "open_image",
     "original_learning_rate",
     "parse_arguments",
     "prepare_image_caption_dataset",

@@ -1,5 +1,6 @@
 # Copyright 2026 The transformers-diffclip authors. Licensed under the Apache License, Version 2.0.
-"""One model loader for every command (`diffclip zero-shot`, `diffclip eval`, `diffclip attention-map`).
+"""One model loader for every command (`diffclip zero-shot`, `diffclip eval`, `diffclip attention-map`), its
+command-line flags, and the accessors of what it loads (a processor's parts, a model's device and dtype).
 
 No code from a model folder or Hub repo runs unless the caller asks for it:
 
@@ -16,13 +17,14 @@ checkpoints into converted folders.
 
 from __future__ import annotations
 
+import argparse
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from ..original import ORIGINAL_REPOS, resolve_pretrained
+from ..original import DEFAULT_MODEL_ID, ORIGINAL_REPOS, resolve_pretrained
 
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -175,11 +177,61 @@ def load_model_and_processor(
     return model, processor
 
 
+# --------------------------------------------------------------------------------------------------
+# What the loader gives: a processor's parts, a model's device and dtype
+# --------------------------------------------------------------------------------------------------
+
+
+def image_processor_of(processor):
+    """The image processor of a processor (or the image processor itself)."""
+    return getattr(processor, "image_processor", None) or processor
+
+
+def tokenizer_of(processor):
+    """The tokenizer of a processor (or the tokenizer itself); `None` for a bare image processor."""
+    tokenizer = getattr(processor, "tokenizer", None)
+    if tokenizer is None and callable(getattr(processor, "batch_decode", None)):
+        tokenizer = processor
+    return tokenizer
+
+
+def model_device_dtype(model: torch.nn.Module) -> tuple[torch.device, torch.dtype]:
+    parameter = next(model.parameters())
+    return parameter.device, parameter.dtype
+
+
+# --------------------------------------------------------------------------------------------------
+# Command-line flags of the loader
+# --------------------------------------------------------------------------------------------------
+
+
+def add_model_arguments(parser: argparse.ArgumentParser, default_model: str | None = DEFAULT_MODEL_ID) -> None:
+    """`--model`, `--revision` and `--trust-remote-code`, shared by every command that loads a model."""
+    parser.add_argument(
+        "--model",
+        default=default_model,
+        required=default_model is None,
+        help="a DiffCLIP folder or Hub id (also an original checkpoint), or a transformers dual encoder such as "
+        "openai/clip-vit-base-patch16 or a SigLIP model" + (f" (default: {default_model})" if default_model else ""),
+    )
+    parser.add_argument("--revision", help="Hub branch, tag or commit of --model (default: main)")
+    parser.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="allow a model type that neither this package nor transformers provides to run the Python code of its "
+        "folder or repo (never needed for DiffCLIP, CLIP or SigLIP)",
+    )
+
+
 __all__ = [
     "DTYPES",
     "ModelSource",
+    "add_model_arguments",
+    "image_processor_of",
     "inspect_model",
     "load_model_and_processor",
+    "model_device_dtype",
     "resolve_device",
     "resolve_dtype",
+    "tokenizer_of",
 ]
