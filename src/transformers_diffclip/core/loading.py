@@ -1,5 +1,6 @@
 # Copyright 2026 The transformers-diffclip authors. Licensed under the Apache License, Version 2.0.
-"""One model loader for every command (`diffclip zero-shot`, `diffclip eval`, `diffclip attention-map`), its
+"""One model loader for every command (`diffclip zero-shot`, `diffclip eval`, `diffclip attention-map`,
+`diffclip-finetune`, `diffclip-pretrain`), its
 command-line flags, and the accessors of what it loads (a processor's parts, a model's device and dtype).
 
 No code from a model folder or Hub repo runs unless the caller asks for it:
@@ -77,7 +78,10 @@ def _first_line(error: BaseException) -> str:
 
 
 def inspect_model(
-    name_or_path: str | os.PathLike, revision: str | None = None, trust_remote_code: bool = False
+    name_or_path: str | os.PathLike,
+    revision: str | None = None,
+    trust_remote_code: bool = False,
+    cache_dir: str | os.PathLike | None = None,
 ) -> ModelSource:
     """Decide, from `config.json` alone, how `name_or_path` may be loaded (see the module docstring). Raises
     `FileNotFoundError`, `OSError` (nothing to load) or `ValueError` (a model that would need its own code without
@@ -86,7 +90,7 @@ def inspect_model(
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
     name = os.fspath(name_or_path)
-    path = resolve_pretrained(name, revision=revision)
+    path = resolve_pretrained(name, revision=revision, cache_dir=cache_dir)
     local = Path(path).expanduser()
     if local.is_file():
         raise ValueError(
@@ -98,7 +102,7 @@ def inspect_model(
     elif _looks_like_path(path):
         raise FileNotFoundError(f"Model folder not found: {name}")
     try:
-        config, _ = PretrainedConfig.get_config_dict(path, revision=revision)
+        config, _ = PretrainedConfig.get_config_dict(path, revision=revision, cache_dir=cache_dir)
     except (OSError, ValueError) as error:
         where = "the folder" if local.is_dir() else "there is no such local folder, and the Hugging Face Hub"
         raise OSError(
@@ -129,6 +133,54 @@ def _transformers_version() -> str:
     return transformers.__version__
 
 
+def load_model(source: ModelSource, cache_dir: str | os.PathLike | None = None, **kwargs):
+    """The model `source` describes ([`inspect_model`]), built by `AutoModel` with the trust decision made there;
+    `kwargs` go to `from_pretrained` (e.g. `attn_implementation`)."""
+    from transformers import AutoModel
+
+    try:
+        return AutoModel.from_pretrained(
+            source.path,
+            revision=source.revision,
+            trust_remote_code=source.trust_remote_code,
+            cache_dir=cache_dir,
+            **kwargs,
+        )
+    except (OSError, ValueError) as error:
+        raise OSError(f"Cannot load model {source.name!r}: {_first_line(error)}") from error
+
+
+def load_processor(
+    path: str,
+    name: str | None = None,
+    revision: str | None = None,
+    trust_remote_code: bool = False,
+    cache_dir: str | os.PathLike | None = None,
+    dual_encoder: bool = True,
+    hint: str = "",
+):
+    """The processor in `path` (a folder or Hub id, after `resolve_pretrained`), named `name` in messages.
+
+    With `dual_encoder` it must hold a tokenizer and an image processor; otherwise a folder without a tokenizer
+    gets its image processor alone. Raises `OSError` (nothing to load) or `ValueError`, followed by `hint`.
+    """
+    from transformers import AutoImageProcessor, AutoProcessor
+
+    name = path if name is None else name
+    kwargs = {"revision": revision, "trust_remote_code": trust_remote_code, "cache_dir": cache_dir}
+    loaders = [AutoProcessor] if dual_encoder else [AutoProcessor, AutoImageProcessor]
+    for loader in loaders:
+        try:
+            processor = loader.from_pretrained(path, **kwargs)
+            break
+        except (OSError, ValueError, TypeError, KeyError) as error:
+            if loader is loaders[-1]:
+                raise OSError(f"Cannot load the processor of {name!r}: {_first_line(error)}{hint}") from error
+    if dual_encoder and (not hasattr(processor, "tokenizer") or not hasattr(processor, "image_processor")):
+        raise ValueError(f"The processor of {name!r} lacks a tokenizer or an image processor.{hint}")
+    return processor
+
+
 def load_model_and_processor(
     model_name_or_path: str | os.PathLike,
     device: str | torch.device | None = None,
@@ -146,33 +198,17 @@ def load_model_and_processor(
     `get_image_features` and the processor a tokenizer and an image processor; otherwise (attention maps of a
     vision tower) a folder without a tokenizer gets its image processor alone.
     """
-    from transformers import AutoImageProcessor, AutoModel, AutoProcessor
-
     dtype = resolve_dtype(dtype)
     device = resolve_device(device)
     source = inspect_model(model_name_or_path, revision=revision, trust_remote_code=trust_remote_code)
-    kwargs = {"revision": revision, "trust_remote_code": source.trust_remote_code}
-    try:
-        model = AutoModel.from_pretrained(source.path, **kwargs)
-    except (OSError, ValueError) as error:
-        raise OSError(f"Cannot load model {source.name!r}: {_first_line(error)}") from error
-    try:
-        processor = AutoProcessor.from_pretrained(source.path, **kwargs)
-    except (OSError, ValueError, TypeError, KeyError) as error:
-        if dual_encoder:
-            raise OSError(f"Cannot load the processor of {source.name!r}: {_first_line(error)}") from error
-        try:
-            processor = AutoImageProcessor.from_pretrained(source.path, **kwargs)
-        except (OSError, ValueError, TypeError, KeyError) as image_error:
-            raise OSError(f"Cannot load the processor of {source.name!r}: {_first_line(image_error)}") from image_error
+    model = load_model(source)
+    processor = load_processor(source.path, source.name, revision, source.trust_remote_code, dual_encoder=dual_encoder)
     if dual_encoder:
         for method in DUAL_ENCODER_METHODS:
             if not hasattr(model, method):
                 raise ValueError(
                     f"Model {source.name!r} ({type(model).__name__}) is not a dual encoder: it has no {method}."
                 )
-        if not hasattr(processor, "tokenizer") or not hasattr(processor, "image_processor"):
-            raise ValueError(f"The processor of {source.name!r} lacks a tokenizer or an image processor.")
     model = model.to(device=device, dtype=dtype).eval()
     return model, processor
 
@@ -229,7 +265,9 @@ __all__ = [
     "add_model_arguments",
     "image_processor_of",
     "inspect_model",
+    "load_model",
     "load_model_and_processor",
+    "load_processor",
     "model_device_dtype",
     "resolve_device",
     "resolve_dtype",

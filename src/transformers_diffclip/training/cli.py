@@ -6,11 +6,12 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from transformers import AutoConfig, AutoModel, AutoProcessor, HfArgumentParser, TrainingArguments, set_seed
+from transformers import AutoConfig, AutoModel, HfArgumentParser, TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 from transformers.utils import logging
 
 from ..configuration_diffclip import DiffCLIPConfig
+from ..core.loading import inspect_model, load_model, load_processor
 from ..modeling_diffclip import DiffCLIPModel
 from ..original import resolve_pretrained
 from .data import (
@@ -249,11 +250,17 @@ def _diffclip_config(config_name: str, cache_dir: str | None) -> DiffCLIPConfig:
     return config
 
 
+_PROCESSOR_HINT = (
+    ". Pass --processor_name (a folder with one, e.g. a converted release), or save one there with "
+    "`DiffCLIPProcessor.save_pretrained`."
+)
+
+
 def load_model_and_processor(model_args: ModelArguments) -> tuple[DiffCLIPModel, object]:
-    """The model and processor that `model_args` name: a pretrained model (`model_name_or_path`), or a fresh one
-    from `config_name`, whose weights are initialised by the model's own `_init_weights` (the original training
-    code's initialisation). Names go through [`resolve_pretrained`], so the authors' original-format checkpoints
-    work too."""
+    """The model and processor that `model_args` name, through the package's one loader (`core.loading`): a
+    pretrained model (`model_name_or_path`), or a fresh one from `config_name`, whose weights are initialised by the
+    model's own `_init_weights` (the original training code's initialisation). Names go through
+    [`resolve_pretrained`], so the authors' original-format checkpoints work too; no code from a model folder runs."""
     if (model_args.model_name_or_path is None) == (model_args.config_name is None):
         raise ValueError(
             "Pass --model_name_or_path (fine-tune a trained model) or --config_name (train a fresh model from a "
@@ -265,8 +272,7 @@ def load_model_and_processor(model_args: ModelArguments) -> tuple[DiffCLIPModel,
         kwargs["attn_implementation"] = model_args.attn_implementation
     if model_args.model_name_or_path is not None:
         source = model_args.model_name_or_path
-        path = resolve_pretrained(source, cache_dir=cache_dir)
-        model = AutoModel.from_pretrained(path, cache_dir=cache_dir, **kwargs)
+        model = load_model(inspect_model(source, cache_dir=cache_dir), cache_dir=cache_dir, **kwargs)
         if not isinstance(model, DiffCLIPModel):
             raise ValueError(
                 f"--model_name_or_path {source!r} holds a {type(model).__name__} "
@@ -279,17 +285,8 @@ def load_model_and_processor(model_args: ModelArguments) -> tuple[DiffCLIPModel,
     processor_name = model_args.processor_name or source
     if model_args.processor_name is None and os.path.isfile(processor_name):
         processor_name = os.path.dirname(os.path.abspath(processor_name))  # the folder of a config.json
-    try:
-        processor = AutoProcessor.from_pretrained(
-            resolve_pretrained(processor_name, cache_dir=cache_dir), cache_dir=cache_dir
-        )
-    except (OSError, ValueError, TypeError, KeyError) as error:
-        raise ValueError(
-            f"Could not load a DiffCLIP processor from {processor_name!r} ({error}). Pass --processor_name (a "
-            "folder with one, e.g. a converted release), or save one there with `DiffCLIPProcessor.save_pretrained`."
-        ) from error
-    if not hasattr(processor, "image_processor") or not hasattr(processor, "tokenizer"):
-        raise ValueError(f"{processor_name!r} holds a {type(processor).__name__}, not an image+text processor.")
+    path = resolve_pretrained(processor_name, cache_dir=cache_dir)
+    processor = load_processor(path, processor_name, cache_dir=cache_dir, hint=_PROCESSOR_HINT)
     return model, processor
 
 
