@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 
-sys.path.insert(0, str(Path(__file__).resolve().parent / "remote_code"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "remote_code"))
 import init_facts  # noqa: E402
 import integrity  # noqa: E402
 

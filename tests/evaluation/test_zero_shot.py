@@ -37,7 +37,7 @@ from transformers_diffclip.evaluation import (
 )
 
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+SHARED = Path(__file__).resolve().parents[3] / "shared"
 SLIP_LABELS = SHARED / "data" / "slip_labels.json"
 SLIP_TEMPLATES = SHARED / "data" / "slip_templates.json"
 CLASSES = ("cat", "dog", "red car")
@@ -234,6 +234,7 @@ def test_classifier_files_from_two_saves_are_refused(tiny, tmp_path):
         ZeroShotClassifier.from_pretrained(old)
     shutil.copy(new / "classifier.json", old / "classifier.json")  # the save completed: loads
     assert ZeroShotClassifier.from_pretrained(old).labels == ["car", "boat"]
+
 
 def test_classify_streams_and_matches_model_forward(tiny, image_tree):
     """One template "{}": the probabilities must be those of DiffCLIPModel's forward (what the pipeline computes)."""
