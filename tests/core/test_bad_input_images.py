@@ -60,7 +60,9 @@ def test_links_inside_the_tree_count_each_file_once(tree):
     os.symlink(cat / "sub", cat / "also-sub", target_is_directory=True)  # a second way into sub/
     files = scan_images(cat)
     assert len(files) == 2
-    assert sorted({os.path.realpath(f) for f in files}) == sorted(str((cat / n).resolve()) for n in ("a.png", "sub/c.png"))
+    assert sorted({os.path.realpath(f) for f in files}) == sorted(
+        str((cat / n).resolve()) for n in ("a.png", "sub/c.png")
+    )
 
 
 def test_one_image_in_two_class_folders_is_an_error(tree):
@@ -73,9 +75,9 @@ def test_retrieval_lines_naming_one_image_twice_are_merged(tmp_path):
     image = _image(tmp_path / "ok0.png")
     _image(tmp_path / "ok1.png", 1)
     lines = [
-        f'{{"image": "ok0.png", "captions": ["a cat"]}}',
+        '{"image": "ok0.png", "captions": ["a cat"]}',
         f'{{"image": "{image}", "captions": ["a kitty"]}}',
-        f'{{"image": "./sub/../ok0.png", "caption": "a small cat"}}',
+        '{"image": "./sub/../ok0.png", "caption": "a small cat"}',
         '{"image": "ok1.png", "caption": "a dog"}',
     ]
     (tmp_path / "sub").mkdir()
