@@ -5,6 +5,8 @@ a full disk) leaves the old one.
 - [`atomic_write_bytes`] / [`write_json`]: a file, through a temporary file in the same folder and `os.replace`;
 - [`atomic_directory`]: a folder, written whole into a temporary sibling and swapped into place in one step, so
   that two concurrent writers each leave a whole folder (the last one wins) and never a mix of their files;
+- [`publish_into`]: a saved model moved into a folder that holds other things too (a training run's output),
+  its `config.json` last, so the folder never loads as a mix of two saves;
 - [`check_output_file`]: an output file checked before the work that produces it;
 - [`exclusive_lock`]: a lock between processes that leaves no file behind.
 
@@ -191,6 +193,32 @@ def atomic_directory(output_dir: str | os.PathLike, write: Callable[[Path], None
     return output_dir
 
 
+def publish_into(folder: Path, written: Path, marker: str = "config.json", stale: tuple[str, ...] = ()) -> None:
+    """Move the files of the complete folder `written` into `folder`, which also holds other things (a training
+    run's checkpoints and logs), so that `folder` is never a mix of two saves that loads: `marker` (what a loader
+    needs first, `config.json`) is removed first and put in place last, so a kill in between leaves a folder that
+    refuses to load, never the new `marker` beside old files. Files of `folder` matching a `stale` glob that the new
+    save does not have (an old `pytorch_model.bin` beside a new `model.safetensors`) are removed. `written` is
+    removed."""
+    folder.mkdir(parents=True, exist_ok=True)
+    new = {entry.name for entry in written.iterdir()}
+    if marker not in new:
+        raise ValueError(f"{written} lacks {marker}: nothing was saved.")
+    (folder / marker).unlink(missing_ok=True)
+    for pattern in stale:
+        for old in folder.glob(pattern):
+            if old.name not in new and old.is_file():
+                old.unlink()
+    for name in sorted(new - {marker}):
+        target = folder / name
+        if target.is_dir() and not target.is_symlink():
+            _move_into_place(written / name, target)
+        else:
+            os.replace(written / name, target)
+    os.replace(written / marker, folder / marker)
+    shutil.rmtree(written, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def exclusive_lock(path: str | os.PathLike) -> Iterator[None]:
     """Hold an exclusive lock between processes on the file `path` (created, with its folder, when needed) and
@@ -237,5 +265,6 @@ __all__ = [
     "count_non_finite",
     "exclusive_lock",
     "json_text",
+    "publish_into",
     "write_json",
 ]

@@ -76,6 +76,54 @@ def _first_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
+# The weights files transformers reads, in its order of preference.
+WEIGHTS_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+
+
+def _weights_file(path: str) -> str:
+    """The weights file of the model folder `path` that a load reads (the folder itself when none is there)."""
+    folder = Path(path).expanduser()
+    for name in WEIGHTS_FILES:
+        if (folder / name).is_file():
+            return str(folder / name)
+    return str(folder)
+
+
+def _load_error(name: str, path: str, error: BaseException) -> OSError:
+    """One line for a model whose weights cannot be loaded: the file, and what is wrong with it."""
+    text = " ".join(str(error).split())
+    if "size mismatch" in text or "mismatched" in text.lower():
+        problem = "its weights do not have the shapes its config.json describes"
+    elif type(error).__name__ == "SafetensorError" or "deserializ" in text or "header" in text.lower():
+        problem = "it is not a readable safetensors file (truncated or damaged)"
+    elif "pickle" in text.lower() or "weights_only" in text or "Unpickl" in type(error).__name__:
+        problem = "it is a pickle that the safe loader refuses (it could run code); use a model.safetensors file"
+    else:
+        problem = _first_line(error)
+    detail = text[:300] + ("..." if len(text) > 300 else "")
+    where = _weights_file(path)
+    return OSError(f"Cannot load model {name!r} from {where}: {problem} ({type(error).__name__}: {detail})")
+
+
+def load_pretrained_model(name: str, path: str, auto_class=None, **kwargs):
+    """`auto_class.from_pretrained(path, **kwargs)` (default `AutoModel`), with every failure (a truncated or
+    damaged weights file, weights whose shapes do not match the config, a refused pickle) turned into an `OSError`
+    that names the file and the problem."""
+    if auto_class is None:
+        from transformers import AutoModel as auto_class
+    try:
+        return auto_class.from_pretrained(path, **kwargs)
+    except (KeyboardInterrupt, MemoryError):
+        raise
+    except Exception as error:
+        raise _load_error(name, path, error) from error
+
+
 def inspect_model(
     name_or_path: str | os.PathLike, revision: str | None = None, trust_remote_code: bool = False
 ) -> ModelSource:
@@ -152,10 +200,7 @@ def load_model_and_processor(
     device = resolve_device(device)
     source = inspect_model(model_name_or_path, revision=revision, trust_remote_code=trust_remote_code)
     kwargs = {"revision": revision, "trust_remote_code": source.trust_remote_code}
-    try:
-        model = AutoModel.from_pretrained(source.path, **kwargs)
-    except (OSError, ValueError) as error:
-        raise OSError(f"Cannot load model {source.name!r}: {_first_line(error)}") from error
+    model = load_pretrained_model(source.name, source.path, AutoModel, **kwargs)
     try:
         processor = AutoProcessor.from_pretrained(source.path, **kwargs)
     except (OSError, ValueError, TypeError, KeyError) as error:
@@ -230,6 +275,7 @@ __all__ = [
     "image_processor_of",
     "inspect_model",
     "load_model_and_processor",
+    "load_pretrained_model",
     "model_device_dtype",
     "resolve_device",
     "resolve_dtype",

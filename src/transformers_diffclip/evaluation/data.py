@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from ..core.images import IMAGE_EXTENSIONS, image_key, is_url, open_image, scan_images
-from ..core.text_files import Label
+from ..core.text_files import Label, read_text
 from .labels import duplicate_labels, synonyms
 
 
@@ -197,35 +197,34 @@ def read_retrieval_jsonl(path: str | os.PathLike, image_root: str | os.PathLike 
         raise FileNotFoundError(f"Retrieval file not found: {path}")
     root = Path(image_root) if image_root is not None else path.parent
     images, captions, caption_image, index_of = [], [], [], {}
-    with path.open(encoding="utf-8-sig") as lines:
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            where = f"{path} line {number}"
-            try:
-                entry = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{where}: not valid JSON ({error}).") from error
-            if not isinstance(entry, dict) or not isinstance(entry.get("image"), str) or not entry["image"]:
-                raise ValueError(f"{where}: expected an object with an 'image' path.")
-            if "captions" in entry:
-                texts = entry["captions"]
-                if not isinstance(texts, list) or not texts:
-                    raise ValueError(f"{where}: 'captions' must be a non-empty list of strings.")
-            elif "caption" in entry:
-                texts = [entry["caption"]]
-            else:
-                raise ValueError(f"{where}: expected 'captions' (a list) or 'caption' (a string).")
-            if not all(isinstance(text, str) and text.strip() for text in texts):
-                raise ValueError(f"{where}: every caption must be a non-empty string.")
-            image = entry["image"]
-            image = image if is_url(image) else str(root / Path(image).expanduser())
-            key = image_key(image)
-            if key not in index_of:
-                index_of[key] = len(images)
-                images.append(image)
-            captions.extend(texts)
-            caption_image.extend([index_of[key]] * len(texts))
+    for number, line in enumerate(read_text(path).split("\n"), start=1):
+        if not line.strip():
+            continue
+        where = f"{path} line {number}"
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{where}: not valid JSON ({error}).") from error
+        if not isinstance(entry, dict) or not isinstance(entry.get("image"), str) or not entry["image"]:
+            raise ValueError(f"{where}: expected an object with an 'image' path.")
+        if "captions" in entry:
+            texts = entry["captions"]
+            if not isinstance(texts, list) or not texts:
+                raise ValueError(f"{where}: 'captions' must be a non-empty list of strings.")
+        elif "caption" in entry:
+            texts = [entry["caption"]]
+        else:
+            raise ValueError(f"{where}: expected 'captions' (a list) or 'caption' (a string).")
+        if not all(isinstance(text, str) and text.strip() for text in texts):
+            raise ValueError(f"{where}: every caption must be a non-empty string.")
+        image = entry["image"]
+        image = image if is_url(image) else str(root / Path(image).expanduser())
+        key = image_key(image)
+        if key not in index_of:
+            index_of[key] = len(images)
+            images.append(image)
+        captions.extend(texts)
+        caption_image.extend([index_of[key]] * len(texts))
     if not images:
         raise ValueError(f"The retrieval file {path} has no entries.")
     return RetrievalData(images, captions, caption_image)

@@ -2,6 +2,7 @@
 """The `diffclip-finetune` and `diffclip-pretrain` commands: arguments, data and model loading, and the run."""
 
 import os
+import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,6 +12,9 @@ from transformers.trainer_utils import get_last_checkpoint
 from transformers.utils import logging
 
 from ..configuration_diffclip import DiffCLIPConfig
+from ..core.errors import debug_requested, run_command, without_debug_flag
+from ..core.files import publish_into
+from ..core.loading import load_pretrained_model
 from ..modeling_diffclip import DiffCLIPModel
 from ..original import resolve_pretrained
 from .data import (
@@ -145,7 +149,17 @@ def _data_file_split(path: str, split: str, cache_dir: str | None):
         )
     if not file.is_file():
         raise FileNotFoundError(f"--{split}_file {path!r} does not exist.")
-    return datasets.load_dataset(builder, data_files=str(file), split="train", cache_dir=cache_dir)
+    try:
+        return datasets.load_dataset(builder, data_files=str(file), split="train", cache_dir=cache_dir)
+    except Exception as error:  # datasets wraps parser errors (UnicodeDecodeError, ParserError) in its own types
+        cause = error
+        while cause.__cause__ is not None or cause.__context__ is not None:
+            cause = cause.__cause__ or cause.__context__
+        if isinstance(cause, UnicodeDecodeError):
+            problem = f"it is not UTF-8 text (byte {cause.object[cause.start]:#04x} at offset {cause.start})"
+        else:
+            problem = f"{type(cause).__name__}: {' '.join(str(cause).split())[:300]}"
+        raise ValueError(f"--{split}_file {path!r} cannot be read as {builder.upper()}: {problem}.") from error
 
 
 def load_image_caption_splits(data_args: DataTrainingArguments, cache_dir: str | None = None) -> dict[str, tuple]:
@@ -266,7 +280,7 @@ def load_model_and_processor(model_args: ModelArguments) -> tuple[DiffCLIPModel,
     if model_args.model_name_or_path is not None:
         source = model_args.model_name_or_path
         path = resolve_pretrained(source, cache_dir=cache_dir)
-        model = AutoModel.from_pretrained(path, cache_dir=cache_dir, **kwargs)
+        model = load_pretrained_model(source, path, AutoModel, cache_dir=cache_dir, **kwargs)
         if not isinstance(model, DiffCLIPModel):
             raise ValueError(
                 f"--model_name_or_path {source!r} holds a {type(model).__name__} "
@@ -305,6 +319,46 @@ def _resume_checkpoint(training_args: TrainingArguments) -> str | None:
     return last
 
 
+# Weights files of an earlier save that a new save (in another format or sharding) would leave behind.
+_STALE_WEIGHTS = (
+    "model*.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model*.bin",
+    "pytorch_model.bin.index.json",
+)
+_SAVING = ".diffclip-saving"
+
+
+def save_final_model(trainer, output_dir: str) -> None:
+    """The trained model, its remote code and the processor (loads with trust_remote_code=True), saved into
+    `output_dir` without ever leaving a folder that loads as a mix of two models: everything is written into
+    `output_dir/.diffclip-saving` first, then moved into place with `config.json` last ([`publish_into`]). A model
+    already in `output_dir` (a rerun) stays intact until the new one is complete, and is then replaced; a kill in
+    between leaves a folder without `config.json`, which refuses to load."""
+    output = Path(output_dir)
+    saving = output / _SAVING
+    if trainer.is_world_process_zero() and saving.exists():
+        shutil.rmtree(saving)  # what a killed save left
+    trainer.accelerator.wait_for_everyone()
+    trainer.save_model(str(saving))
+    trainer.accelerator.wait_for_everyone()
+    if trainer.is_world_process_zero():
+        publish_into(output, saving, "config.json", _STALE_WEIGHTS)
+    trainer.accelerator.wait_for_everyone()
+
+
+def _announce_replacement(training_args: TrainingArguments) -> None:
+    """Say, before training, that a model already in --output_dir will be replaced at the end (the documented rule:
+    an output folder is reused, its model replaced whole)."""
+    output = Path(training_args.output_dir)
+    if training_args.do_train and (output / "config.json").is_file() and training_args.process_index == 0:
+        print(
+            f"diffclip-finetune: {output} already holds a model; it stays intact until training ends and is then "
+            "replaced by the new one.",
+            file=sys.stderr,
+        )
+
+
 def run(model_args: ModelArguments, data_args: DataTrainingArguments, training_args: TrainingArguments) -> dict:
     """What `diffclip-finetune` and `diffclip-pretrain` do with parsed arguments; returns the train/eval metrics.
     `training_args` may be plain `TrainingArguments` or [`DiffCLIPTrainingArguments`] (the recipe's arguments)."""
@@ -314,6 +368,7 @@ def run(model_args: ModelArguments, data_args: DataTrainingArguments, training_a
     set_seed(training_args.seed)
 
     model, processor = load_model_and_processor(model_args)
+    _announce_replacement(training_args)
     freeze_towers(model, vision=model_args.freeze_vision_model, text=model_args.freeze_text_model)
 
     apply_global_batch_size(training_args)  # before the streamed training set makes its batches
@@ -374,7 +429,7 @@ def run(model_args: ModelArguments, data_args: DataTrainingArguments, training_a
     results = {}
     if training_args.do_train:
         train_result = trainer.train(resume_from_checkpoint=checkpoint)
-        trainer.save_model()  # the model, its remote code and the processor: loads with trust_remote_code=True
+        save_final_model(trainer, training_args.output_dir)
         metrics = dict(train_result.metrics)
         loader = trainer.callback_handler.train_dataloader
         if isinstance(loader, ShardLoader):
@@ -461,12 +516,16 @@ def parse_arguments(argv: list[str] | None = None, prog: str = "diffclip-finetun
 
 
 def main(argv: list[str] | None = None, prog: str = "diffclip-finetune") -> int:
-    try:
+    """Bad input ends with one line and exit code 2, no traceback (`--debug` or `DIFFCLIP_DEBUG=1` shows it)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    debug = debug_requested(argv)
+    argv = without_debug_flag(argv)
+
+    def command() -> int:
         run(*parse_arguments(argv, prog))
-    except (FileNotFoundError, ValueError, OSError) as error:
-        print(f"{prog}: error: {error}", file=sys.stderr)
-        return 2
-    return 0
+        return 0
+
+    return run_command(prog, command, debug=debug)
 
 
 def pretrain_main(argv: list[str] | None = None) -> int:
