@@ -336,9 +336,8 @@ def save_tiny_diffclip(folder, seed: int = 0, **config_overrides):
     from transformers_diffclip import DiffCLIPConfig, DiffCLIPModel
 
     tower = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4)
-    config = DiffCLIPConfig(
-        text_config=tower, vision_config=dict(tower, image_size=32, patch_size=8), projection_dim=16, **config_overrides
-    )
+    vision = dict(tower, image_size=32, patch_size=8)
+    config = DiffCLIPConfig(text_config=tower, vision_config=vision, projection_dim=16, **config_overrides)
     torch.manual_seed(seed)
     DiffCLIPModel(config).eval().save_pretrained(folder)
     tiny_processor(image_size=32).save_pretrained(folder)
