@@ -143,6 +143,11 @@ def inspect_model(
         )
     if local.is_dir():
         path = str(local)
+        if not (local / "config.json").is_file():
+            raise OSError(
+                f"Cannot load model {name!r}: {local / 'config.json'} does not exist (not a model folder, or a save "
+                "that did not finish)."
+            )
     elif _looks_like_path(path):
         raise FileNotFoundError(f"Model folder not found: {name}")
     try:

@@ -1,6 +1,7 @@
 # Copyright 2026 The transformers-diffclip authors. Licensed under the Apache License, Version 2.0.
 """The `diffclip-finetune` and `diffclip-pretrain` commands: arguments, data and model loading, and the run."""
 
+import codecs
 import os
 import shutil
 import sys
@@ -138,6 +139,22 @@ class DataTrainingArguments:
     )
 
 
+def _not_utf8(file: Path) -> str | None:
+    """Where `file` stops being UTF-8 text ('it is not UTF-8 text (byte 0xe9 at offset 3)'), or None."""
+    offset = 0
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    with file.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            try:
+                decoder.decode(chunk)
+            except UnicodeDecodeError as error:
+                return (
+                    f"it is not UTF-8 text (byte {error.object[error.start]:#04x} near offset {offset + error.start})"
+                )
+            offset += len(chunk)
+    return None
+
+
 def _data_file_split(path: str, split: str, cache_dir: str | None):
     import datasets
 
@@ -151,13 +168,12 @@ def _data_file_split(path: str, split: str, cache_dir: str | None):
         raise FileNotFoundError(f"--{split}_file {path!r} does not exist.")
     try:
         return datasets.load_dataset(builder, data_files=str(file), split="train", cache_dir=cache_dir)
-    except Exception as error:  # datasets wraps parser errors (UnicodeDecodeError, ParserError) in its own types
-        cause = error
-        while cause.__cause__ is not None or cause.__context__ is not None:
-            cause = cause.__cause__ or cause.__context__
-        if isinstance(cause, UnicodeDecodeError):
-            problem = f"it is not UTF-8 text (byte {cause.object[cause.start]:#04x} at offset {cause.start})"
-        else:
+    except Exception as error:  # datasets wraps parser errors (UnicodeDecodeError, ArrowInvalid) in its own types
+        problem = _not_utf8(file)
+        if problem is None:
+            cause = error
+            while cause.__cause__ is not None or cause.__context__ is not None:
+                cause = cause.__cause__ or cause.__context__
             problem = f"{type(cause).__name__}: {' '.join(str(cause).split())[:300]}"
         raise ValueError(f"--{split}_file {path!r} cannot be read as {builder.upper()}: {problem}.") from error
 
