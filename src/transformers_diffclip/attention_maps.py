@@ -64,7 +64,7 @@ from PIL import Image, ImageDraw, ImageFont
 from torch import nn
 from transformers import PretrainedConfig
 
-from .core.files import atomic_write_bytes
+from .core.files import atomic_write_bytes, check_output_file
 from .core.images import open_image
 from .core.loading import add_model_arguments, image_processor_of, model_device_dtype, tokenizer_of
 from .core.loading import load_model_and_processor as _load_model_and_processor
@@ -585,6 +585,7 @@ def attention_map_rows(
 
 
 def _run_cli(args: argparse.Namespace) -> int:
+    check_output_file(args.output)  # before any model loads
     if not 0.0 <= args.alpha <= 1.0:
         raise ValueError(f"--alpha must be in [0, 1], got {args.alpha}.")
     if args.cell_size < 8:

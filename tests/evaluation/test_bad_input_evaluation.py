@@ -324,3 +324,10 @@ def test_a_nan_in_the_config_is_refused(field):
     kwargs = {"text_config": {"lambda_init": float("nan")}} if field == "lambda_init" else {field: float("nan")}
     with pytest.raises(ValueError, match=f"{field} must be a finite number, got nan"):
         DiffCLIPConfig(**kwargs)
+
+
+def test_attention_map_output_is_checked_before_the_model_loads(tmp_path, capsys):
+    argv = ["attention-map", "--model", str(tmp_path / "no-model"), "--image", str(_image(tmp_path / "a.png"))]
+    code = diffclip(argv + ["--output", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2 and f"--output {tmp_path}: it is a folder" in err and "Traceback" not in err
