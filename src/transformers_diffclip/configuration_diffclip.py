@@ -142,7 +142,7 @@ class _DiffCLIPTowerConfig(PretrainedConfig):
             isinstance(self.lambda_init, (int, float))
             and not isinstance(self.lambda_init, bool)
             and math.isfinite(self.lambda_init),
-            f"{name}.lambda_init must be a finite number, got {self.lambda_init!r}.",
+            f"{name}.lambda_init must be a number (finite), got {self.lambda_init!r}.",
         )
         for field in ("layer_norm_eps", "rms_norm_eps"):
             value = getattr(self, field)
@@ -394,7 +394,7 @@ class DiffCLIPConfig(PretrainedConfig):
             value = getattr(self, field)
             _require(
                 isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value),
-                f"DiffCLIPConfig.{field} must be a finite number, got {value!r}.",
+                f"DiffCLIPConfig.{field} must be a number (finite), got {value!r}.",
             )
 
     @staticmethod

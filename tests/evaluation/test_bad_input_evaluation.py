@@ -322,7 +322,7 @@ def test_a_nan_in_the_config_is_refused(field):
     from transformers_diffclip import DiffCLIPConfig
 
     kwargs = {"text_config": {"lambda_init": float("nan")}} if field == "lambda_init" else {field: float("nan")}
-    with pytest.raises(ValueError, match=f"{field} must be a finite number, got nan"):
+    with pytest.raises(ValueError, match=rf"{field} must be a number \(finite\), got nan"):
         DiffCLIPConfig(**kwargs)
 
 
