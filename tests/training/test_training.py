@@ -509,6 +509,15 @@ def test_image_that_fails_to_decode_later(tmp_path, processor, toy_data):
     assert skipped == 0 and len(dataset) == 2  # the header check passes
     with pytest.raises(ValueError, match=r"Cannot read image .*truncated.png.*--skip_bad_rows"):
         dataset[1]
-    lenient, _ = training.prepare_image_caption_dataset(datasets.Dataset.from_dict(rows), skip_bad_rows=True)
+    # --skip_bad_rows decodes every image in the check: the truncated row is dropped, and counted, there
+    lenient, skipped = training.prepare_image_caption_dataset(datasets.Dataset.from_dict(rows), skip_bad_rows=True)
+    assert skipped == 1 and len(lenient) == 1
+    # an image that breaks after the check becomes None, and the collator drops its row
+    copy = tmp_path / "copy.png"
+    copy.write_bytes(good.read_bytes())
+    rows = {"image_path": [str(good), str(copy)], "caption": ["a red square", "a copied square"]}
+    lenient, skipped = training.prepare_image_caption_dataset(datasets.Dataset.from_dict(rows), skip_bad_rows=True)
+    assert skipped == 0
+    copy.write_bytes(good.read_bytes()[:80])
     batch = training.DiffCLIPDataCollator(processor)([lenient[0], lenient[1]])
     assert batch["pixel_values"].shape[0] == 1 and batch["input_ids"].shape[0] == 1

@@ -77,6 +77,54 @@ def _first_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
+# The weights files transformers reads, in its order of preference.
+WEIGHTS_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+
+
+def _weights_file(path: str) -> str:
+    """The weights file of the model folder `path` that a load reads (the folder itself when none is there)."""
+    folder = Path(path).expanduser()
+    for name in WEIGHTS_FILES:
+        if (folder / name).is_file():
+            return str(folder / name)
+    return str(folder)
+
+
+def _load_error(name: str, path: str, error: BaseException) -> OSError:
+    """One line for a model whose weights cannot be loaded: the file, and what is wrong with it."""
+    text = " ".join(str(error).split())
+    if "size mismatch" in text or "mismatched" in text.lower():
+        problem = "its weights do not have the shapes its config.json describes"
+    elif type(error).__name__ == "SafetensorError" or "deserializ" in text or "header" in text.lower():
+        problem = "it is not a readable safetensors file (truncated or damaged)"
+    elif "pickle" in text.lower() or "weights_only" in text or "Unpickl" in type(error).__name__:
+        problem = "it is a pickle that the safe loader refuses (it could run code); use a model.safetensors file"
+    else:
+        problem = _first_line(error)
+    detail = text[:300] + ("..." if len(text) > 300 else "")
+    where = _weights_file(path)
+    return OSError(f"Cannot load model {name!r} from {where}: {problem} ({type(error).__name__}: {detail})")
+
+
+def load_pretrained_model(name: str, path: str, auto_class=None, **kwargs):
+    """`auto_class.from_pretrained(path, **kwargs)` (default `AutoModel`), with every failure (a truncated or
+    damaged weights file, weights whose shapes do not match the config, a refused pickle) turned into an `OSError`
+    that names the file and the problem."""
+    if auto_class is None:
+        from transformers import AutoModel as auto_class
+    try:
+        return auto_class.from_pretrained(path, **kwargs)
+    except (KeyboardInterrupt, MemoryError):
+        raise
+    except Exception as error:
+        raise _load_error(name, path, error) from error
+
+
 def inspect_model(
     name_or_path: str | os.PathLike,
     revision: str | None = None,
@@ -99,6 +147,11 @@ def inspect_model(
         )
     if local.is_dir():
         path = str(local)
+        if not (local / "config.json").is_file():
+            raise OSError(
+                f"Cannot load model {name!r}: {local / 'config.json'} does not exist (not a model folder, or a save "
+                "that did not finish)."
+            )
     elif _looks_like_path(path):
         raise FileNotFoundError(f"Model folder not found: {name}")
     try:
@@ -138,16 +191,8 @@ def load_model(source: ModelSource, cache_dir: str | os.PathLike | None = None, 
     `kwargs` go to `from_pretrained` (e.g. `attn_implementation`)."""
     from transformers import AutoModel
 
-    try:
-        return AutoModel.from_pretrained(
-            source.path,
-            revision=source.revision,
-            trust_remote_code=source.trust_remote_code,
-            cache_dir=cache_dir,
-            **kwargs,
-        )
-    except (OSError, ValueError) as error:
-        raise OSError(f"Cannot load model {source.name!r}: {_first_line(error)}") from error
+    kwargs = {"revision": source.revision, "trust_remote_code": source.trust_remote_code, **kwargs}
+    return load_pretrained_model(source.name, source.path, AutoModel, cache_dir=cache_dir, **kwargs)
 
 
 def load_processor(
@@ -267,6 +312,7 @@ __all__ = [
     "inspect_model",
     "load_model",
     "load_model_and_processor",
+    "load_pretrained_model",
     "load_processor",
     "model_device_dtype",
     "resolve_device",

@@ -16,16 +16,30 @@ from typing import Any
 Label = str | Sequence[str]
 
 
+def read_text(path: Path) -> str:
+    """The text of a UTF-8 file (a byte-order mark is dropped); a file in another encoding is a `ValueError` that
+    names it and where the first bad byte is."""
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise ValueError(
+            f"{path} is not UTF-8 text (byte {error.object[error.start]:#04x} at offset {error.start}); save it as "
+            "UTF-8."
+        ) from None
+    except IsADirectoryError:
+        raise ValueError(f"{path} is a folder, not a text file.") from None
+
+
 def read_text_lines(path: Path) -> list[str]:
     if not path.is_file():
         raise FileNotFoundError(f"File not found: {path}")
-    lines = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines()]
+    lines = [line.strip() for line in read_text(path).splitlines()]
     return [line for line in lines if line]
 
 
 def _read_json_entry(path: Path, key: str | None) -> Any:
     try:
-        data = json.loads(path.read_text(encoding="utf-8-sig"))
+        data = json.loads(read_text(path))
     except json.JSONDecodeError as error:
         raise ValueError(f"{path} is not valid JSON: {error}") from error
     if isinstance(data, dict) and key is None and not all(isinstance(v, str) for v in data.values()):
@@ -117,6 +131,8 @@ def load_templates(path: str | os.PathLike, key: str | None = None) -> list[str]
 
 __all__ = [
     "Label",
+    "read_text",
+    "read_text_lines",
     "check_label",
     "check_templates",
     "load_class_names",

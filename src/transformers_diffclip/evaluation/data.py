@@ -12,8 +12,8 @@ from pathlib import Path
 
 import torch
 
-from ..core.images import IMAGE_EXTENSIONS, is_url, open_image, scan_images
-from ..core.text_files import Label
+from ..core.images import IMAGE_EXTENSIONS, image_key, is_url, open_image, scan_images
+from ..core.text_files import Label, read_text
 from .labels import duplicate_labels, synonyms
 
 
@@ -157,7 +157,17 @@ def find_image_folder(
     root = Path(root)
     folders = _class_folders(root)
     labels, folder_classes, matching = match_folders(folders, class_names, source)
-    samples = [(path, i) for i, folder in enumerate(folders) for path in scan_images(root / folder)]
+    samples, owner = [], {}
+    for i, folder in enumerate(folders):
+        for path in scan_images(root / folder):
+            key = image_key(path)
+            if key in owner and owner[key] != folder:
+                raise ValueError(
+                    f"The image {key} is in two class folders of {root}: {owner[key]!r} and {folder!r} (through a "
+                    "link); an image belongs to one class."
+                )
+            owner[key] = folder
+            samples.append((path, i))
     if not samples:
         raise ValueError(f"No images found in {root} (looked for {', '.join(IMAGE_EXTENSIONS)} in the class folders).")
     return ImageFolderData(root, labels, folders, folder_classes, samples, matching, duplicate_labels(labels))
@@ -180,40 +190,41 @@ class RetrievalData:
 def read_retrieval_jsonl(path: str | os.PathLike, image_root: str | os.PathLike | None = None) -> RetrievalData:
     """Read a JSON Lines retrieval file: one object per line with `image` (a path, relative to `image_root` or else
     to the file's folder, or a URL) and `captions` (a list of strings) or `caption` (a string). Lines naming the
-    same image are merged, so an image has all its captions whether they come on one line or several."""
+    same image are merged, so an image has all its captions whether they come on one line or several; local paths
+    are compared by the file they resolve to (`a.jpg`, `./a.jpg`, `/abs/a.jpg` and a link to it are one image)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Retrieval file not found: {path}")
     root = Path(image_root) if image_root is not None else path.parent
     images, captions, caption_image, index_of = [], [], [], {}
-    with path.open(encoding="utf-8-sig") as lines:
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            where = f"{path} line {number}"
-            try:
-                entry = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{where}: not valid JSON ({error}).") from error
-            if not isinstance(entry, dict) or not isinstance(entry.get("image"), str) or not entry["image"]:
-                raise ValueError(f"{where}: expected an object with an 'image' path.")
-            if "captions" in entry:
-                texts = entry["captions"]
-                if not isinstance(texts, list) or not texts:
-                    raise ValueError(f"{where}: 'captions' must be a non-empty list of strings.")
-            elif "caption" in entry:
-                texts = [entry["caption"]]
-            else:
-                raise ValueError(f"{where}: expected 'captions' (a list) or 'caption' (a string).")
-            if not all(isinstance(text, str) and text.strip() for text in texts):
-                raise ValueError(f"{where}: every caption must be a non-empty string.")
-            image = entry["image"]
-            image = image if is_url(image) else str(root / image)
-            if image not in index_of:
-                index_of[image] = len(images)
-                images.append(image)
-            captions.extend(texts)
-            caption_image.extend([index_of[image]] * len(texts))
+    for number, line in enumerate(read_text(path).split("\n"), start=1):
+        if not line.strip():
+            continue
+        where = f"{path} line {number}"
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{where}: not valid JSON ({error}).") from error
+        if not isinstance(entry, dict) or not isinstance(entry.get("image"), str) or not entry["image"]:
+            raise ValueError(f"{where}: expected an object with an 'image' path.")
+        if "captions" in entry:
+            texts = entry["captions"]
+            if not isinstance(texts, list) or not texts:
+                raise ValueError(f"{where}: 'captions' must be a non-empty list of strings.")
+        elif "caption" in entry:
+            texts = [entry["caption"]]
+        else:
+            raise ValueError(f"{where}: expected 'captions' (a list) or 'caption' (a string).")
+        if not all(isinstance(text, str) and text.strip() for text in texts):
+            raise ValueError(f"{where}: every caption must be a non-empty string.")
+        image = entry["image"]
+        image = image if is_url(image) else str(root / Path(image).expanduser())
+        key = image_key(image)
+        if key not in index_of:
+            index_of[key] = len(images)
+            images.append(image)
+        captions.extend(texts)
+        caption_image.extend([index_of[key]] * len(texts))
     if not images:
         raise ValueError(f"The retrieval file {path} has no entries.")
     return RetrievalData(images, captions, caption_image)

@@ -4,6 +4,7 @@ synonyms and duplicate class names. Reading them from files is `core.text_files`
 
 from __future__ import annotations
 
+import csv
 from collections import Counter
 from collections.abc import Sequence
 
@@ -14,8 +15,15 @@ DEFAULT_TEMPLATE = "a photo of a {}."
 
 
 def parse_label_list(text: str) -> list[str]:
-    """Labels from a comma-separated string (`"cat,dog, a red car"`); surrounding spaces are dropped."""
-    labels = [label.strip() for label in text.split(",")]
+    """Labels from a comma-separated string (`"cat,dog, a red car"`); surrounding spaces are dropped. A label that
+    holds a comma is quoted as in CSV: `'cat,"dog, small",car'`."""
+    try:
+        rows = list(csv.reader([text], skipinitialspace=True))
+    except csv.Error as error:
+        raise ValueError(
+            f'The label list {text!r} is not valid: {error} (quote a label that holds a comma: "a, b").'
+        ) from None
+    labels = [label.strip() for row in rows for label in row]
     labels = [label for label in labels if label]
     if not labels:
         raise ValueError(f"The label list {text!r} is empty; give comma-separated labels such as 'cat,dog'.")

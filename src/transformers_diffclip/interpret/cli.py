@@ -7,13 +7,14 @@ import argparse
 import io
 from pathlib import Path
 
-from ..core.files import atomic_write_bytes
+from ..core.files import atomic_write_bytes, check_output_file
 from ..core.loading import add_model_arguments
 from .maps import METHODS, attention_map_rows
 from .render import render_attention_grid
 
 
 def _run_cli(args: argparse.Namespace) -> int:
+    check_output_file(args.output)  # before any model loads
     if not 0.0 <= args.alpha <= 1.0:
         raise ValueError(f"--alpha must be in [0, 1], got {args.alpha}.")
     if args.cell_size < 8:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from transformers import HfArgumentParser
 
+from ..core.errors import debug_requested, run_command, without_debug_flag
 from .run import PRETRAINING_RECIPE, DataTrainingArguments, ModelArguments, run
 from .trainer import DiffCLIPTrainingArguments
 
@@ -52,12 +53,16 @@ def parse_arguments(argv: list[str] | None = None, prog: str = "diffclip-finetun
 
 
 def main(argv: list[str] | None = None, prog: str = "diffclip-finetune") -> int:
-    try:
+    """Bad input ends with one line and exit code 2, no traceback (`--debug` or `DIFFCLIP_DEBUG=1` shows it)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    debug = debug_requested(argv)
+    argv = without_debug_flag(argv)
+
+    def command() -> int:
         run(*parse_arguments(argv, prog))
-    except (FileNotFoundError, ValueError, OSError) as error:
-        print(f"{prog}: error: {error}", file=sys.stderr)
-        return 2
-    return 0
+        return 0
+
+    return run_command(prog, command, debug=debug)
 
 
 def pretrain_main(argv: list[str] | None = None) -> int:

@@ -28,11 +28,15 @@ _MAX_LISTED_PROBLEMS = 10
 # --------------------------------------------------------------------------------------------------
 
 
-def _image_problem(image: Any, image_root) -> str:
+def _image_problem(image: Any, image_root, decode: bool = False) -> str:
     """Why this image cannot be used ('' when it can), checked cheaply ([`probe_image`]: the file exists and PIL
-    recognises its header). Full decoding happens lazily, when the row is used."""
+    recognises its header) or, with `decode`, by decoding it whole ([`open_image`]: so that every row dropped by
+    `--skip_bad_rows` is dropped, and counted, here, not later in a batch)."""
     try:
-        probe_image(image, root=image_root)
+        if decode:
+            open_image(image, root=image_root)
+        else:
+            probe_image(image, root=image_root)
     except ImageError as error:
         return str(error)
     return ""
@@ -51,13 +55,14 @@ def caption_problem(caption: Any) -> str:
 class _RowChecker:
     """`datasets.map` function that writes, for each row, why it cannot be used ('' when it can)."""
 
-    def __init__(self, image_root):
+    def __init__(self, image_root, decode: bool = False):
         self.image_root = None if image_root is None else str(image_root)
+        self.decode = decode
 
     def __call__(self, batch: dict[str, list]) -> dict[str, list]:
         problems = []
         for image, caption in zip(batch[IMAGE], batch[CAPTION]):
-            found = (_image_problem(image, self.image_root), caption_problem(caption))
+            found = (_image_problem(image, self.image_root, self.decode), caption_problem(caption))
             problems.append("; ".join(problem for problem in found if problem))
         return {"_problem": problems}
 
@@ -122,7 +127,8 @@ def prepare_image_caption_dataset(
     """Check an image–caption `datasets.Dataset` and set it up for lazy loading.
 
     Keeps the two columns, renamed `image` and `caption`; checks every row cheaply (a non-empty caption, an image
-    file that exists and whose header PIL recognises; relative paths are taken from `image_root`); then attaches an
+    file that exists and whose header PIL recognises, or with `skip_bad_rows` an image that decodes whole; relative
+    paths are taken from `image_root`); then attaches an
     [`ImageCaptionTransform`] so images are opened only when their rows are read.
 
     Args:
@@ -156,7 +162,7 @@ def prepare_image_caption_dataset(
 
     # Never from the cache: an image may have been fixed or broken since the last run.
     checked = dataset.map(
-        _RowChecker(image_root),
+        _RowChecker(image_root, decode=skip_bad_rows),
         batched=True,
         num_proc=num_proc,
         load_from_cache_file=False,

@@ -2,7 +2,10 @@
 """What `diffclip-finetune` and `diffclip-pretrain` do: their arguments, data and model loading, and the run
 ([`run`]); [`PRETRAINING_RECIPE`], the defaults of `diffclip-pretrain`. The commands themselves are `cli`."""
 
+import codecs
 import os
+import shutil
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -11,6 +14,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from transformers.utils import logging
 
 from ..configuration_diffclip import DiffCLIPConfig
+from ..core.files import publish_into
 from ..core.loading import inspect_model, load_model, load_processor
 from ..modeling_diffclip import DiffCLIPModel
 from ..original import resolve_pretrained
@@ -130,6 +134,22 @@ class DataTrainingArguments:
     )
 
 
+def _not_utf8(file: Path) -> str | None:
+    """Where `file` stops being UTF-8 text ('it is not UTF-8 text (byte 0xe9 at offset 3)'), or None."""
+    offset = 0
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    with file.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            try:
+                decoder.decode(chunk)
+            except UnicodeDecodeError as error:
+                return (
+                    f"it is not UTF-8 text (byte {error.object[error.start]:#04x} near offset {offset + error.start})"
+                )
+            offset += len(chunk)
+    return None
+
+
 def _data_file_split(path: str, split: str, cache_dir: str | None):
     import datasets
 
@@ -141,7 +161,16 @@ def _data_file_split(path: str, split: str, cache_dir: str | None):
         )
     if not file.is_file():
         raise FileNotFoundError(f"--{split}_file {path!r} does not exist.")
-    return datasets.load_dataset(builder, data_files=str(file), split="train", cache_dir=cache_dir)
+    try:
+        return datasets.load_dataset(builder, data_files=str(file), split="train", cache_dir=cache_dir)
+    except Exception as error:  # datasets wraps parser errors (UnicodeDecodeError, ArrowInvalid) in its own types
+        problem = _not_utf8(file)
+        if problem is None:
+            cause = error
+            while cause.__cause__ is not None or cause.__context__ is not None:
+                cause = cause.__cause__ or cause.__context__
+            problem = f"{type(cause).__name__}: {' '.join(str(cause).split())[:300]}"
+        raise ValueError(f"--{split}_file {path!r} cannot be read as {builder.upper()}: {problem}.") from error
 
 
 def load_image_caption_splits(data_args: DataTrainingArguments, cache_dir: str | None = None) -> dict[str, tuple]:
@@ -297,6 +326,46 @@ def _resume_checkpoint(training_args: TrainingArguments) -> str | None:
     return last
 
 
+# Weights files of an earlier save that a new save (in another format or sharding) would leave behind.
+_STALE_WEIGHTS = (
+    "model*.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model*.bin",
+    "pytorch_model.bin.index.json",
+)
+_SAVING = ".diffclip-saving"
+
+
+def save_final_model(trainer, output_dir: str) -> None:
+    """The trained model, its remote code and the processor (loads with trust_remote_code=True), saved into
+    `output_dir` without ever leaving a folder that loads as a mix of two models: everything is written into
+    `output_dir/.diffclip-saving` first, then moved into place with `config.json` last ([`publish_into`]). A model
+    already in `output_dir` (a rerun) stays intact until the new one is complete, and is then replaced; a kill in
+    between leaves a folder without `config.json`, which refuses to load."""
+    output = Path(output_dir)
+    saving = output / _SAVING
+    if trainer.is_world_process_zero() and saving.exists():
+        shutil.rmtree(saving)  # what a killed save left
+    trainer.accelerator.wait_for_everyone()
+    trainer.save_model(str(saving))
+    trainer.accelerator.wait_for_everyone()
+    if trainer.is_world_process_zero():
+        publish_into(output, saving, "config.json", _STALE_WEIGHTS)
+    trainer.accelerator.wait_for_everyone()
+
+
+def _announce_replacement(training_args: TrainingArguments) -> None:
+    """Say, before training, that a model already in --output_dir will be replaced at the end (the documented rule:
+    an output folder is reused, its model replaced whole)."""
+    output = Path(training_args.output_dir)
+    if training_args.do_train and (output / "config.json").is_file() and training_args.process_index == 0:
+        print(
+            f"diffclip-finetune: {output} already holds a model; it stays intact until training ends and is then "
+            "replaced by the new one.",
+            file=sys.stderr,
+        )
+
+
 def run(model_args: ModelArguments, data_args: DataTrainingArguments, training_args: TrainingArguments) -> dict:
     """What `diffclip-finetune` and `diffclip-pretrain` do with parsed arguments; returns the train/eval metrics.
     `training_args` may be plain `TrainingArguments` or [`DiffCLIPTrainingArguments`] (the recipe's arguments)."""
@@ -306,6 +375,7 @@ def run(model_args: ModelArguments, data_args: DataTrainingArguments, training_a
     set_seed(training_args.seed)
 
     model, processor = load_model_and_processor(model_args)
+    _announce_replacement(training_args)
     freeze_towers(model, vision=model_args.freeze_vision_model, text=model_args.freeze_text_model)
 
     apply_global_batch_size(training_args)  # before the streamed training set makes its batches
@@ -366,7 +436,7 @@ def run(model_args: ModelArguments, data_args: DataTrainingArguments, training_a
     results = {}
     if training_args.do_train:
         train_result = trainer.train(resume_from_checkpoint=checkpoint)
-        trainer.save_model()  # the model, its remote code and the processor: loads with trust_remote_code=True
+        save_final_model(trainer, training_args.output_dir)
         metrics = dict(train_result.metrics)
         loader = trainer.callback_handler.train_dataloader
         if isinstance(loader, ShardLoader):
