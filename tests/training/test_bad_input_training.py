@@ -41,7 +41,8 @@ KILLED_RUN = textwrap.dedent(
     """
     import os, signal, sys
     import transformers.modeling_utils as modeling_utils
-    from transformers_diffclip.training import cli, run
+    from transformers_diffclip.training import cli
+    run = sys.modules["transformers_diffclip.training.run"]  # the module (the package exports its function `run`)
 
     where = sys.argv[1]
     if where == "weights":  # killed when the weights file is about to be written
