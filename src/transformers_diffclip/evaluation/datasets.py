@@ -21,7 +21,6 @@ A split is a list of image sources with their targets (class index, captions, or
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import re
@@ -33,8 +32,10 @@ from typing import Any
 import torch
 from PIL import Image
 
-from .data import IMAGE_EXTENSIONS, find_image_folder, load_image, read_retrieval_jsonl
-from .labels import load_class_names
+from ..core.images import IMAGE_EXTENSIONS, open_image, scan_images
+from ..core.text_files import load_class_names, read_text, read_text_lines
+from .data import find_image_folder, read_retrieval_jsonl
+from .data import image_batches as source_batches
 
 
 WDS_IMAGE_KEYS = ("webp", "png", "jpg", "jpeg")
@@ -85,7 +86,7 @@ def _fingerprint(entries: Sequence[str]) -> str:
     return digest.hexdigest()[:24]
 
 
-def _file_fingerprint(paths: Sequence[str], root: Path | None = None) -> str:
+def file_fingerprint(paths: Sequence[str], root: Path | None = None) -> str:
     entries = []
     for path in paths:
         size = os.path.getsize(path) if os.path.isfile(path) else -1
@@ -189,9 +190,7 @@ def detect_layout(root: Path) -> str:
 
 
 def _read_lines(path: Path) -> list[str] | None:
-    if not path.is_file():
-        return None
-    return [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
+    return read_text_lines(path) if path.is_file() else None
 
 
 def _webdataset_split(root: Path, name: str, split: str) -> Split:
@@ -203,7 +202,7 @@ def _webdataset_split(root: Path, name: str, split: str) -> Split:
             f"{', '.join(found) or 'none'}."
         )
     try:
-        nshards = int((folder / "nshards.txt").read_text().strip())
+        nshards = int(read_text(folder / "nshards.txt").strip())
     except ValueError as error:
         raise ValueError(f"{folder / 'nshards.txt'} must hold the number of shards: {error}") from error
     shards = [folder / f"{i}.tar" for i in range(nshards)]
@@ -225,7 +224,7 @@ def _webdataset_split(root: Path, name: str, split: str) -> Split:
         split=split,
         task=task,
         layout="webdataset",
-        fingerprint=_file_fingerprint([str(s) for s in shards], root),
+        fingerprint=file_fingerprint([str(s) for s in shards], root),
         shards=[str(s) for s in shards],
         class_names=class_names,
         templates=templates,
@@ -244,7 +243,7 @@ def _image_folder_split(folder: Path, name: str, split: str, class_names) -> Spl
         split=split,
         task="classification",
         layout="image_folder",
-        fingerprint=_file_fingerprint(sources, folder),
+        fingerprint=file_fingerprint(sources, folder),
         sources=sources,
         targets=targets,
         class_names=list(data.labels),
@@ -294,7 +293,7 @@ def _karpathy_image_root(path: Path, entries: list) -> Path:
 
 def _karpathy_split(path: Path, name: str, split: str, image_root: Path | None) -> Split:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(read_text(path))
     except json.JSONDecodeError as error:
         raise ValueError(f"{path} is not valid JSON: {error}") from error
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
@@ -320,7 +319,7 @@ def _karpathy_split(path: Path, name: str, split: str, image_root: Path | None) 
             f"{len(missing)} of the {len(sources)} images of {path} ({split}) are not under {root} (e.g. "
             f"{missing[0]}); pass the folder that holds them as the image root."
         )
-    return Split(name, split, "retrieval", "karpathy", _file_fingerprint(sources, root), sources, targets)
+    return Split(name, split, "retrieval", "karpathy", file_fingerprint(sources, root), sources, targets)
 
 
 def _jsonl_split(path: Path, name: str, split: str, image_root: Path | None) -> Split:
@@ -328,12 +327,12 @@ def _jsonl_split(path: Path, name: str, split: str, image_root: Path | None) -> 
     targets = [[] for _ in data.images]
     for caption, image in zip(data.captions, data.caption_image):
         targets[image].append(caption)
-    return Split(name, split, "retrieval", "jsonl", _file_fingerprint(data.images), list(data.images), targets)
+    return Split(name, split, "retrieval", "jsonl", file_fingerprint(data.images), list(data.images), targets)
 
 
 def _images_split(root: Path, name: str) -> Split:
-    sources = sorted(str(p) for p in root.iterdir() if p.is_file() and p.name.lower().endswith(IMAGE_EXTENSIONS))
-    return Split(name, "all", "images", "images", _file_fingerprint(sources, root), sources, list(range(len(sources))))
+    sources = scan_images(root)
+    return Split(name, "all", "images", "images", file_fingerprint(sources, root), sources, list(range(len(sources))))
 
 
 def open_split(
@@ -394,29 +393,10 @@ def open_split(
 # --------------------------------------------------------------------------------------------------
 
 
-class _SourceImages(torch.utils.data.Dataset):
-    def __init__(self, sources: Sequence[str], image_processor):
-        self.sources, self.image_processor = sources, image_processor
-
-    def __len__(self) -> int:
-        return len(self.sources)
-
-    def __getitem__(self, index: int) -> torch.Tensor:
-        image = load_image(self.sources[index])
-        return self.image_processor(images=image, return_tensors="pt")["pixel_values"][0]
-
-
 def _decode_wds_image(sample: dict, shard: str) -> Image.Image:
     for key in WDS_IMAGE_KEYS:
-        if key in sample:
-            try:
-                with Image.open(io.BytesIO(sample[key])) as image:
-                    image.load()
-                    return image.convert("RGB")
-            except Exception as error:
-                raise ValueError(
-                    f"Cannot read the image of sample {sample.get('__key__')} in {shard}: {error}"
-                ) from error
+        if key in sample:  # core.images' opener: its pixel limit, one error type naming the sample
+            return open_image({"path": f"{sample.get('__key__')}.{key} in {shard}", "bytes": sample[key]})
     raise ValueError(
         f"Sample {sample.get('__key__')} in {shard} has no image ({', '.join(WDS_IMAGE_KEYS)}); keys: "
         f"{', '.join(k for k in sample if not k.startswith('__'))}."
@@ -489,11 +469,8 @@ def image_batches(
     if split.sources is not None:
         sources = split.sources[rank::world][start:]
         targets = split.targets[rank::world][start:]
-        loader = torch.utils.data.DataLoader(
-            _SourceImages(sources, image_processor), batch_size=batch_size, num_workers=num_workers
-        )
-        for number, pixel_values in enumerate(loader):
-            yield pixel_values, targets[number * batch_size : number * batch_size + len(pixel_values)]
+        for pixel_values, rows in source_batches(sources, image_processor, None, batch_size, num_workers):
+            yield pixel_values, [targets[row] for row in rows.tolist()]
         return
     if num_workers == 0:
         yield from _WebdatasetBatches(split, image_processor, batch_size, start, rank, world)
@@ -551,6 +528,7 @@ __all__ = [
     "Split",
     "count_webdataset_samples",
     "detect_layout",
+    "file_fingerprint",
     "hub_repo_of",
     "image_batches",
     "iterate_webdataset",

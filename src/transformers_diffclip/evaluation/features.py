@@ -31,9 +31,11 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save
 
-from ..files import atomic_write_bytes, write_json
+from ..core.distributed import rank_world
+from ..core.files import atomic_write_bytes, write_json
+from ..core.loading import image_processor_of, model_device_dtype
 from .datasets import Split, count_webdataset_samples, image_batches
-from .encoding import embedding_tensor, image_processor_of, model_device_dtype, progress_bar
+from .encoding import embedding_tensor, progress_bar
 from .metrics import non_finite_error
 
 
@@ -105,6 +107,11 @@ def feature_manifest(model, processor, model_name: str, revision: str | None, sp
         "split": split.split,
         "fingerprint": split.fingerprint,
     }
+
+
+def manifest_metadata(manifest: dict[str, Any]) -> dict[str, str]:
+    """The safetensors metadata that names what a features file holds (read back by [`FeatureCache`])."""
+    return {"manifest": json.dumps(manifest, sort_keys=True, allow_nan=False)}
 
 
 def _slug(text: str) -> str:
@@ -182,9 +189,6 @@ class FeatureCache:
             targets = json.loads(self._path(manifest, ".targets.json").read_text(encoding="utf-8"))
         return Features(tensors["pre_projection"], tensors["projected"], targets, found, cached=True)
 
-    def _metadata(self, manifest: dict) -> dict[str, str]:
-        return {"manifest": json.dumps(manifest, sort_keys=True)}
-
     def save(self, features: Features) -> Path | None:
         if self.root is None:
             return None
@@ -198,7 +202,7 @@ class FeatureCache:
         else:
             write_json(self._path(manifest, ".targets.json"), features.targets)
         write_json(self._path(manifest, ".manifest.json"), manifest)
-        path = atomic_write_bytes(self._path(manifest, ".safetensors"), save(tensors, self._metadata(manifest)))
+        path = atomic_write_bytes(self._path(manifest, ".safetensors"), save(tensors, manifest_metadata(manifest)))
         for part in self.folder(manifest).glob(f"{manifest['split']}*.part-*.safetensors"):
             part.unlink(missing_ok=True)
         return path
@@ -231,7 +235,7 @@ class FeatureCache:
     ) -> None:
         if self.root is None:
             return
-        metadata = self._metadata(manifest) | {"targets": json.dumps(targets)}
+        metadata = manifest_metadata(manifest) | {"targets": json.dumps(targets)}
         path = self._path(manifest, f"{tag}.part-{index:05d}.safetensors")
         atomic_write_bytes(path, save({k: v.contiguous() for k, v in tensors.items()}, metadata))
 
@@ -240,14 +244,6 @@ def _finish_targets(split: Split, targets: list) -> Any:
     if split.task == "classification":
         return torch.tensor(targets, dtype=torch.long)
     return targets
-
-
-def rank_world() -> tuple[int, int]:
-    """This process's rank and the number of processes (torch.distributed when initialised, else torchrun's
-    `RANK` / `WORLD_SIZE`, else 0 and 1)."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
 
 def _encode_samples(
@@ -338,7 +334,7 @@ def encode_split(
     writes the split's file, and every process returns the whole split's features."""
     cache = cache or FeatureCache(None)
     if rank is None or world is None:
-        rank, world = rank_world()
+        rank, world = rank_world(from_environment=True)
     manifest = feature_manifest(model, processor, model_name, revision, split)
     cached = cache.load(manifest)
     if cached is not None:
@@ -396,6 +392,6 @@ __all__ = [
     "encode_split",
     "feature_manifest",
     "image_features",
-    "rank_world",
+    "manifest_metadata",
     "weights_checksum",
 ]

@@ -15,6 +15,7 @@ fixed order (not the CSV's column); per-category pair accuracy and the average o
 from __future__ import annotations
 
 import csv
+import io
 import math
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .datasets import Split, _file_fingerprint
+from ..core.text_files import read_text
+from .datasets import Split, file_fingerprint
 from .metrics import check_finite
 
 
@@ -49,8 +51,7 @@ def read_mmvp(root: str | Path, name: str | None = None) -> Split:
     layout = f"expected Questions.csv and '{IMAGE_FOLDER}/<category>/<id>.jpg' in {root}"
     if not questions.is_file() or not (root / IMAGE_FOLDER).is_dir():
         raise ValueError(f"{root} is not an MMVP-VLM folder: {layout}.")
-    with questions.open(newline="", encoding="utf-8-sig") as file:
-        rows = list(csv.reader(file))[1:]
+    rows = list(csv.reader(io.StringIO(read_text(questions), newline="")))[1:]
     rows = [row for row in rows if any(cell.strip() for cell in row)]
     if not rows or len(rows) % 2:
         raise ValueError(f"{questions} must hold pairs of rows (ids 2k-1, 2k); it has {len(rows)} rows.")
@@ -81,7 +82,7 @@ def read_mmvp(root: str | Path, name: str | None = None) -> Split:
         split="test",
         task="mmvp",
         layout="mmvp",
-        fingerprint=_file_fingerprint(sources + [str(questions)], root),
+        fingerprint=file_fingerprint(sources + [str(questions)], root),
         sources=sources,
         targets=statements,
         extra={"question_ids": ids, "pair_categories": categories},

@@ -15,13 +15,15 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from ..core.loading import tokenizer_of
+from ..core.text_files import load_templates
 from .classifier import ZeroShotClassifier
 from .datasets import Split, open_split
-from .encoding import encode_texts, logit_scale_of, tokenizer_of
+from .encoding import encode_texts, logit_scale_of
 from .features import FEATURE_KINDS, FeatureCache, Features, encode_split
 from .few_shot import DEFAULT_SEED as FEW_SHOT_SEED
 from .few_shot import EPISODES, QUERIES, SHOTS, WAYS, few_shot
-from .labels import DEFAULT_TEMPLATE, load_templates
+from .labels import DEFAULT_TEMPLATE
 from .linear_probe import FIT_SEED, MAX_ITER, VALIDATION_SEED, linear_probe, paper_metric
 from .metrics import classification_report, match_ranks, retrieval_ranks
 from .mmvp import mmvp_prompts, score_mmvp

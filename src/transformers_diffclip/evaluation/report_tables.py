@@ -10,7 +10,7 @@ import io
 import math
 from pathlib import Path
 
-from ..files import atomic_write_bytes
+from ..core.files import atomic_write_bytes
 from .published import OOD_AVERAGE_GAIN, published_for
 
 

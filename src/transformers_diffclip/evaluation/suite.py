@@ -39,7 +39,8 @@ from typing import Any
 
 import torch
 
-from ..files import write_json
+from ..core.files import atomic_write_bytes, write_json
+from ..core.text_files import read_text
 from .features import FEATURE_KINDS, FeatureCache, default_cache_dir
 from .linear_probe import MAX_ITER
 from .paper_tasks import (
@@ -195,7 +196,7 @@ def load_suite(path: str | os.PathLike) -> Suite:
     if not path.is_file():
         raise FileNotFoundError(f"Suite file not found: {path}")
     try:
-        config = yaml.safe_load(path.read_text(encoding="utf-8"))
+        config = yaml.safe_load(read_text(path))
     except yaml.YAMLError as error:
         raise ValueError(f"{path} is not valid YAML: {error}") from error
     return parse_suite(config, str(path), base=path.parent)
@@ -334,8 +335,6 @@ def run_suite(
     chart_files = write_charts(outputs, output_dir) if charts else []
     for task, content in outputs.items():
         write_json(output_dir / f"{task}.json", content)
-    from ..files import atomic_write_bytes
-
     atomic_write_bytes(output_dir / "report.md", report.encode("utf-8"))
     outputs["_files"] = (
         [str(output_dir / f"{t}.json") for t in suite.tasks] + chart_files + [str(output_dir / "report.md")]

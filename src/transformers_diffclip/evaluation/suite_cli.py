@@ -8,28 +8,19 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..files import atomic_write_bytes, write_json
-from .cli import _add_runtime_arguments, _positive_int, add_model_arguments
+from ..core.distributed import rank_world
+from ..core.files import atomic_write_bytes, check_output_file, write_json
+from ..core.loading import add_model_arguments
+from .arguments import add_runtime_arguments, load_model_from_args, positive_int
 from .datasets import open_split
-from .features import FEATURE_KINDS, FeatureCache, default_cache_dir, encode_split
+from .features import FEATURE_KINDS, FeatureCache, default_cache_dir, encode_split, manifest_metadata
 from .few_shot import EPISODES, QUERIES, SHOTS, WAYS
 from .linear_probe import MAX_ITER, PENALTIES
-from .loading import load_model_and_processor
 from .paper_tasks import DatasetSpec, ModelRun, run_few_shot, run_linear_probe, run_mmvp
 from .reports import report_metadata
 
 
 DATA_HELP = "a dataset folder or file, wds/<name> (CLIP_benchmark's Hub datasets) or a Hub dataset id"
-
-
-def _load(args, model: str, revision: str | None):
-    if args.no_progress:
-        from transformers.utils import logging as transformers_logging
-
-        transformers_logging.disable_progress_bar()
-    return load_model_and_processor(
-        model, args.device, args.dtype, revision=revision, trust_remote_code=args.trust_remote_code
-    )
 
 
 def _cache(args) -> FeatureCache:
@@ -48,7 +39,7 @@ def _spec(args) -> DatasetSpec:
 
 
 def _run(args) -> ModelRun:
-    model, processor = _load(args, args.model, args.revision)
+    model, processor = load_model_from_args(args)
     return ModelRun(
         model,
         processor,
@@ -68,10 +59,22 @@ def _finish(args, run: ModelRun, report: dict) -> None:
         write_json(args.output, report)
 
 
-def _run_linear_probe(args) -> int:
+def _check_output(args) -> None:
+    if args.output:  # before the data is read or a model loads
+        check_output_file(args.output)
+
+
+def _prepare(args, splits: tuple[str, ...]) -> tuple[DatasetSpec, ModelRun]:
+    """The checks in order (--output, then every split the task reads), then the model: bad input fails before
+    any model loads."""
+    _check_output(args)
     spec = _spec(args)
-    spec.check(("train", "test"))  # bad data fails before the model loads
-    run = _run(args)
+    spec.check(splits)
+    return spec, _run(args)
+
+
+def _run_linear_probe(args) -> int:
+    spec, run = _prepare(args, ("train", "test"))
     report, _ = run_linear_probe(run, spec, args.feature_kind, args.penalty, args.max_iter, args.probe_device)
     _finish(args, run, report)
     print(
@@ -83,9 +86,7 @@ def _run_linear_probe(args) -> int:
 
 
 def _run_few_shot(args) -> int:
-    spec = _spec(args)
-    spec.check(("train", "test"))  # bad data fails before the model loads
-    run = _run(args)
+    spec, run = _prepare(args, ("train", "test"))
     report, _ = run_few_shot(run, spec, args.feature_kind, args.episodes, args.way, args.shot, args.query, args.seed)
     _finish(args, run, report)
     print(
@@ -96,9 +97,7 @@ def _run_few_shot(args) -> int:
 
 
 def _run_mmvp(args) -> int:
-    spec = _spec(args)
-    spec.check(("test",))  # bad data fails before the model loads
-    run = _run(args)
+    spec, run = _prepare(args, ("test",))
     report, _ = run_mmvp(run, spec)
     _finish(args, run, report)
     for category, value in report["mmvp_per_category"].items():
@@ -110,6 +109,7 @@ def _run_mmvp(args) -> int:
 def _run_suite(args) -> int:
     from .suite import ModelEntry, load_suite, run_suite
 
+    check_output_file(args.output_dir / "report.md", "--output-dir")  # before any work
     suite = load_suite(args.suite)
     if args.model:
         entries = []
@@ -130,7 +130,7 @@ def _run_suite(args) -> int:
         suite.episodes = args.episodes
 
     def load(entry):
-        return _load(args, entry.model, entry.revision)
+        return load_model_from_args(args, entry.model, entry.revision)
 
     outputs = run_suite(
         suite,
@@ -163,6 +163,7 @@ def _start_distributed(args) -> bool:
 
 
 def _run_embed(args) -> int:
+    _check_output(args)
     split = open_split(args.data, args.split, image_root=args.image_root)
     started = _start_distributed(args)
     try:
@@ -175,10 +176,8 @@ def _run_embed(args) -> int:
 
 
 def _embed(args, split) -> int:
-    from .features import rank_world
-
     rank, _ = rank_world()
-    model, processor = _load(args, args.model, args.revision)
+    model, processor = load_model_from_args(args)
     cache = _cache(args)
     features = encode_split(
         model,
@@ -198,9 +197,7 @@ def _embed(args, split) -> int:
         from safetensors.torch import save
 
         tensors = {"pre_projection": features.pre_projection, "projected": features.projected}
-        import json
-
-        atomic_write_bytes(args.output, save(tensors, {"manifest": json.dumps(features.manifest, sort_keys=True)}))
+        atomic_write_bytes(args.output, save(tensors, manifest_metadata(features.manifest)))
         where = args.output
     print(
         f"{'cached' if features.cached else 'encoded'} {len(features.projected)} images of {split.describe()}: "
@@ -212,7 +209,7 @@ def _embed(args, split) -> int:
 
 def _add_common(parser: argparse.ArgumentParser, batch_size: int = 64) -> None:
     add_model_arguments(parser, default_model=None)
-    _add_runtime_arguments(parser, default_batch_size=batch_size)
+    add_runtime_arguments(parser, default_batch_size=batch_size)
     parser.add_argument("--cache-dir", type=Path, help=f"feature cache folder (default: {default_cache_dir()})")
     parser.add_argument("--no-cache", action="store_true", help="keep no features on disk")
 
@@ -222,7 +219,11 @@ def _add_dataset(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset-name", help="the dataset's name in the report (default: --data)")
     parser.add_argument("--classnames", help="class names (text or JSON; see --key) instead of the dataset's own")
     parser.add_argument("--key", help="the entry of a JSON class-name file that holds several")
-    parser.add_argument("--output", metavar="FILE.json", help="write the report here (atomically)")
+    parser.add_argument(
+        "--output",
+        metavar="FILE.json",
+        help="write the report here (JSON, checked before any work; written atomically)",
+    )
 
 
 def register_cli(subparsers: argparse._SubParsersAction, tasks: argparse._SubParsersAction) -> None:
@@ -238,7 +239,7 @@ def register_cli(subparsers: argparse._SubParsersAction, tasks: argparse._SubPar
     probe.add_argument("--feature-kind", choices=FEATURE_KINDS, default="pre_projection")
     probe.add_argument("--metric", choices=("acc1", "mean_per_class_recall"), help="default: the paper's for the name")
     probe.add_argument("--penalty", choices=PENALTIES, default="norm", help="norm (lgssl) or squared (scikit-learn)")
-    probe.add_argument("--max-iter", type=_positive_int, default=MAX_ITER, help="L-BFGS iterations per fit")
+    probe.add_argument("--max-iter", type=positive_int, default=MAX_ITER, help="L-BFGS iterations per fit")
     probe.add_argument("--probe-device", help="device of the logistic regression (default: the features')")
     _add_common(probe)
     probe.set_defaults(func=_run_linear_probe)
@@ -250,10 +251,10 @@ def register_cli(subparsers: argparse._SubParsersAction, tasks: argparse._SubPar
     )
     _add_dataset(few)
     few.add_argument("--feature-kind", choices=FEATURE_KINDS, default="pre_projection")
-    few.add_argument("--episodes", type=_positive_int, default=EPISODES)
-    few.add_argument("--way", type=_positive_int, default=WAYS)
-    few.add_argument("--shot", type=_positive_int, default=SHOTS)
-    few.add_argument("--query", type=_positive_int, default=QUERIES)
+    few.add_argument("--episodes", type=positive_int, default=EPISODES)
+    few.add_argument("--way", type=positive_int, default=WAYS)
+    few.add_argument("--shot", type=positive_int, default=SHOTS)
+    few.add_argument("--query", type=positive_int, default=QUERIES)
     few.add_argument("--seed", type=int, default=0)
     _add_common(few)
     few.set_defaults(func=_run_few_shot)
@@ -283,14 +284,14 @@ def register_cli(subparsers: argparse._SubParsersAction, tasks: argparse._SubPar
     suite.add_argument("--revision", help=argparse.SUPPRESS)
     suite.add_argument("--trust-remote-code", action="store_true", help="as for the other commands")
     suite.add_argument("--output-dir", required=True, type=Path, help="where the JSONs, report.md and PNGs go")
-    suite.add_argument("--resamples", type=_positive_int, help="bootstrap resamples (default: the file's, or 1000)")
-    suite.add_argument("--episodes", type=_positive_int, help="few-shot episodes (default: the file's, or 5000)")
+    suite.add_argument("--resamples", type=positive_int, help="bootstrap resamples (default: the file's, or 1000)")
+    suite.add_argument("--episodes", type=positive_int, help="few-shot episodes (default: the file's, or 5000)")
     suite.add_argument("--probe-device", help="device of the logistic regressions")
     suite.add_argument("--allow-single-model", action="store_true", help="run one model (no comparisons)")
     suite.add_argument(
         "--cache-dir", type=Path, help=f"feature cache folder (default: the file's, else {default_cache_dir()})"
     )
-    _add_runtime_arguments(suite, default_batch_size=64)
+    add_runtime_arguments(suite, default_batch_size=64)
     suite.set_defaults(func=_run_suite, no_cache=False)
 
     embed = subparsers.add_parser(

@@ -1,0 +1,51 @@
+# Copyright 2026 The transformers-diffclip authors. Licensed under the Apache License, Version 2.0.
+"""Command-line flags shared by every `diffclip eval ...` command and `diffclip embed` (device, dtype, batch sizes,
+workers, progress) and the model loading they drive (through `core.loading`)."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..core.loading import DTYPES, load_model_and_processor
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def add_runtime_arguments(parser: argparse.ArgumentParser, default_batch_size: int) -> None:
+    """`--device`, `--dtype`, `--batch-size`, `--text-batch-size`, `--num-workers` and `--no-progress`."""
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    parser.add_argument("--dtype", default="float32", choices=sorted(DTYPES), help="model dtype (default: float32)")
+    parser.add_argument(
+        "--batch-size", type=positive_int, default=default_batch_size, help="images per batch (memory bound)"
+    )
+    parser.add_argument("--text-batch-size", type=positive_int, default=256, help="texts per batch (default: 256)")
+    parser.add_argument(
+        "--num-workers", type=int, default=0, help="DataLoader worker processes reading images (default: 0)"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
+
+
+def load_model_from_args(args: argparse.Namespace, model: str | None = None, revision: str | None = None):
+    """The model and processor the flags name (`model` / `revision` override `--model` / `--revision`, for commands
+    that load several), on `--device` in `--dtype`; `--no-progress` also silences the download bars."""
+    if args.no_progress:
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()
+    if model is None:
+        model, revision = args.model, args.revision
+    return load_model_and_processor(
+        model, args.device, args.dtype, revision=revision, trust_remote_code=args.trust_remote_code
+    )
+
+
+__all__ = ["add_runtime_arguments", "load_model_from_args", "positive_int"]
