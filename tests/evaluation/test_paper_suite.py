@@ -312,3 +312,28 @@ def test_wrong_kind_of_dataset_fails_before_any_model_loads(world, tmp_path):
     with pytest.raises(ValueError, match="'pets'.*classification set; this task needs retrieval"):
         run_suite(suite, lambda entry: loaded.append(entry), tmp_path / "out")
     assert loaded == [] and not (tmp_path / "out").exists()
+
+
+def test_output_is_checked_before_the_data_and_the_model(world, tmp_path, capsys, monkeypatch):
+    from transformers_diffclip.evaluation import suite_cli
+
+    root, models, path = world
+    loaded = []
+    monkeypatch.setattr(suite_cli, "load_model_from_args", lambda *a, **k: loaded.append(a))
+    odd = tmp_path / "odd"  # a folder in no dataset layout: read after --output, so its error must not show
+    odd.mkdir()
+    (odd / "readme.txt").write_text("x")
+    folder = tmp_path / "a_folder"
+    folder.mkdir()
+    common = ["--model", models["diffclip"][0], "--device", "cpu", "--no-progress", "--no-cache"]
+    for command in (["eval", "linear-probe"], ["eval", "few-shot"], ["eval", "mmvp"], ["embed"]):
+        assert _main([*command, "--data", odd, "--output", folder, *common]) == 2, command
+        error = capsys.readouterr().err
+        assert f"--output {folder}: it is a folder" in error and "dataset layouts" not in error, command
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("x")
+    flags = ["--model", models["clip"][0], "--model", models["diffclip"][0], "--output-dir", not_a_folder]
+    assert _main(["eval", "suite", tmp_path / "missing.yaml", *flags]) == 2
+    error = capsys.readouterr().err
+    assert "--output-dir" in error and f"{not_a_folder} is not a folder" in error and "missing.yaml" not in error
+    assert loaded == [] and not_a_folder.read_text() == "x"
