@@ -11,6 +11,7 @@ import torch
 from _paper_data import (
     MMVP_CATEGORIES,
     ForwardCounter,
+    image_bytes,
     one_thread,  # noqa: F401 (autouse fixture)
     seed_hub_dataset,
     tiny_model,
@@ -213,3 +214,28 @@ def test_ranks_encode_their_share_and_rank_0_restores_the_order(tmp_path, tiny):
     torch.testing.assert_close(merged.projected, whole.projected, rtol=1e-5, atol=1e-6)
     assert merged.labels.tolist() == whole.labels.tolist() == [i % 3 for i in range(11)]
     assert not list(Path(cache.root).rglob("*.part-*"))
+
+
+def test_broken_images_and_text_files_are_named(tmp_path, tiny, monkeypatch):
+    """Samples decode through core.images (one error type naming the sample and its shard, the pixel limit);
+    dataset text files are read as UTF-8 and a file in another encoding is named."""
+    import webdataset as wds
+
+    from transformers_diffclip.core.images import ImageError
+
+    _, _, processor = tiny
+    root = write_wds_classification(tmp_path / "wds_bad", per_split={"test": 3}, shards=1)
+    with wds.TarWriter(str(root / "test" / "0.tar")) as sink:
+        sink.write({"__key__": "good", "png": image_bytes(1), "cls": "0"})
+        sink.write({"__key__": "broken", "jpg": b"not a jpeg at all", "cls": "1"})
+    split = open_split(root, "test")
+    with pytest.raises(ImageError, match=r"broken\.jpg in .*0\.tar"):
+        list(image_batches(split, processor.image_processor, batch_size=1))
+    monkeypatch.setenv("DIFFCLIP_MAX_IMAGE_PIXELS", "100")  # the samples are 40 x 36 pixels
+    with pytest.raises(ImageError, match=r"good\.png in .*0\.tar: 36 x 40 pixels is more than the limit of 100"):
+        list(image_batches(split, processor.image_processor, batch_size=1))
+    monkeypatch.delenv("DIFFCLIP_MAX_IMAGE_PIXELS")
+
+    (root / "classnames.txt").write_bytes("caf\xe9\ndog\ncar\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"classnames\.txt is not UTF-8 text \(byte 0xe9"):
+        open_split(root, "test")
