@@ -3,6 +3,7 @@ scoring against hand-worked pairs; the feature cache (encoded once, refused when
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -89,6 +90,15 @@ def test_split_folders_karpathy_and_wrong_layout(tmp_path):
     karpathy = open_split(write_karpathy(tmp_path / "flickr"), "test")
     assert karpathy.task == "retrieval" and len(karpathy.sources) == 3
     assert karpathy.targets[1] == ["a picture number 1", "image 1 again"]
+    # one image listed twice, by another spelling of its path: one image with the captions of both entries
+    path = tmp_path / "flickr" / "dataset_flickr8k.json"
+    data = json.loads(path.read_text())
+    data["images"].append({"filepath": "x/..", "filename": "1.jpg", "split": "test", "sentences": [{"raw": "more"}]})
+    (tmp_path / "flickr" / "images" / "x").mkdir()
+    path.write_text(json.dumps(data))
+    merged = open_split(path, "test")
+    assert merged.sources == karpathy.sources
+    assert merged.targets[1] == ["a picture number 1", "image 1 again", "more"]
 
     (tmp_path / "odd").mkdir()
     (tmp_path / "odd" / "notes.txt").write_text("x")

@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from ..core.images import IMAGE_EXTENSIONS, open_image, scan_images
+from ..core.images import IMAGE_EXTENSIONS, image_key, open_image, scan_images
 from ..core.text_files import load_class_names, read_text, read_text_lines
 from .data import find_image_folder, read_retrieval_jsonl
 from .data import image_batches as source_batches
@@ -299,7 +299,7 @@ def _karpathy_split(path: Path, name: str, split: str, image_root: Path | None) 
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         raise ValueError(f"{path} is not a Karpathy split file: expected an object with an 'images' list.")
     root = image_root or _karpathy_image_root(path, data["images"])
-    sources, targets = [], []
+    sources, targets, index_of = [], [], {}
     for number, entry in enumerate(data["images"]):
         if not isinstance(entry, dict) or "filename" not in entry or "sentences" not in entry:
             raise ValueError(f"{path}: images[{number}] lacks 'filename' or 'sentences'.")
@@ -308,7 +308,13 @@ def _karpathy_split(path: Path, name: str, split: str, image_root: Path | None) 
         captions = [s["raw"].strip() for s in entry["sentences"] if isinstance(s, dict) and s.get("raw", "").strip()]
         if not captions:
             raise ValueError(f"{path}: images[{number}] ({entry['filename']}) has no caption.")
-        sources.append(str(root / entry.get("filepath", "") / entry["filename"]))
+        source = str(root / entry.get("filepath", "") / entry["filename"])
+        key = image_key(source)  # one image named twice (or by two spellings) is one image with all its captions
+        if key in index_of:
+            targets[index_of[key]].extend(captions)
+            continue
+        index_of[key] = len(sources)
+        sources.append(source)
         targets.append(captions)
     if not sources:
         splits = sorted({str(e.get("split")) for e in data["images"] if isinstance(e, dict)})
