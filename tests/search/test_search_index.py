@@ -131,12 +131,12 @@ def test_compressed_index_recall_is_the_stored_one():
     """Above `exact_below` the index is compressed; its stored recall@10 predicts the recall that brute force
     measures on new queries from the same distribution."""
     rng = np.random.default_rng(1)
-    vectors = _clustered(rng, 6000)
+    vectors = _clustered(rng, 7000)
+    vectors, queries = vectors[:6000], vectors[6000:]  # new queries from the same clusters
     ids = np.arange(6000)
     index, info = build_faiss_index(ids, vectors, exact_below=5000)
     assert info["kind"] == "compressed" and info["factory"].startswith("IVF") and info["recall_sample"] == 600
     assert index.ntotal == 6000
-    queries = _clustered(np.random.default_rng(2), 1000)
     truth = np.argsort(-(queries @ vectors.T), axis=1, kind="stable")[:, :10]
     _, found = index.search(queries, 10)
     measured = np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found.tolist(), truth.tolist())])

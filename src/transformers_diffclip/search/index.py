@@ -2,11 +2,12 @@
 """FAISS indexes over unit-norm embeddings (inner product = cosine similarity), chosen for the size:
 
 - below `exact_below` vectors (default 1,000,000): exact search (`IDMap2,Flat`), the same top-k as brute force;
-- from `exact_below` on: an inverted file over scalar-quantised vectors (`IVF{nlist},SQ8`, `nlist` ≈ 4·√n, a power
-  of two, `nprobe` = nlist/16), a quarter of the memory of the vectors. Its recall@10 against exact search is
-  measured when it is built: a held-out sample of the vectors (up to 1,000) is kept out while the index is trained
-  and filled, each held-out vector queries the index and an exact search of the same vectors, and the overlap of the
-  two top-10 lists is averaged; the held-out vectors are then added. The figure is stored in the manifest.
+- from `exact_below` on: an inverted file over scalar-quantised vectors (`IVF{nlist},SQ8`, `nlist` ≈ √n, a power of
+  two, trained on up to 64 vectors per list; `nprobe` = nlist/16), a quarter of the memory of the vectors. Its
+  recall@10 against exact search is measured when it is built: a held-out sample of the vectors (up to 1,000) is
+  kept out while the index is trained and filled, each held-out vector queries the index and an exact search of the
+  same vectors, and the overlap of the two top-10 lists is averaged; the held-out vectors are then added. The
+  figure is stored in the manifest.
 
 [`SearchIndex`] opens an index folder (refusing an incomplete or inconsistent one) and answers queries given as
 embeddings; [`search.Searcher`](searcher) embeds text and image queries first.
@@ -44,7 +45,7 @@ def choose_factory(count: int, exact_below: int = DEFAULT_EXACT_BELOW) -> tuple[
     """The FAISS factory string and `nprobe` for `count` vectors (see the module docstring)."""
     if count < exact_below:
         return "IDMap2,Flat", None
-    nlist = 2 ** max(4, round(math.log2(4 * math.sqrt(count))))
+    nlist = 2 ** max(4, round(math.log2(math.sqrt(count))))
     return f"IVF{nlist},SQ8", max(1, nlist // 16)
 
 
@@ -89,7 +90,9 @@ def build_faiss_index(
     sample = min(RECALL_SAMPLE, count // 10)
     held_out = rng.choice(count, size=sample, replace=False) if sample else np.empty(0, np.int64)
     kept = np.setdiff1d(np.arange(count), held_out)
-    training = kept if len(kept) <= 256 * 4096 else rng.choice(kept, size=256 * 4096, replace=False)
+    ivf = faiss.try_extract_index_ivf(index)
+    limit = 64 * ivf.nlist if ivf is not None else 1_000_000
+    training = kept if len(kept) <= limit else rng.choice(kept, size=limit, replace=False)
     index.train(vectors[np.sort(training)])
     index.add_with_ids(vectors[kept], ids[kept])
     if nprobe is not None:
