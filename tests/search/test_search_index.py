@@ -312,3 +312,29 @@ def test_cli_bad_input(tiny, photos, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["search", "--index", str(output), "--text", "a", "--image", "b.png"])
     assert exit_info.value.code == 2
+
+
+def test_several_processes_split_the_images(tiny, photos, tmp_path):
+    """`torchrun --nproc-per-node 2`: each process embeds its share into its own shards, process 0 commits; the
+    index is the one a single process builds."""
+    import os
+    import subprocess
+    import sys
+
+    folder, model, processor = tiny[0]
+    output = tmp_path / "index"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "0"]
+    command += ["-m", "transformers_diffclip.cli", "index", "--model", str(folder), "--data", str(photos)]
+    command += ["--output", str(output), "--device", "cpu", "--no-progress", "--batch-size", "2"]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    shards = read_manifest(output)["shards"]
+    assert {name.split("-")[1] for name in shards} == {"000", "001"}
+    index = SearchIndex(output)
+    single = build_index(folder, photos, tmp_path / "single", loaded=(model, processor), progress=False)
+    assert index.paths == single.paths
+    query = np.random.default_rng(3).normal(size=16)
+    got, want = index.search(query, 12)[0], single.search(query, 12)[0]
+    assert [h.id for h in got] == [h.id for h in want]
+    np.testing.assert_allclose([h.score for h in got], [h.score for h in want], atol=1e-5)
