@@ -323,12 +323,18 @@ def test_several_processes_split_the_images(tiny, photos, tmp_path):
 
     folder, model, processor = tiny[0]
     output = tmp_path / "index"
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "0"]
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
     command += ["-m", "transformers_diffclip.cli", "index", "--model", str(folder), "--data", str(photos)]
     command += ["--output", str(output), "--device", "cpu", "--no-progress", "--batch-size", "2"]
     env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
-    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
+    run = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        _, stderr = run.communicate(timeout=600)
+    finally:
+        if run.poll() is None:  # a hang: end torchrun, which ends its workers
+            run.terminate()
+            run.wait(timeout=60)
+    assert run.returncode == 0, stderr[-3000:]
     shards = read_manifest(output)["shards"]
     assert {name.split("-")[1] for name in shards} == {"000", "001"}
     index = SearchIndex(output)

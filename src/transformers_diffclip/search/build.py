@@ -188,12 +188,10 @@ def build_index(
         if buffer_ids:
             flush(len(buffer_ids))
     _barrier(world)
-    if rank != 0:
-        return None
-    _commit(folder, manifest, exact_below, factory, rebuild, failed)
-    if world > 1:
-        torch.distributed.barrier()
-    return SearchIndex(folder)
+    if rank == 0:
+        _commit(folder, manifest, exact_below, factory, rebuild, failed)
+    _barrier(world)  # the other processes end when the commit is done
+    return SearchIndex(folder) if rank == 0 else None
 
 
 def _commit(folder: Path, manifest: dict, exact_below: int, factory: str | None, rebuild: bool, failed) -> None:
