@@ -328,3 +328,17 @@ def cpu_run_flags(output_dir, **flags) -> list[str]:
         **flags,
     }
     return [part for key, value in values.items() for part in (f"--{key}", str(value))]
+
+
+def save_tiny_diffclip(folder, seed: int = 0, **config_overrides):
+    """A tiny DiffCLIP model and processor saved into `folder` (32-pixel images, 16-wide embeddings); returns the
+    folder."""
+    from transformers_diffclip import DiffCLIPConfig, DiffCLIPModel
+
+    tower = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4)
+    vision = dict(tower, image_size=32, patch_size=8)
+    config = DiffCLIPConfig(text_config=tower, vision_config=vision, projection_dim=16, **config_overrides)
+    torch.manual_seed(seed)
+    DiffCLIPModel(config).eval().save_pretrained(folder)
+    tiny_processor(image_size=32).save_pretrained(folder)
+    return Path(folder)

@@ -6,9 +6,11 @@ import argparse
 import importlib
 import sys
 
+from .core.errors import DEBUG_ENV, DEBUG_FLAG, run_command
+
 
 # Modules that contribute subcommands, in the order `diffclip --help` lists them.
-_SUBCOMMAND_MODULES = ("evaluation.cli", "attention_maps", "search.cli", "demo.cli")
+_SUBCOMMAND_MODULES = ("evaluation.cli", "interpret.cli", "search.cli", "demo.cli")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -16,6 +18,12 @@ def build_parser() -> argparse.ArgumentParser:
         prog="diffclip",
         description="DiffCLIP (CLIP with differential attention): zero-shot classification, evaluation, "
         "attention maps.",
+    )
+    parser.add_argument(
+        DEBUG_FLAG,
+        action="store_true",
+        help=f"show the traceback of an error (also with {DEBUG_ENV}=1); without it bad input is one line and exit "
+        "code 2",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
@@ -27,13 +35,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except (FileNotFoundError, ValueError, OSError) as error:
-        command = " ".join(part for part in (args.command, getattr(args, "task", None)) if part)
-        print(f"diffclip {command}: error: {error}", file=sys.stderr)
-        return 2
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # --debug anywhere on the line (before or after the subcommand)
+    debug = DEBUG_FLAG in argv
+    args = parser.parse_args([argument for argument in argv if argument != DEBUG_FLAG])
+    command = " ".join(part for part in ("diffclip", args.command, getattr(args, "task", None)) if part)
+    return run_command(command, lambda: args.func(args), debug=debug or args.debug)
 
 
 if __name__ == "__main__":

@@ -139,8 +139,10 @@ class _DiffCLIPTowerConfig(PretrainedConfig):
             f"{name}.lambda_init_schedule must be one of {LAMBDA_INIT_SCHEDULES}, got {self.lambda_init_schedule!r}.",
         )
         _require(
-            isinstance(self.lambda_init, (int, float)) and not isinstance(self.lambda_init, bool),
-            f"{name}.lambda_init must be a number, got {self.lambda_init!r}.",
+            isinstance(self.lambda_init, (int, float))
+            and not isinstance(self.lambda_init, bool)
+            and math.isfinite(self.lambda_init),
+            f"{name}.lambda_init must be a number (finite), got {self.lambda_init!r}.",
         )
         for field in ("layer_norm_eps", "rms_norm_eps"):
             value = getattr(self, field)
@@ -388,6 +390,12 @@ class DiffCLIPConfig(PretrainedConfig):
             isinstance(projection_dim, int) and not isinstance(projection_dim, bool) and projection_dim > 0,
             f"DiffCLIPConfig.projection_dim must be a positive integer, got {projection_dim!r}.",
         )
+        for field in ("max_logit_scale", "logit_scale_init_value"):
+            value = getattr(self, field)
+            _require(
+                isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value),
+                f"DiffCLIPConfig.{field} must be a number (finite), got {value!r}.",
+            )
 
     @staticmethod
     def _tower_config(value, config_class, projection_dim):

@@ -14,14 +14,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ..files import atomic_write_bytes, write_json
+from ..core.files import atomic_directory, json_text
+from ..core.loading import image_processor_of, tokenizer_of
+from ..core.text_files import Label, check_label, check_templates
 from .data import image_batches
-from .encoding import encode_pixel_values, encode_texts, image_processor_of, logit_scale_of, progress_bar, tokenizer_of
+from .encoding import encode_pixel_values, encode_texts, logit_scale_of, progress_bar
 from .labels import (
     DEFAULT_TEMPLATE,
-    Label,
-    check_label,
-    check_templates,
     display_name,
     fill_template,
     label_key,
@@ -32,6 +31,12 @@ from .metrics import check_finite
 
 CLASSIFIER_WEIGHTS_NAME = "classifier.safetensors"
 CLASSIFIER_CONFIG_NAME = "classifier.json"
+CLASSIFIER_FILES = (CLASSIFIER_WEIGHTS_NAME, CLASSIFIER_CONFIG_NAME)
+# The cosine between the probe embedding a classifier recorded and the one the model in use gives, below which the
+# classifier is taken to come from another model (the same model in another dtype stays far above it).
+PROBE_AGREEMENT = 0.99
+# exp(logit_scale) must stay finite in float32
+MAX_LOGIT_SCALE = 80.0
 
 
 def _labels_record(labels: Sequence[Label]) -> str:
@@ -56,6 +61,8 @@ class ZeroShotClassifier:
         templates (`list[str]`): the templates the weights were built with.
         logit_scale (`float`): the model's logit scale, as stored (a log).
         model_name (`str`, *optional*): where the text encoder came from (informational).
+        probe (`torch.Tensor` of shape `(embed_dim,)`, *optional*): the unit-norm text embedding of [`probe_text`]
+            by the model the classifier was built with; [`check_model`] compares it with the model in use.
     """
 
     def __init__(
@@ -65,17 +72,25 @@ class ZeroShotClassifier:
         templates: Sequence[str],
         logit_scale: float,
         model_name: str | None = None,
+        probe: torch.Tensor | None = None,
     ):
         if weights.dim() != 2 or weights.shape[0] != len(labels):
             raise ValueError(
                 f"weights must have shape (num_classes={len(labels)}, embed_dim), got {tuple(weights.shape)}."
             )
         check_finite(weights, "class")
+        logit_scale = float(logit_scale)
+        if not math.isfinite(logit_scale) or logit_scale > MAX_LOGIT_SCALE:
+            raise ValueError(
+                f"The logit scale is {logit_scale} (stored as a log): exp of it is not a finite number, so every "
+                "score would be NaN or infinite. The model or classifier is broken."
+            )
         self.weights = weights
         self.labels = [check_label(label, "labels") for label in labels]
         self.templates = list(templates)
-        self.logit_scale = float(logit_scale)
+        self.logit_scale = logit_scale
         self.model_name = model_name
+        self.probe = probe
 
     @property
     def class_names(self) -> list[str]:
@@ -140,35 +155,84 @@ class ZeroShotClassifier:
         sums = torch.zeros(len(labels), prompts.shape[1], dtype=torch.float32).index_add_(0, owners, prompts)
         counts = torch.bincount(owners, minlength=len(labels)).unsqueeze(1).float()
         weights = F.normalize(sums / counts, dim=-1)
-        return cls(weights, labels, templates, logit_scale_of(model), model_name=model_name)
+        probe = F.normalize(prompts[0].float(), dim=-1)  # the first prompt is probe_text
+        return cls(weights, labels, templates, logit_scale_of(model), model_name=model_name, probe=probe)
+
+    @property
+    def probe_text(self) -> str:
+        """The text whose embedding identifies the model a classifier was built with: its first prompt."""
+        return fill_template(self.templates[0], synonyms(self.labels[0])[0])
+
+    def check_model(self, model: torch.nn.Module, tokenizer, source: str = "the classifier") -> None:
+        """Refuse a `model` other than the one the classifier was built with: it encodes [`probe_text`] and its
+        embedding must agree with the recorded one (cosine >= 0.99). A classifier saved before probes were
+        recorded is checked by its embedding dimension alone."""
+        if self.probe is None:
+            return
+        embedding = encode_texts(model, tokenizer_of(tokenizer), [self.probe_text], batch_size=1, progress=False)[0]
+        if embedding.shape[-1] != self.embed_dim:
+            raise ValueError(
+                f"{source} has class embeddings of dimension {self.embed_dim} but the model's are "
+                f"{embedding.shape[-1]}: it was built with another model."
+            )
+        cosine = float(F.normalize(embedding.float(), dim=-1) @ self.probe.float())
+        if not cosine >= PROBE_AGREEMENT:
+            raise ValueError(
+                f"{source} was built with another model ({self.model_name or 'unnamed'}): the model in use encodes "
+                f"its prompt {self.probe_text!r} differently (cosine {cosine:.3f}, at least {PROBE_AGREEMENT} "
+                "expected). Build the classifier again with this model."
+            )
 
     # -- persistence ---------------------------------------------------------------------------------
 
-    def save_pretrained(self, save_directory: str | os.PathLike) -> Path:
-        """Write `classifier.safetensors` (weights, logit scale) and `classifier.json` (labels, templates) into
-        `save_directory`; each file is written atomically, the JSON last. The weights file also records the labels
-        it was made for, so a pair of files from two different saves (an interrupted re-save) is refused on load."""
+    def save_pretrained(self, save_directory: str | os.PathLike, overwrite: bool = True) -> Path:
+        """Write `classifier.safetensors` (weights, logit scale, probe) and `classifier.json` (labels, templates)
+        into `save_directory`, as one folder that appears whole or not at all (written beside it and swapped into
+        place): a reader, a kill or a concurrent save never leaves the files of two saves together. An existing
+        classifier there is replaced only with `overwrite`; a folder that holds anything else is never replaced."""
         from safetensors.torch import save
 
-        directory = Path(save_directory)
-        if directory.exists() and not directory.is_dir():
-            raise ValueError(f"Cannot save the classifier: {directory} exists and is not a folder.")
+        directory = self.check_save_target(save_directory, overwrite)
         tensors = {
             "weights": self.weights.detach().float().cpu().contiguous(),
             "logit_scale": torch.tensor([self.logit_scale], dtype=torch.float32),
         }
+        if self.probe is not None:
+            tensors["probe"] = self.probe.detach().float().cpu().contiguous()
         metadata = {"format": "pt", "labels": _labels_record(self.labels)}
-        atomic_write_bytes(directory / CLASSIFIER_WEIGHTS_NAME, save(tensors, metadata=metadata))
-        write_json(
-            directory / CLASSIFIER_CONFIG_NAME,
-            {
-                "num_classes": self.num_classes,
-                "embed_dim": self.embed_dim,
-                "labels": self.labels,
-                "templates": self.templates,
-                "model_name": self.model_name,
-            },
-        )
+        config = {
+            "num_classes": self.num_classes,
+            "embed_dim": self.embed_dim,
+            "labels": self.labels,
+            "templates": self.templates,
+            "model_name": self.model_name,
+        }
+
+        def write(folder: Path) -> None:
+            (folder / CLASSIFIER_WEIGHTS_NAME).write_bytes(save(tensors, metadata=metadata))
+            (folder / CLASSIFIER_CONFIG_NAME).write_text(json_text(config) + "\n", encoding="utf-8")
+
+        return atomic_directory(directory, write)
+
+    @staticmethod
+    def check_save_target(save_directory: str | os.PathLike, overwrite: bool = True) -> Path:
+        """Refuse a save into `save_directory` that would replace something: a file, a folder with other files, or a
+        classifier saved before unless `overwrite`."""
+        directory = Path(save_directory)
+        if directory.exists() or directory.is_symlink():
+            if not directory.is_dir():
+                raise ValueError(f"Cannot save the classifier: {directory} exists and is not a folder.")
+            others = sorted(entry.name for entry in directory.iterdir() if entry.name not in CLASSIFIER_FILES)
+            if others:
+                shown = ", ".join(others[:5]) + (", ..." if len(others) > 5 else "")
+                raise ValueError(
+                    f"Cannot save the classifier into {directory}: the folder holds other files ({shown}); give a new "
+                    "or empty folder."
+                )
+            if any((directory / name).exists() for name in CLASSIFIER_FILES) and not overwrite:
+                raise ValueError(
+                    f"Cannot save the classifier: {directory} already holds one; pass --overwrite to replace it."
+                )
         return directory
 
     @classmethod
@@ -211,6 +275,7 @@ class ZeroShotClassifier:
             config.get("templates", []),
             float(tensors["logit_scale"].item()),
             model_name=config.get("model_name"),
+            probe=tensors.get("probe"),
         )
 
     # -- inference -----------------------------------------------------------------------------------
@@ -287,6 +352,9 @@ class ZeroShotClassifier:
         loader = image_batches(images, image_processor_of(processor), batch_size=batch_size, num_workers=num_workers)
         for pixel_values, indices in progress_bar(loader, progress, desc="Classifying", unit="batch"):
             scores, classes = self.predict(encode_pixel_values(model, pixel_values), top_k=top_k)
+            bad = int((~torch.isfinite(scores)).sum())
+            if bad:
+                raise ValueError(f"{bad} non-finite score(s) (NaN or infinity): refusing to report them.")
             for index, row_scores, row_classes in zip(indices.tolist(), scores.tolist(), classes.tolist()):
                 predictions = [
                     {"label": self.class_names[c], "score": s} for s, c in zip(row_scores, row_classes, strict=True)
@@ -304,4 +372,4 @@ def _listed(names: Sequence[str], limit: int = 10) -> str:
     return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
-__all__ = ["CLASSIFIER_CONFIG_NAME", "CLASSIFIER_WEIGHTS_NAME", "ZeroShotClassifier"]
+__all__ = ["CLASSIFIER_CONFIG_NAME", "CLASSIFIER_FILES", "CLASSIFIER_WEIGHTS_NAME", "ZeroShotClassifier"]

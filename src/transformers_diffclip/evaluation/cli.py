@@ -4,23 +4,20 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
-from ..files import write_json
-from ..original import DEFAULT_MODEL_ID
+from ..core.files import check_output_file, json_text, write_json
+from ..core.images import check_image_sources
+from ..core.loading import DTYPES, add_model_arguments, load_model_and_processor
+from ..core.text_files import check_templates, load_class_names, load_templates
 from .classifier import ZeroShotClassifier
-from .data import check_image_sources, find_image_folder, read_retrieval_jsonl
+from .data import find_image_folder, read_retrieval_jsonl
 from .labels import (
     DEFAULT_TEMPLATE,
-    check_templates,
     duplicate_labels,
-    load_class_names,
-    load_templates,
     parse_label_list,
 )
-from .loading import DTYPES, load_model_and_processor
 from .reports import FORMATS, clip_benchmark_result, report_metadata
 from .tasks import evaluate_retrieval, evaluate_zero_shot
 
@@ -33,24 +30,6 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
     return value
-
-
-def add_model_arguments(parser: argparse.ArgumentParser, default_model: str | None = DEFAULT_MODEL_ID) -> None:
-    """`--model`, `--revision` and `--trust-remote-code`, shared by every command that loads a model."""
-    parser.add_argument(
-        "--model",
-        default=default_model,
-        required=default_model is None,
-        help="a DiffCLIP folder or Hub id (also an original checkpoint), or a transformers dual encoder such as "
-        "openai/clip-vit-base-patch16 or a SigLIP model" + (f" (default: {default_model})" if default_model else ""),
-    )
-    parser.add_argument("--revision", help="Hub branch, tag or commit of --model (default: main)")
-    parser.add_argument(
-        "--trust-remote-code",
-        action="store_true",
-        help="allow a model type that neither this package nor transformers provides to run the Python code of its "
-        "folder or repo (never needed for DiffCLIP, CLIP or SigLIP)",
-    )
 
 
 def _add_runtime_arguments(parser: argparse.ArgumentParser, default_batch_size: int) -> None:
@@ -124,7 +103,12 @@ def _write_report(args: argparse.Namespace, report: dict, task: str) -> None:
 
 
 def _add_output_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--output", metavar="FILE", help="write the report here (JSON, written atomically)")
+    parser.add_argument(
+        "--output",
+        metavar="FILE",
+        help="write the report here (JSON, checked before the evaluation starts; written atomically, replacing a "
+        "report there whole)",
+    )
     parser.add_argument(
         "--format",
         choices=FORMATS,
@@ -150,9 +134,11 @@ def _templates_from_args(args: argparse.Namespace) -> list[str]:
     return templates or [DEFAULT_TEMPLATE]
 
 
-def _load_or_build_classifier(args, model, processor, labels, templates) -> ZeroShotClassifier:
+def _load_or_build_classifier(args, model, processor, labels, templates, saved=None) -> ZeroShotClassifier:
     if args.classifier:
-        return ZeroShotClassifier.from_pretrained(args.classifier)
+        classifier = saved or ZeroShotClassifier.from_pretrained(args.classifier)
+        classifier.check_model(model, processor, source=f"The classifier {args.classifier}")
+        return classifier
     return ZeroShotClassifier.from_model(
         model,
         processor,
@@ -177,12 +163,14 @@ def _run_zero_shot(args: argparse.Namespace) -> int:
     if not args.images and not args.save_classifier:
         raise ValueError("No images given (and no --save-classifier): nothing to do.")
     check_image_sources(args.images)
+    if args.save_classifier:  # before the model loads
+        ZeroShotClassifier.check_save_target(args.save_classifier, overwrite=args.overwrite)
     if labels is not None:
         _warn_duplicates(labels)
     model, processor = _load_model(args)
     classifier = _load_or_build_classifier(args, model, processor, labels, templates)
     if args.save_classifier:
-        classifier.save_pretrained(args.save_classifier)
+        classifier.save_pretrained(args.save_classifier, overwrite=args.overwrite)
         print(f"Saved the classifier ({classifier.num_classes} classes) to {args.save_classifier}", file=sys.stderr)
     if not args.images:
         return 0
@@ -196,7 +184,7 @@ def _run_zero_shot(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     if args.json:
-        print(json.dumps(results, indent=2, ensure_ascii=False))
+        print(json_text(results))
     else:
         for result in results:
             print(result["image"])
@@ -206,6 +194,8 @@ def _run_zero_shot(args: argparse.Namespace) -> int:
 
 
 def _run_eval_zero_shot(args: argparse.Namespace) -> int:
+    if args.output:
+        check_output_file(args.output)
     class_names = load_class_names(args.classnames, args.key) if args.classnames else None
     templates = _templates_from_args(args)
     saved = ZeroShotClassifier.from_pretrained(args.classifier) if args.classifier else None
@@ -216,7 +206,7 @@ def _run_eval_zero_shot(args: argparse.Namespace) -> int:
         saved.class_order(data.labels, source=args.classnames or f"the folders of {args.data}")
     _warn_duplicates(data.labels)
     model, processor = _load_model(args)
-    classifier = saved or _load_or_build_classifier(args, model, processor, data.labels, templates)
+    classifier = _load_or_build_classifier(args, model, processor, data.labels, templates, saved=saved)
     report = evaluate_zero_shot(
         model,
         processor,
@@ -245,6 +235,8 @@ def _run_eval_zero_shot(args: argparse.Namespace) -> int:
 
 
 def _run_eval_retrieval(args: argparse.Namespace) -> int:
+    if args.output:
+        check_output_file(args.output)
     data = read_retrieval_jsonl(args.data, args.image_root)
     check_image_sources(data.images)
     model, processor = _load_model(args)
@@ -275,13 +267,24 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("images", nargs="*", metavar="IMAGE", help="image paths or http(s) URLs")
     labels = parser.add_mutually_exclusive_group(required=True)
-    labels.add_argument("--labels", help='comma-separated labels, e.g. "cat,dog,a red car"')
+    labels.add_argument(
+        "--labels",
+        help='comma-separated labels, e.g. "cat,dog,a red car"; quote a label that holds a comma: '
+        "'cat,\"dog, small\",car'",
+    )
     labels.add_argument("--labels-file", metavar="FILE", help="labels: text file (one per line) or JSON (see --key)")
     labels.add_argument("--classifier", metavar="DIR", help="a classifier saved with --save-classifier")
     _add_template_arguments(parser)
     parser.add_argument("--top-k", type=_positive_int, default=5, help="labels shown per image (default: 5)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
-    parser.add_argument("--save-classifier", metavar="DIR", help="save the class embeddings for reuse")
+    parser.add_argument(
+        "--save-classifier",
+        metavar="DIR",
+        help="save the class embeddings for reuse (a new or empty folder; the folder appears whole or not at all)",
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="let --save-classifier replace a classifier saved there before"
+    )
     add_model_arguments(parser)
     _add_runtime_arguments(parser, default_batch_size=32)
     parser.set_defaults(func=_run_zero_shot)
@@ -329,4 +332,4 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     retrieval.set_defaults(func=_run_eval_retrieval)
 
 
-__all__ = ["add_model_arguments", "register_cli"]
+__all__ = ["register_cli"]

@@ -1,60 +1,20 @@
 # Copyright 2026 The transformers-diffclip authors. Licensed under the Apache License, Version 2.0.
-"""Evaluation data: images (local paths, http(s) URLs, PIL images) streamed through a `DataLoader`, ImageFolder
+"""Evaluation data: images (anything `core.images.open_image` reads) streamed through a `DataLoader`, ImageFolder
 trees matched to class names, and JSON Lines retrieval files."""
 
 from __future__ import annotations
 
-import io
 import json
 import os
-import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from PIL import Image
 
-from .labels import Label, duplicate_labels, synonyms
-
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm")
-
-
-def is_url(source: str) -> bool:
-    return source.startswith(("http://", "https://"))
-
-
-def load_image(source: str | os.PathLike | Image.Image, timeout: float = 30.0) -> Image.Image:
-    """An RGB PIL image from a PIL image, a local path or an http(s) URL; a missing file raises
-    `FileNotFoundError`, any other failure a `ValueError` that names the image."""
-    if isinstance(source, Image.Image):
-        return source.convert("RGB")
-    source = str(source)
-    try:
-        if is_url(source):
-            request = urllib.request.Request(source, headers={"User-Agent": "transformers-diffclip"})
-            with urllib.request.urlopen(request, timeout=timeout) as response:
-                stream = io.BytesIO(response.read())
-        else:
-            if not os.path.isfile(source):
-                raise FileNotFoundError(f"Image not found: {source}")
-            stream = source
-        with Image.open(stream) as image:
-            image.load()
-            return image.convert("RGB")
-    except FileNotFoundError:
-        raise
-    except Exception as error:  # PIL's UnidentifiedImageError, truncated files, HTTP and socket errors, ...
-        raise ValueError(f"Cannot read image {source}: {error}") from error
-
-
-def check_image_sources(sources: Sequence[str]) -> None:
-    """Fail early, before any model is loaded, on local image paths that do not exist."""
-    missing = [s for s in sources if not is_url(str(s)) and not os.path.isfile(s)]
-    if missing:
-        shown = ", ".join(missing[:5]) + (f" (and {len(missing) - 5} more)" if len(missing) > 5 else "")
-        raise FileNotFoundError(f"Image not found: {shown}")
+from ..core.images import IMAGE_EXTENSIONS, image_key, is_url, open_image, scan_images
+from ..core.text_files import Label, read_text
+from .labels import duplicate_labels, synonyms
 
 
 class ImageDataset(torch.utils.data.Dataset):
@@ -72,7 +32,7 @@ class ImageDataset(torch.utils.data.Dataset):
         return len(self.sources)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        image = load_image(self.sources[index])
+        image = open_image(self.sources[index])
         pixel_values = self.image_processor(images=image, return_tensors="pt")["pixel_values"][0]
         return pixel_values, (self.targets[index] if self.targets is not None else index)
 
@@ -187,18 +147,6 @@ def match_folders(
     return names, [owners[folder][0] for folder in folders], "name"
 
 
-def _image_files(folder: Path) -> list[str]:
-    files = []
-    for directory, subdirectories, filenames in os.walk(folder, followlinks=True):
-        subdirectories[:] = sorted(d for d in subdirectories if not d.startswith("."))
-        files.extend(
-            os.path.join(directory, name)
-            for name in sorted(filenames)
-            if name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith(".")
-        )
-    return files
-
-
 def find_image_folder(
     root: str | os.PathLike, class_names: list[Label] | Mapping[str, Label] | None = None, source: str = "given"
 ) -> ImageFolderData:
@@ -209,7 +157,17 @@ def find_image_folder(
     root = Path(root)
     folders = _class_folders(root)
     labels, folder_classes, matching = match_folders(folders, class_names, source)
-    samples = [(path, i) for i, folder in enumerate(folders) for path in _image_files(root / folder)]
+    samples, owner = [], {}
+    for i, folder in enumerate(folders):
+        for path in scan_images(root / folder):
+            key = image_key(path)
+            if key in owner and owner[key] != folder:
+                raise ValueError(
+                    f"The image {key} is in two class folders of {root}: {owner[key]!r} and {folder!r} (through a "
+                    "link); an image belongs to one class."
+                )
+            owner[key] = folder
+            samples.append((path, i))
     if not samples:
         raise ValueError(f"No images found in {root} (looked for {', '.join(IMAGE_EXTENSIONS)} in the class folders).")
     return ImageFolderData(root, labels, folders, folder_classes, samples, matching, duplicate_labels(labels))
@@ -232,55 +190,52 @@ class RetrievalData:
 def read_retrieval_jsonl(path: str | os.PathLike, image_root: str | os.PathLike | None = None) -> RetrievalData:
     """Read a JSON Lines retrieval file: one object per line with `image` (a path, relative to `image_root` or else
     to the file's folder, or a URL) and `captions` (a list of strings) or `caption` (a string). Lines naming the
-    same image are merged, so an image has all its captions whether they come on one line or several."""
+    same image are merged, so an image has all its captions whether they come on one line or several; local paths
+    are compared by the file they resolve to (`a.jpg`, `./a.jpg`, `/abs/a.jpg` and a link to it are one image)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Retrieval file not found: {path}")
     root = Path(image_root) if image_root is not None else path.parent
     images, captions, caption_image, index_of = [], [], [], {}
-    with path.open(encoding="utf-8-sig") as lines:
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            where = f"{path} line {number}"
-            try:
-                entry = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{where}: not valid JSON ({error}).") from error
-            if not isinstance(entry, dict) or not isinstance(entry.get("image"), str) or not entry["image"]:
-                raise ValueError(f"{where}: expected an object with an 'image' path.")
-            if "captions" in entry:
-                texts = entry["captions"]
-                if not isinstance(texts, list) or not texts:
-                    raise ValueError(f"{where}: 'captions' must be a non-empty list of strings.")
-            elif "caption" in entry:
-                texts = [entry["caption"]]
-            else:
-                raise ValueError(f"{where}: expected 'captions' (a list) or 'caption' (a string).")
-            if not all(isinstance(text, str) and text.strip() for text in texts):
-                raise ValueError(f"{where}: every caption must be a non-empty string.")
-            image = entry["image"]
-            image = image if is_url(image) else str(root / image)
-            if image not in index_of:
-                index_of[image] = len(images)
-                images.append(image)
-            captions.extend(texts)
-            caption_image.extend([index_of[image]] * len(texts))
+    for number, line in enumerate(read_text(path).split("\n"), start=1):
+        if not line.strip():
+            continue
+        where = f"{path} line {number}"
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{where}: not valid JSON ({error}).") from error
+        if not isinstance(entry, dict) or not isinstance(entry.get("image"), str) or not entry["image"]:
+            raise ValueError(f"{where}: expected an object with an 'image' path.")
+        if "captions" in entry:
+            texts = entry["captions"]
+            if not isinstance(texts, list) or not texts:
+                raise ValueError(f"{where}: 'captions' must be a non-empty list of strings.")
+        elif "caption" in entry:
+            texts = [entry["caption"]]
+        else:
+            raise ValueError(f"{where}: expected 'captions' (a list) or 'caption' (a string).")
+        if not all(isinstance(text, str) and text.strip() for text in texts):
+            raise ValueError(f"{where}: every caption must be a non-empty string.")
+        image = entry["image"]
+        image = image if is_url(image) else str(root / Path(image).expanduser())
+        key = image_key(image)
+        if key not in index_of:
+            index_of[key] = len(images)
+            images.append(image)
+        captions.extend(texts)
+        caption_image.extend([index_of[key]] * len(texts))
     if not images:
         raise ValueError(f"The retrieval file {path} has no entries.")
     return RetrievalData(images, captions, caption_image)
 
 
 __all__ = [
-    "IMAGE_EXTENSIONS",
     "ImageDataset",
     "ImageFolderData",
     "RetrievalData",
-    "check_image_sources",
     "find_image_folder",
     "image_batches",
-    "is_url",
-    "load_image",
     "match_folders",
     "read_retrieval_jsonl",
 ]

@@ -11,11 +11,13 @@ first uses convert once and never see half a folder.
 Cache layout (`DIFFCLIP_CACHE`, default `$HF_HOME/diffclip`, i.e. `~/.cache/huggingface/diffclip`):
 `converted/<org>--<name>/<commit>/` per repo and revision (and `refs/<org>--<name>/<revision>`, the commit a branch
 or tag named when it was converted, so an offline start needs no checkpoint), `converted/local/<stem>-<hash>/` per
-local file (its absolute path, size and modification time), lock files in `.locks/`.
+local file (its absolute path, size and modification time), lock files in `.locks/` while a conversion runs (removed
+after it, as is everything a failed conversion wrote).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import os
@@ -139,7 +141,7 @@ def _record_commit(repo_folder: Path, revision: str | None, commit: str) -> None
     """Remember which commit `revision` named at conversion time, for offline starts without the checkpoint."""
     if revision is not None and _COMMIT.match(revision):
         return
-    from ..files import atomic_write_bytes
+    from ..core.files import atomic_write_bytes
 
     atomic_write_bytes(_ref_file(repo_folder, revision), commit.encode("utf-8"))
 
@@ -150,24 +152,30 @@ def _converted(checkpoint: Path, label: str, key: str, cache_dir, local_files_on
     target = root / "converted" / key
     if _is_complete(target):
         return target
-    from filelock import FileLock
+    from ..core.files import exclusive_lock
 
     # before the lock and the conversion: an offline machine without them fails fast
     clip_tokenizer_files(cache_dir, local_files_only)
-    locks = root / ".locks"
-    locks.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(locks / (key.replace("/", "--") + ".lock"))):
-        if _is_complete(target):  # converted by a concurrent run while this one waited
-            return target
-        if target.exists():  # not written by this package: never trust, never delete silently
-            raise ConversionError(
-                f"{target} exists but is not a complete converted folder; delete it and rerun to convert again."
-            )
-        print(f"converting {label} once, cached at {target}", file=sys.stderr, flush=True)
-        conversion = convert_checkpoint(checkpoint)
-        tokenizer = build_tokenizer_for(conversion.architecture, None, cache_dir, local_files_only)
-        processor = build_processor(conversion.architecture, tokenizer)
-        write_folder_atomically(target, lambda folder: save_converted(folder, conversion.model, processor))
+    made_root = not root.exists()
+    try:
+        with exclusive_lock(root / ".locks" / (key.replace("/", "--") + ".lock")):
+            if _is_complete(target):  # converted by a concurrent run while this one waited
+                return target
+            if target.exists():  # not written by this package: never trust, never delete silently
+                raise ConversionError(
+                    f"{target} exists but is not a complete converted folder; delete it and rerun to convert again."
+                )
+            print(f"converting {label} once, cached at {target}", file=sys.stderr, flush=True)
+            conversion = convert_checkpoint(checkpoint)
+            tokenizer = build_tokenizer_for(conversion.architecture, None, cache_dir, local_files_only)
+            processor = build_processor(conversion.architecture, tokenizer)
+            # into a temporary folder, renamed into place: a failure (or a kill) leaves no half-written folder
+            write_folder_atomically(target, lambda folder: save_converted(folder, conversion.model, processor))
+    except BaseException:
+        if made_root:  # a failed first conversion leaves no empty cache folder (the lock removes its own files)
+            with contextlib.suppress(OSError):
+                root.rmdir()
+        raise
     return target
 
 

@@ -189,7 +189,9 @@ def _refusal(path: Path, error: Exception) -> ConversionError | None:
     return ConversionError(
         f"Refused to load {path}: {what}is not on the allow-list for DiffCLIP checkpoints (tensors, plain Python "
         "values and argparse.Namespace). Unpickling it could run arbitrary code from the file. If, and only if, you "
-        f"trust where the file comes from, rerun with {UNSAFE_PICKLE_FLAG}."
+        "trust where the file comes from, convert it once with conversion/convert_diffclip_original_to_hf.py "
+        f"{UNSAFE_PICKLE_FLAG} (only the converter has that flag; the diffclip commands and from_pretrained never "
+        "unpickle unrestricted) and load the converted folder."
     )
 
 

@@ -8,8 +8,6 @@ Shared by `resolve_pretrained` (convert on first use, cached) and `conversion/co
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -153,38 +151,12 @@ def build_processor(architecture: Architecture, tokenizer):
     return DiffCLIPProcessor(image_processor=image_processor, tokenizer=tokenizer)
 
 
-def _replace_directory(source: Path, target: Path) -> None:
-    """Move `source` to `target`, replacing an existing `target` only once `source` is complete."""
-    if not target.exists():
-        source.rename(target)
-        return
-    backup = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-    backup.rmdir()
-    target.rename(backup)
-    try:
-        source.rename(target)
-    except BaseException:
-        backup.rename(target)
-        raise
-    shutil.rmtree(backup, ignore_errors=True)
-
-
 def write_folder_atomically(output_dir: str | os.PathLike, write: Callable[[Path], None]) -> Path:
-    """Call `write(folder)` on a temporary sibling of `output_dir` and rename it into place when `write` returns:
-    `output_dir` appears (or is replaced) complete or not at all. Any failure removes the temporary folder."""
-    output_dir = Path(output_dir)
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    partial = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.partial-", dir=output_dir.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    partial.chmod(0o777 & ~umask)  # mkdtemp's 0700 would make the final folder private
-    try:
-        write(partial)
-        _replace_directory(partial, output_dir)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
-    return output_dir
+    """Call `write(folder)` on a temporary sibling of `output_dir` and move it into place when `write` returns:
+    `output_dir` appears (or is replaced) whole or not at all ([`core.files.atomic_directory`])."""
+    from ..core.files import atomic_directory
+
+    return atomic_directory(output_dir, write)
 
 
 def save_converted(folder: Path, model, processor, card_text: str | None = None) -> None:
