@@ -17,7 +17,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="diffclip",
         description="DiffCLIP (CLIP with differential attention): zero-shot classification, evaluation, "
-        "attention maps.",
+        "attention maps, image search and a demo page.",
     )
     parser.add_argument(
         DEBUG_FLAG,

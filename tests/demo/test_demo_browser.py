@@ -30,7 +30,7 @@ playwright = pytest.importorskip("playwright.sync_api", reason="playwright (Pyth
 from _helpers import tiny_processor  # noqa: E402
 
 from transformers_diffclip import cli  # noqa: E402
-from transformers_diffclip.attention_maps import CAPTION_HEIGHT, PAD  # noqa: E402
+from transformers_diffclip.interpret import CAPTION_HEIGHT, PAD  # noqa: E402
 
 
 CHROMIUM = os.environ.get("DIFFCLIP_CHROMIUM", "/usr/bin/chromium")

@@ -12,10 +12,10 @@ time) shows its progress in the page. Bad input is answered with a message in th
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 
+from ..core.files import json_text
 from .logic import (
     MAX_TOP_K,
     ModelCache,
@@ -122,10 +122,11 @@ def build_demo(
         try:
             progress(0, desc="Opening the index (loading its model on first use)")
             hits = search_tab.search(text, image, whole_number(top_k, "Top-k"))
+            read_out = json_text([hit.to_dict() for hit in hits], indent=1)
         except (OSError, ValueError) as error:
             raise fail(error) from None
         gallery = [(thumbnail(hit.path), f"{hit.score:.4f} · {os.path.basename(hit.path)}") for hit in hits]
-        return gallery, json.dumps([hit.to_dict() for hit in hits], indent=1, ensure_ascii=False)
+        return gallery, read_out
 
     with gr.Blocks(title="DiffCLIP beside CLIP", analytics_enabled=False) as demo:
         gr.Markdown(INTRO)

@@ -6,7 +6,6 @@ the attention figure, and search results. The same functions `diffclip zero-shot
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 from collections.abc import Callable, Sequence
@@ -16,8 +15,11 @@ from typing import Any
 
 from PIL import Image
 
-# Today's names; core.* and the attention-maps package at the merge.
-from ..attention_maps import (
+from ..core.files import json_text
+from ..core.images import is_url, open_image
+from ..core.loading import image_processor_of, load_model_and_processor
+from ..evaluation import ZeroShotClassifier, duplicate_labels, encode_pixel_values, parse_label_list
+from ..interpret import (
     RelevanceMap,
     class_token_attention,
     image_attention_map,
@@ -27,11 +29,6 @@ from ..attention_maps import (
     to_image_map,
     vision_attentions,
 )
-from ..evaluation.classifier import ZeroShotClassifier
-from ..evaluation.data import is_url, load_image
-from ..evaluation.encoding import encode_pixel_values, image_processor_of
-from ..evaluation.labels import duplicate_labels, parse_label_list
-from ..evaluation.loading import load_model_and_processor
 
 
 # The released pairs (DiffCLIP and the CLIP baseline trained on the same data), the first the default.
@@ -122,7 +119,7 @@ def pick_image(upload: Image.Image | None, url: str | None) -> Image.Image:
     if not is_url(url):
         raise ValueError(f"{url!r} is not an http(s) URL; upload the image instead.")
     try:
-        return load_image(url, timeout=15)
+        return open_image(url, timeout=15)
     except (OSError, ValueError) as error:
         raise ValueError(f"Could not get an image from {url}: {error}") from error
 
@@ -180,7 +177,7 @@ def probabilities_json(rows: Sequence[dict]) -> str:
     table: dict[str, dict[str, float]] = {}
     for row in rows:
         table.setdefault(row["model"], {})[row["label"]] = round(row["probability"], 8)
-    return json.dumps(table, indent=1, ensure_ascii=False)
+    return json_text(table, indent=1)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..core.errors import positive_int
 from ..core.files import check_output_file, json_text, write_json
 from ..core.images import check_image_sources
 from ..core.loading import DTYPES, add_model_arguments, load_model_and_processor
@@ -22,23 +23,13 @@ from .reports import FORMATS, clip_benchmark_result, report_metadata
 from .tasks import evaluate_retrieval, evaluate_zero_shot
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
 def _add_runtime_arguments(parser: argparse.ArgumentParser, default_batch_size: int) -> None:
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     parser.add_argument("--dtype", default="float32", choices=sorted(DTYPES), help="model dtype (default: float32)")
     parser.add_argument(
-        "--batch-size", type=_positive_int, default=default_batch_size, help="images per batch (memory bound)"
+        "--batch-size", type=positive_int, default=default_batch_size, help="images per batch (memory bound)"
     )
-    parser.add_argument("--text-batch-size", type=_positive_int, default=256, help="texts per batch (default: 256)")
+    parser.add_argument("--text-batch-size", type=positive_int, default=256, help="texts per batch (default: 256)")
     parser.add_argument(
         "--num-workers", type=int, default=0, help="DataLoader worker processes reading images (default: 0)"
     )
@@ -275,7 +266,7 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     labels.add_argument("--labels-file", metavar="FILE", help="labels: text file (one per line) or JSON (see --key)")
     labels.add_argument("--classifier", metavar="DIR", help="a classifier saved with --save-classifier")
     _add_template_arguments(parser)
-    parser.add_argument("--top-k", type=_positive_int, default=5, help="labels shown per image (default: 5)")
+    parser.add_argument("--top-k", type=positive_int, default=5, help="labels shown per image (default: 5)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
     parser.add_argument(
         "--save-classifier",

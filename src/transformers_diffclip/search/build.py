@@ -22,10 +22,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
-# Today's names; core.loading / core.distributed at the merge.
-from ..evaluation.encoding import progress_bar
-from ..evaluation.loading import load_model_and_processor
+from ..core.distributed import rank_world
+from ..core.loading import load_model_and_processor
 from .embed import embed_items, probe_embedding
 from .index import DEFAULT_EXACT_BELOW, SearchIndex, build_faiss_index, read_faiss_index, write_faiss_index
 from .sources import list_images
@@ -48,13 +48,12 @@ def _now() -> str:
 
 
 def _world() -> tuple[int, int]:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    world = int(os.environ.get("WORLD_SIZE", 1))
-    if world > 1:  # started by torchrun: one process group over the CPU (gloo) for the barriers
+    """`(rank, world)` (core's [`rank_world`]); a process started by torchrun outside a process group first joins
+    one over the CPU (gloo) for the barriers."""
+    _, world = rank_world(from_environment=True)
+    if world > 1 and torch.distributed.is_available() and not torch.distributed.is_initialized():
         torch.distributed.init_process_group("gloo")
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
+    return rank_world()
 
 
 def _barrier(world: int) -> None:
@@ -169,8 +168,9 @@ def build_index(
     if mine:
         batches = embed_items(network, processor, [pending[p] for p in mine], batch_size, num_workers)
         total = (len(mine) + batch_size - 1) // batch_size
-        for positions, vectors, bad in progress_bar(
-            batches, progress and rank == 0, total=total, desc="Embedding images", unit="batch"
+        shown = progress and rank == 0
+        for positions, vectors, bad in tqdm(
+            batches, disable=not shown, file=sys.stderr, total=total, desc="Embedding images", unit="batch"
         ):
             for position, problem in bad:
                 failed.append({"path": pending[mine[position]], "problem": problem})

@@ -4,11 +4,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 
-# Today's names; the commands layer keeps importing the shared argument helpers from here.
-from ..evaluation.cli import _positive_int, add_model_arguments
-from ..evaluation.loading import DTYPES
+from ..core.errors import positive_int
+from ..core.files import json_text
+from ..core.loading import DTYPES, add_model_arguments
 from .index import DEFAULT_EXACT_BELOW
 
 
@@ -23,6 +22,16 @@ def _search_extra():
         ) from error
 
 
+def _loader_options(args: argparse.Namespace) -> dict:
+    """How the model is loaded: the flags both commands share."""
+    return {
+        "revision": args.revision,
+        "trust_remote_code": args.trust_remote_code,
+        "device": args.device,
+        "dtype": args.dtype,
+    }
+
+
 def _run_index(args: argparse.Namespace) -> int:
     _search_extra()
     from .build import build_index
@@ -35,10 +44,7 @@ def _run_index(args: argparse.Namespace) -> int:
         args.model,
         args.data,
         args.output,
-        revision=args.revision,
-        trust_remote_code=args.trust_remote_code,
-        device=args.device,
-        dtype=args.dtype,
+        **_loader_options(args),
         batch_size=args.batch_size,
         num_workers=args.num_workers,
         shard_size=args.shard_size,
@@ -61,19 +67,12 @@ def _run_search(args: argparse.Namespace) -> int:
     _search_extra()
     from .searcher import Searcher
 
-    searcher = Searcher(
-        args.index,
-        args.model,
-        revision=args.revision,
-        trust_remote_code=args.trust_remote_code,
-        device=args.device,
-        dtype=args.dtype,
-    )
+    searcher = Searcher(args.index, args.model, **_loader_options(args))
     hits = searcher.search_text(args.text, args.top_k) if args.text is not None else None
     if hits is None:
         hits = searcher.search_image(args.image, args.top_k)
     if args.json:
-        print(json.dumps([hit.to_dict() for hit in hits], indent=2, ensure_ascii=False))
+        print(json_text([hit.to_dict() for hit in hits]))
     else:
         for hit in hits:
             print(f"{hit.score:.4f}  {hit.path}")
@@ -100,10 +99,10 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--output", required=True, metavar="INDEX_DIR", help="the index folder (created or resumed)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     parser.add_argument("--dtype", default="float32", choices=sorted(DTYPES), help="model dtype (default: float32)")
-    parser.add_argument("--batch-size", type=_positive_int, default=64, help="images per batch (default: 64)")
+    parser.add_argument("--batch-size", type=positive_int, default=64, help="images per batch (default: 64)")
     parser.add_argument("--num-workers", type=int, default=0, help="DataLoader processes reading images (default: 0)")
     parser.add_argument(
-        "--shard-size", type=_positive_int, default=10_000, help="embeddings per Parquet shard (default: 10000)"
+        "--shard-size", type=positive_int, default=10_000, help="embeddings per Parquet shard (default: 10000)"
     )
     parser.add_argument(
         "--exact-below",
@@ -128,7 +127,7 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     query = search.add_mutually_exclusive_group(required=True)
     query.add_argument("--text", help="a text query")
     query.add_argument("--image", metavar="PATH", help="an image query (path or http(s) URL)")
-    search.add_argument("--top-k", type=_positive_int, default=10, help="results (default: 10)")
+    search.add_argument("--top-k", type=positive_int, default=10, help="results (default: 10)")
     search.add_argument("--json", action="store_true", help='print [{"id", "path", "score"}] best first')
     search.add_argument("--model", help="the model to embed the query with (default: the index's; must match it)")
     search.add_argument("--revision", help="Hub branch, tag or commit of --model")

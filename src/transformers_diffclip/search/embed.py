@@ -10,8 +10,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-# Today's names; core at the merge for the image opener.
-from ..evaluation.encoding import encode_pixel_values, encode_texts, image_processor_of, tokenizer_of
+from ..core.loading import image_processor_of, tokenizer_of
+from ..evaluation import encode_pixel_values, encode_texts
 from .sources import open_item
 
 

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from ..core.files import atomic_write_bytes
 from .store import EMBEDDING_KINDS, read_manifest, read_shards
 
 
@@ -110,7 +111,6 @@ def build_faiss_index(
 
 def write_faiss_index(index, path: str | os.PathLike) -> int:
     """Serialise `index` to `path` atomically; returns the file's size."""
-    from ..files import atomic_write_bytes  # today's name; core.files at the merge
 
     data = _faiss().serialize_index(index).tobytes()
     atomic_write_bytes(path, data)

@@ -11,9 +11,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-# Today's names; core at the merge.
-from ..evaluation.data import load_image
-from ..evaluation.loading import load_model_and_processor
+from ..core.images import open_image
+from ..core.loading import load_model_and_processor
 from .embed import embed_images, embed_text, probe_embedding
 from .index import SearchHit, SearchIndex
 from .store import check_compatible
@@ -63,7 +62,7 @@ class Searcher:
 
     def search_image(self, image: str | os.PathLike | Image.Image, top_k: int = 10) -> list[SearchHit]:
         """The `top_k` images closest to an image (a path, a URL or a PIL image)."""
-        return self.index.search(embed_images(self.model, self.processor, [load_image(image)]), top_k)[0]
+        return self.index.search(embed_images(self.model, self.processor, [open_image(image)]), top_k)[0]
 
     def search_embedding(self, embedding: np.ndarray, top_k: int = 10) -> list[SearchHit]:
         return self.index.search(embedding, top_k)[0]

@@ -9,7 +9,6 @@ the sample `KEY` of a webdataset shard. [`open_item`] opens any of them again (t
 
 from __future__ import annotations
 
-import io
 import os
 import tarfile
 from collections.abc import Sequence
@@ -17,8 +16,7 @@ from pathlib import Path
 
 from PIL import Image
 
-# Today's names; at the merge they become core.images (open_image, IMAGE_EXTENSIONS, is_url, scan_images).
-from ..evaluation.data import IMAGE_EXTENSIONS, _image_files, is_url, load_image
+from ..core.images import IMAGE_EXTENSIONS, ImageError, image_key, is_url, open_image, scan_images
 
 
 SHARD_SEPARATOR = "#"
@@ -32,7 +30,7 @@ def _is_shard_spec(text: str) -> bool:
 
 def _shard_files(spec: str) -> list[str]:
     if "{" in spec or "::" in spec:
-        from ..training.shards import expand_shards  # webdataset's brace expansion (the `train` extra)
+        from ..training import expand_shards  # webdataset's brace expansion (the `train` extra)
 
         shards = expand_shards(spec, flag="--data")
     else:
@@ -93,7 +91,7 @@ def list_images(source: str | os.PathLike | Sequence[str]) -> list[str]:
         text = os.fspath(source)
         path = Path(text).expanduser()
         if path.is_dir():
-            items = _image_files(path)
+            items = scan_images(path)
             if not items:
                 shards = sorted(str(p) for p in path.iterdir() if p.name.endswith(".tar") and p.is_file())
                 items = [key for shard in shards for key in shard_keys(shard)]
@@ -106,7 +104,11 @@ def list_images(source: str | os.PathLike | Sequence[str]) -> list[str]:
                 items = _read_list_file(path)
         else:
             raise FileNotFoundError(f"--data {text}: no such folder, file or shard.")
-    items = list(dict.fromkeys(items))
+    # One image, one id: two spellings of one file (a link, `..`, a relative path) are one image (core's identity).
+    unique: dict[str, str] = {}
+    for item in items:
+        unique.setdefault(item if is_shard_item(item) else image_key(item), item)
+    items = list(unique.values())
     if not items:
         raise ValueError(
             f"--data {source}: no images found (looked for {', '.join(IMAGE_EXTENSIONS)} files, a list file of "
@@ -133,13 +135,8 @@ class _ShardReader:
             member = members.get(f"{key}.{extension}")
             if member is not None:
                 data = archive.extractfile(member).read()
-                try:
-                    with Image.open(io.BytesIO(data)) as image:
-                        image.load()
-                        return image.convert("RGB")
-                except Exception as error:  # PIL's errors for truncated or foreign data
-                    raise ValueError(f"Cannot read image {item}: {error}") from error
-        raise ValueError(f"Cannot read image {item}: the shard has no image for key {key!r}.")
+                return open_image({"path": item, "bytes": data})
+        raise ImageError(f"Cannot read image {item}: the shard has no image for key {key!r}.")
 
 
 _READER = _ShardReader()
@@ -156,7 +153,7 @@ def open_item(item: str) -> Image.Image:
     """The RGB image named `item` (a path, a URL or `SHARD#KEY`); a `ValueError`/`FileNotFoundError` names it."""
     if is_shard_item(item):
         return _READER.read(item)
-    return load_image(item)
+    return open_image(item)
 
 
 __all__ = ["SHARD_SEPARATOR", "is_shard_item", "list_images", "open_item", "shard_keys"]

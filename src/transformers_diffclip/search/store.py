@@ -24,8 +24,7 @@ from typing import Any
 
 import numpy as np
 
-# Today's name; core.files at the merge.
-from ..files import atomic_write_bytes, write_json
+from ..core.files import atomic_write_bytes, write_json
 
 
 MANIFEST_NAME = "manifest.json"
