@@ -4,6 +4,7 @@ with numpy (the embeddings computed directly with the model's forward, not throu
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tarfile
 from pathlib import Path
@@ -22,6 +23,7 @@ from _helpers import tiny_processor  # noqa: E402
 from transformers_diffclip import cli  # noqa: E402
 from transformers_diffclip.search import (  # noqa: E402
     Searcher,
+    SearchHit,
     SearchIndex,
     build_faiss_index,
     build_index,
@@ -344,3 +346,35 @@ def test_several_processes_split_the_images(tiny, photos, tmp_path):
     got, want = index.search(query, 12)[0], single.search(query, 12)[0]
     assert [h.id for h in got] == [h.id for h in want]
     np.testing.assert_allclose([h.score for h in got], [h.score for h in want], atol=1e-5)
+
+
+def test_one_file_is_one_image_however_it_is_spelled(photos, tmp_path):
+    """A link to a file of the folder, a link back into the folder and a list file naming one file twice (relative
+    and through `..`) give each image once: images are identified by their resolved path."""
+    images = sorted(str(p) for p in photos.rglob("*.png"))
+    first = Path(images[0])
+    (photos / "again.png").symlink_to(first)
+    (photos / "loop").symlink_to(photos)
+    listed = list_images(photos)
+    assert len(listed) == len(images)
+    assert sorted(os.path.realpath(item) for item in listed) == sorted(os.path.realpath(path) for path in images)
+    listing = tmp_path / "list.txt"
+    spelled = os.path.relpath(first, tmp_path)
+    twice = os.path.join(os.path.relpath(first.parent, tmp_path), "..", first.parent.name, first.name)
+    listing.write_text(f"{spelled}\n{twice}\n{images[1]}\n", encoding="utf-8")
+    expected = [os.path.realpath(first), os.path.realpath(images[1])]
+    assert [os.path.realpath(item) for item in list_images(listing)] == expected
+
+
+def test_search_json_refuses_a_non_finite_score(tiny, photos, tmp_path, capsys, monkeypatch):
+    """`diffclip search --json` prints valid JSON or nothing: a NaN score is bad input (exit code 2), not `NaN`."""
+    folder, _, _ = tiny[0]
+    output = tmp_path / "index"
+    argv = ["index", "--model", str(folder), "--data", str(photos), "--output", str(output), "--no-progress"]
+    assert cli.main(argv + ["--device", "cpu"]) == 0
+    capsys.readouterr()
+    monkeypatch.setattr(Searcher, "search_text", lambda self, text, top_k: [SearchHit(0, "a.png", float("nan"))])
+    assert cli.main(["search", "--index", str(output), "--text", "cat", "--json"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "diffclip search: error:" in captured.err and "non-finite" in captured.err
