@@ -32,21 +32,13 @@ from .configuration_diffclip import DiffCLIPConfig, DiffCLIPTextConfig, DiffCLIP
 logger = logging.get_logger(__name__)
 
 
-# --------------------------------------------------------------------------------------------------
-# Outputs
-# --------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------- Outputs
 
 
 @dataclass
 class DiffCLIPVisionModelOutput(ModelOutput):
-    """Vision tower output with the projected image embedding.
-
-    Args:
-        image_embeds (`torch.FloatTensor` of shape `(batch_size, projection_dim)`): projected pooled output.
-        last_hidden_state (`torch.FloatTensor` of shape `(batch_size, num_patches + 1, hidden_size)`).
-        hidden_states (`tuple(torch.FloatTensor)`, *optional*): embeddings and the output of every layer.
-        attentions (`tuple(torch.FloatTensor)`, *optional*): per layer, see [`DiffCLIPDifferentialAttention`].
-    """
+    """Vision tower output with `image_embeds`, the projected pooled output, `(batch_size, projection_dim)`;
+    `hidden_states`: the embeddings and every layer's output; `attentions`: see [`DiffCLIPDifferentialAttention`]."""
 
     image_embeds: torch.FloatTensor | None = None
     last_hidden_state: torch.FloatTensor | None = None
@@ -96,9 +88,7 @@ def contrastive_loss(logits_per_text: torch.Tensor) -> torch.Tensor:
     return (F.cross_entropy(logits_per_text, targets) + F.cross_entropy(logits_per_text.t(), targets)) / 2
 
 
-# --------------------------------------------------------------------------------------------------
-# Initialisation of a fresh model, per layer (read by `DiffCLIPPreTrainedModel._init_weights`)
-# --------------------------------------------------------------------------------------------------
+# ---- Initialisation of a fresh model, per layer (read by `DiffCLIPPreTrainedModel._init_weights`)
 
 
 def _init_as(layer: nn.Module, weight: str, scale: float, zero_bias: bool = False, bias_factor: float = 1.0):
@@ -109,16 +99,19 @@ def _init_as(layer: nn.Module, weight: str, scale: float, zero_bias: bool = Fals
     return layer
 
 
+def _projection(in_features: int, out_features: int, factor: float) -> nn.Linear:
+    """A projection to the joint space, N(0, in_features^-0.5) as both originals."""
+    return _init_as(nn.Linear(in_features, out_features, bias=False), "normal", in_features**-0.5 * factor)
+
+
 def _block_init(config: DiffCLIPTextConfig | DiffCLIPVisionConfig, name: str) -> tuple:
     """`_init_as` arguments of the Linear `name` (q/k/v/out_proj, fc1, fc2) of a block of the tower `config`
     describes (the text tower's configuration is the one with a vocabulary, whichever copy of this code made it)."""
     factor, differential = config.initializer_factor, config.use_differential_attention
     if not hasattr(config, "vocab_size"):  # timm's ViT; the original rebuilds DiffCLIP's blocks after timm's init
-        return (
-            ("default", factor, False, factor)
-            if differential
-            else ("trunc_normal", config.initializer_range * factor, True)
-        )
+        if differential:
+            return ("default", factor, False, factor)
+        return ("trunc_normal", config.initializer_range * factor, True)
     width, depth = config.hidden_size, config.num_hidden_layers  # OpenAI CLIP's text init
     residual = width**-0.5 * (2 * depth) ** -0.5
     std = {"out_proj": residual, "fc1": (2 * width) ** -0.5, "fc2": residual}.get(name, width**-0.5)
@@ -126,9 +119,7 @@ def _block_init(config: DiffCLIPTextConfig | DiffCLIPVisionConfig, name: str) ->
     return ("normal", std * factor, name.endswith("proj") and not differential, factor)
 
 
-# --------------------------------------------------------------------------------------------------
-# Norms and embeddings
-# --------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------- Norms and embeddings
 
 
 def _upcast(tensor: torch.Tensor) -> torch.Tensor:
@@ -191,19 +182,9 @@ class DiffCLIPVisionEmbeddings(nn.Module):
         self.image_size = config.image_size
         self.patch_size = config.patch_size
         self.class_embedding = nn.Parameter(torch.zeros(self.embed_dim))
-        factor = config.initializer_factor
-        self.patch_embedding = _init_as(  # PyTorch's default, as both originals
-            nn.Conv2d(
-                config.num_channels,
-                self.embed_dim,
-                kernel_size=self.patch_size,
-                stride=self.patch_size,
-                bias=config.patch_embedding_bias,
-            ),
-            "default",
-            factor,
-            bias_factor=factor,
-        )
+        factor, size = config.initializer_factor, self.patch_size
+        conv = nn.Conv2d(config.num_channels, self.embed_dim, size, stride=size, bias=config.patch_embedding_bias)
+        self.patch_embedding = _init_as(conv, "default", factor, bias_factor=factor)  # PyTorch's, as both originals
         self.num_patches = (self.image_size // self.patch_size) ** 2
         self.num_positions = self.num_patches + 1
         self.position_embedding = _init_as(  # timm's pos_embed
@@ -287,9 +268,7 @@ class DiffCLIPTextEmbeddings(nn.Module):
         return inputs_embeds + position_embeds
 
 
-# --------------------------------------------------------------------------------------------------
-# Attention: a table of kernels
-# --------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------- Attention: a table of kernels
 #
 # Every kernel is a function `kernel(module, query, key, value, attention_mask, **kwargs) -> (output, maps | None)`.
 # A layer looks its kernel up once per call (`attention_kernel`, from `config._attn_implementation`, so that
@@ -648,9 +627,7 @@ class DiffCLIPEncoder(nn.Module):
         )
 
 
-# --------------------------------------------------------------------------------------------------
-# Pre-trained base
-# --------------------------------------------------------------------------------------------------
+# -------------------------------------------------------------------------------- Pre-trained base
 
 
 class DiffCLIPPreTrainedModel(PreTrainedModel):
@@ -755,9 +732,7 @@ def _check_right_padding(attention_mask: torch.Tensor | None) -> None:
         )
 
 
-# --------------------------------------------------------------------------------------------------
-# Towers
-# --------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------ Towers
 
 
 class DiffCLIPTextTransformer(nn.Module):
@@ -853,9 +828,7 @@ class DiffCLIPVisionTransformer(nn.Module):
         )
 
 
-# --------------------------------------------------------------------------------------------------
-# Dual encoder and single-tower heads
-# --------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------- Dual encoder and single-tower heads
 
 
 # transformers 5 made CLIP's `get_text_features` / `get_image_features` return a `BaseModelOutputWithPooling` (the
@@ -895,17 +868,8 @@ class DiffCLIPModel(DiffCLIPPreTrainedModel):
         self.vision_embed_dim = config.vision_config.hidden_size
         self.text_model = DiffCLIPTextTransformer(config.text_config)
         self.vision_model = DiffCLIPVisionTransformer(config.vision_config)
-        factor = config.initializer_factor
-        self.visual_projection = _init_as(
-            nn.Linear(self.vision_embed_dim, self.projection_dim, bias=False),
-            "normal",
-            self.vision_embed_dim**-0.5 * factor,
-        )
-        self.text_projection = _init_as(
-            nn.Linear(self.text_embed_dim, self.projection_dim, bias=False),
-            "normal",
-            self.text_embed_dim**-0.5 * factor,
-        )
+        self.visual_projection = _projection(self.vision_embed_dim, self.projection_dim, config.initializer_factor)
+        self.text_projection = _projection(self.text_embed_dim, self.projection_dim, config.initializer_factor)
         self.logit_scale = nn.Parameter(torch.tensor(float(config.logit_scale_init_value)))
         self.post_init()
 
@@ -1019,11 +983,7 @@ class DiffCLIPTextModelWithProjection(DiffCLIPPreTrainedModel):
     def __init__(self, config: DiffCLIPTextConfig):
         super().__init__(config)
         self.text_model = DiffCLIPTextTransformer(config)
-        self.text_projection = _init_as(
-            nn.Linear(config.hidden_size, config.projection_dim, bias=False),
-            "normal",
-            config.hidden_size**-0.5 * config.initializer_factor,
-        )
+        self.text_projection = _projection(config.hidden_size, config.projection_dim, config.initializer_factor)
         self.post_init()
 
     get_input_embeddings = DiffCLIPTextModel.get_input_embeddings
@@ -1080,11 +1040,7 @@ class DiffCLIPVisionModelWithProjection(DiffCLIPPreTrainedModel):
     def __init__(self, config: DiffCLIPVisionConfig):
         super().__init__(config)
         self.vision_model = DiffCLIPVisionTransformer(config)
-        self.visual_projection = _init_as(
-            nn.Linear(config.hidden_size, config.projection_dim, bias=False),
-            "normal",
-            config.hidden_size**-0.5 * config.initializer_factor,
-        )
+        self.visual_projection = _projection(config.hidden_size, config.projection_dim, config.initializer_factor)
         self.post_init()
 
     get_input_embeddings = DiffCLIPVisionModel.get_input_embeddings
