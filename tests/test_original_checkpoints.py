@@ -4,7 +4,7 @@
 A Hugging Face cache is seeded, offline, with a tiny original-format checkpoint under
 `hammh0a/DiffCLIP_ViTB16_CC12M` (the exact training container: `module.` weights, optimizer, scaler, args) and the
 tiny vocabulary as CLIP's tokenizer files under `openai/clip-vit-base-patch16`. Expected numbers come from
-`tests/reference_original.py` (the original model written out from the facts) on the ORIGINAL weights.
+`conversion/reference_original.py` (the original model written out from the facts) on the ORIGINAL weights.
 """
 
 from __future__ import annotations

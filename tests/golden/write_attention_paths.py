@@ -3,7 +3,7 @@ b944eaf), for tests/test_fast_paths.py::test_every_path_equals_the_recorded_outp
 
 Run once with that code on the path: `git show b944eaf:src/... ` or a checkout of b944eaf:
     PYTHONPATH=<checkout of b944eaf>/src python tests/golden/write_attention_paths.py
-The models load fixed weights (tests/reference_original.make_original_state_dict), so the file does not depend on
+The models load fixed weights (conversion/reference_original.make_original_state_dict), so the file does not depend on
 how a fresh model is initialised.
 """
 
@@ -15,7 +15,7 @@ import torch
 
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
+sys.path[:0] = [str(HERE.parent), str(HERE.parents[1] / "conversion")]
 
 from _helpers import TINY, original_to_hf, text_batch, tiny_config  # noqa: E402
 from reference_original import make_original_state_dict  # noqa: E402
