@@ -13,7 +13,7 @@ transformers 4.57 and 5.x (see `configuration_diffclip._check_transformers_versi
 import functools
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Unpack
 
 import torch
 import torch.nn.functional as F
@@ -24,7 +24,7 @@ from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutput, BaseModelOutputWithPooling
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-from transformers.utils import ModelOutput, can_return_tuple, logging
+from transformers.utils import ModelOutput, TransformersKwargs, can_return_tuple, logging
 
 from .configuration_diffclip import DiffCLIPConfig, DiffCLIPTextConfig, DiffCLIPVisionConfig
 
@@ -880,7 +880,9 @@ class DiffCLIPModel(DiffCLIPPreTrainedModel):
         self.text_model.embeddings.token_embedding = value
 
     @_features_output
-    def get_text_features(self, input_ids=None, attention_mask=None, position_ids=None, **kwargs):
+    def get_text_features(
+        self, input_ids=None, attention_mask=None, position_ids=None, **kwargs: Unpack[TransformersKwargs]
+    ):
         """Projected (not normalised) text embeddings. Like the installed transformers' CLIP: on transformers 5 a
         `BaseModelOutputWithPooling` whose `pooler_output` is the embedding (a tuple when `return_dict` or the config's
         `return_dict` is False; hidden states and maps as `forward` gives them), on 4.x the tensor itself."""
@@ -894,7 +896,9 @@ class DiffCLIPModel(DiffCLIPPreTrainedModel):
         )
 
     @_features_output
-    def get_image_features(self, pixel_values=None, interpolate_pos_encoding=False, **kwargs):
+    def get_image_features(
+        self, pixel_values=None, interpolate_pos_encoding=False, **kwargs: Unpack[TransformersKwargs]
+    ):
         """Projected (not normalised) image embeddings; return type as in [`get_text_features`]."""
         return self._tower_forward(
             self.vision_model,
@@ -913,7 +917,7 @@ class DiffCLIPModel(DiffCLIPPreTrainedModel):
         position_ids: torch.LongTensor | None = None,
         return_loss: bool | None = None,
         interpolate_pos_encoding: bool = False,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> DiffCLIPOutput:
         vision_outputs = self._tower_forward(
             self.vision_model, pixel_values=pixel_values, interpolate_pos_encoding=interpolate_pos_encoding, **kwargs
@@ -968,7 +972,9 @@ class DiffCLIPTextModel(DiffCLIPPreTrainedModel):
         self.text_model.embeddings.token_embedding = value
 
     @can_return_tuple
-    def forward(self, input_ids=None, attention_mask=None, position_ids=None, **kwargs) -> BaseModelOutputWithPooling:
+    def forward(
+        self, input_ids=None, attention_mask=None, position_ids=None, **kwargs: Unpack[TransformersKwargs]
+    ) -> BaseModelOutputWithPooling:
         return self._tower_forward(
             self.text_model, input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, **kwargs
         )
@@ -990,7 +996,9 @@ class DiffCLIPTextModelWithProjection(DiffCLIPPreTrainedModel):
     set_input_embeddings = DiffCLIPTextModel.set_input_embeddings
 
     @can_return_tuple
-    def forward(self, input_ids=None, attention_mask=None, position_ids=None, **kwargs) -> DiffCLIPTextModelOutput:
+    def forward(
+        self, input_ids=None, attention_mask=None, position_ids=None, **kwargs: Unpack[TransformersKwargs]
+    ) -> DiffCLIPTextModelOutput:
         outputs = self._tower_forward(
             self.text_model,
             self.text_projection,
@@ -1024,7 +1032,9 @@ class DiffCLIPVisionModel(DiffCLIPPreTrainedModel):
         return self.vision_model.embeddings.patch_embedding
 
     @can_return_tuple
-    def forward(self, pixel_values=None, interpolate_pos_encoding=False, **kwargs) -> BaseModelOutputWithPooling:
+    def forward(
+        self, pixel_values=None, interpolate_pos_encoding=False, **kwargs: Unpack[TransformersKwargs]
+    ) -> BaseModelOutputWithPooling:
         return self._tower_forward(
             self.vision_model, pixel_values=pixel_values, interpolate_pos_encoding=interpolate_pos_encoding, **kwargs
         )
@@ -1046,7 +1056,9 @@ class DiffCLIPVisionModelWithProjection(DiffCLIPPreTrainedModel):
     get_input_embeddings = DiffCLIPVisionModel.get_input_embeddings
 
     @can_return_tuple
-    def forward(self, pixel_values=None, interpolate_pos_encoding=False, **kwargs) -> DiffCLIPVisionModelOutput:
+    def forward(
+        self, pixel_values=None, interpolate_pos_encoding=False, **kwargs: Unpack[TransformersKwargs]
+    ) -> DiffCLIPVisionModelOutput:
         outputs = self._tower_forward(
             self.vision_model,
             self.visual_projection,
