@@ -959,10 +959,13 @@ class DiffCLIPTextModel(DiffCLIPPreTrainedModel):
 
     config_class = DiffCLIPTextConfig
     _no_split_modules = ["DiffCLIPTextEmbeddings", "DiffCLIPEncoderLayer"]
+    _with_projection = False
 
     def __init__(self, config: DiffCLIPTextConfig):
         super().__init__(config)
         self.text_model = DiffCLIPTextTransformer(config)
+        if self._with_projection:
+            self.text_projection = _projection(config.hidden_size, config.projection_dim, config.initializer_factor)
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Module:
@@ -975,44 +978,23 @@ class DiffCLIPTextModel(DiffCLIPPreTrainedModel):
     def forward(
         self, input_ids=None, attention_mask=None, position_ids=None, **kwargs: Unpack[TransformersKwargs]
     ) -> BaseModelOutputWithPooling:
-        return self._tower_forward(
-            self.text_model, input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, **kwargs
-        )
+        inputs = dict(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids)
+        return self._tower_forward(self.text_model, **inputs, **kwargs)
 
 
-class DiffCLIPTextModelWithProjection(DiffCLIPPreTrainedModel):
+class DiffCLIPTextModelWithProjection(DiffCLIPTextModel):
     """The text tower with its projection to the joint space."""
 
-    config_class = DiffCLIPTextConfig
-    _no_split_modules = ["DiffCLIPTextEmbeddings", "DiffCLIPEncoderLayer"]
-
-    def __init__(self, config: DiffCLIPTextConfig):
-        super().__init__(config)
-        self.text_model = DiffCLIPTextTransformer(config)
-        self.text_projection = _projection(config.hidden_size, config.projection_dim, config.initializer_factor)
-        self.post_init()
-
-    get_input_embeddings = DiffCLIPTextModel.get_input_embeddings
-    set_input_embeddings = DiffCLIPTextModel.set_input_embeddings
+    _with_projection = True
 
     @can_return_tuple
     def forward(
         self, input_ids=None, attention_mask=None, position_ids=None, **kwargs: Unpack[TransformersKwargs]
     ) -> DiffCLIPTextModelOutput:
-        outputs = self._tower_forward(
-            self.text_model,
-            self.text_projection,
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            **kwargs,
-        )
-        return DiffCLIPTextModelOutput(
-            text_embeds=outputs.pooler_output,
-            last_hidden_state=outputs.last_hidden_state,
-            hidden_states=outputs.hidden_states,
-            attentions=outputs.attentions,
-        )
+        inputs = dict(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids)
+        outputs = self._tower_forward(self.text_model, self.text_projection, **inputs, **kwargs)
+        tower = {name: value for name, value in outputs.items() if name != "pooler_output"}
+        return DiffCLIPTextModelOutput(text_embeds=outputs.pooler_output, **tower)
 
 
 class DiffCLIPVisionModel(DiffCLIPPreTrainedModel):
@@ -1022,10 +1004,13 @@ class DiffCLIPVisionModel(DiffCLIPPreTrainedModel):
     config_class = DiffCLIPVisionConfig
     main_input_name = "pixel_values"
     _no_split_modules = ["DiffCLIPVisionEmbeddings", "DiffCLIPEncoderLayer"]
+    _with_projection = False
 
     def __init__(self, config: DiffCLIPVisionConfig):
         super().__init__(config)
         self.vision_model = DiffCLIPVisionTransformer(config)
+        if self._with_projection:
+            self.visual_projection = _projection(config.hidden_size, config.projection_dim, config.initializer_factor)
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Module:
@@ -1035,43 +1020,23 @@ class DiffCLIPVisionModel(DiffCLIPPreTrainedModel):
     def forward(
         self, pixel_values=None, interpolate_pos_encoding=False, **kwargs: Unpack[TransformersKwargs]
     ) -> BaseModelOutputWithPooling:
-        return self._tower_forward(
-            self.vision_model, pixel_values=pixel_values, interpolate_pos_encoding=interpolate_pos_encoding, **kwargs
-        )
+        inputs = dict(pixel_values=pixel_values, interpolate_pos_encoding=interpolate_pos_encoding)
+        return self._tower_forward(self.vision_model, **inputs, **kwargs)
 
 
-class DiffCLIPVisionModelWithProjection(DiffCLIPPreTrainedModel):
+class DiffCLIPVisionModelWithProjection(DiffCLIPVisionModel):
     """The vision tower with its projection to the joint space."""
 
-    config_class = DiffCLIPVisionConfig
-    main_input_name = "pixel_values"
-    _no_split_modules = ["DiffCLIPVisionEmbeddings", "DiffCLIPEncoderLayer"]
-
-    def __init__(self, config: DiffCLIPVisionConfig):
-        super().__init__(config)
-        self.vision_model = DiffCLIPVisionTransformer(config)
-        self.visual_projection = _projection(config.hidden_size, config.projection_dim, config.initializer_factor)
-        self.post_init()
-
-    get_input_embeddings = DiffCLIPVisionModel.get_input_embeddings
+    _with_projection = True
 
     @can_return_tuple
     def forward(
         self, pixel_values=None, interpolate_pos_encoding=False, **kwargs: Unpack[TransformersKwargs]
     ) -> DiffCLIPVisionModelOutput:
-        outputs = self._tower_forward(
-            self.vision_model,
-            self.visual_projection,
-            pixel_values=pixel_values,
-            interpolate_pos_encoding=interpolate_pos_encoding,
-            **kwargs,
-        )
-        return DiffCLIPVisionModelOutput(
-            image_embeds=outputs.pooler_output,
-            last_hidden_state=outputs.last_hidden_state,
-            hidden_states=outputs.hidden_states,
-            attentions=outputs.attentions,
-        )
+        inputs = dict(pixel_values=pixel_values, interpolate_pos_encoding=interpolate_pos_encoding)
+        outputs = self._tower_forward(self.vision_model, self.visual_projection, **inputs, **kwargs)
+        tower = {name: value for name, value in outputs.items() if name != "pooler_output"}
+        return DiffCLIPVisionModelOutput(image_embeds=outputs.pooler_output, **tower)
 
 
 __all__ = [
