@@ -762,18 +762,10 @@ class DiffCLIPTextTransformer(nn.Module):
         hidden_states = self.embeddings(input_ids=input_ids, position_ids=position_ids)
         seq_length = input_ids.shape[1]
         # Additive causal mask for the eager kernel; the fused kernels use `is_causal` instead.
-        causal_mask = torch.full(
-            (seq_length, seq_length),
-            torch.finfo(hidden_states.dtype).min,
-            dtype=hidden_states.dtype,
-            device=hidden_states.device,
-        ).triu(1)[None, None]
+        dtype, device = hidden_states.dtype, hidden_states.device
+        causal_mask = torch.full((seq_length, seq_length), torch.finfo(dtype).min, dtype=dtype, device=device).triu(1)
         encoder_outputs = self.encoder(
-            hidden_states,
-            attention_mask=causal_mask,
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
-            **kwargs,
+            hidden_states, causal_mask[None, None], output_attentions, output_hidden_states, **kwargs
         )
         last_hidden_state = self.final_layer_norm(encoder_outputs.last_hidden_state)
         pool_index = _text_pool_index(input_ids.to(last_hidden_state.device), self.config.eos_token_id)
@@ -812,12 +804,7 @@ class DiffCLIPVisionTransformer(nn.Module):
         hidden_states = self.embeddings(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding)
         if self.pre_layernorm is not None:
             hidden_states = self.pre_layernorm(hidden_states)
-        encoder_outputs = self.encoder(
-            hidden_states,
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
-            **kwargs,
-        )
+        encoder_outputs = self.encoder(hidden_states, None, output_attentions, output_hidden_states, **kwargs)
         # The final norm covers every token (timm's ViT); the class token is the pooled output.
         last_hidden_state = self.post_layernorm(encoder_outputs.last_hidden_state)
         return BaseModelOutputWithPooling(
@@ -886,27 +873,16 @@ class DiffCLIPModel(DiffCLIPPreTrainedModel):
         """Projected (not normalised) text embeddings. Like the installed transformers' CLIP: on transformers 5 a
         `BaseModelOutputWithPooling` whose `pooler_output` is the embedding (a tuple when `return_dict` or the config's
         `return_dict` is False; hidden states and maps as `forward` gives them), on 4.x the tensor itself."""
-        return self._tower_forward(
-            self.text_model,
-            self.text_projection,
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            **kwargs,
-        )
+        inputs = dict(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids)
+        return self._tower_forward(self.text_model, self.text_projection, **inputs, **kwargs)
 
     @_features_output
     def get_image_features(
         self, pixel_values=None, interpolate_pos_encoding=False, **kwargs: Unpack[TransformersKwargs]
     ):
         """Projected (not normalised) image embeddings; return type as in [`get_text_features`]."""
-        return self._tower_forward(
-            self.vision_model,
-            self.visual_projection,
-            pixel_values=pixel_values,
-            interpolate_pos_encoding=interpolate_pos_encoding,
-            **kwargs,
-        )
+        inputs = dict(pixel_values=pixel_values, interpolate_pos_encoding=interpolate_pos_encoding)
+        return self._tower_forward(self.vision_model, self.visual_projection, **inputs, **kwargs)
 
     @can_return_tuple
     def forward(
