@@ -123,7 +123,7 @@ def main(argv=None) -> int:
         DiffCLIPProcessor,
         build_tokenizer,
     )
-    from transformers_diffclip.zero_shot import ZeroShotClassifier
+    from transformers_diffclip.evaluation import ZeroShotClassifier
 
     device = torch.device(args.device)
     torch.manual_seed(args.seed)

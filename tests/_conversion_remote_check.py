@@ -3,7 +3,7 @@ import sys  # noqa: I001 — the next statement must run before anything can imp
 
 sys.modules["transformers_diffclip"] = None  # any `import transformers_diffclip` now raises ImportError
 
-"""Run by tests/test_conversion.py in a subprocess: load a converted folder through remote code only.
+"""Run by tests/original/test_conversion.py in a subprocess: load a converted folder through remote code only.
 
 Usage: python tests/_conversion_remote_check.py FOLDER IMAGE OUTPUT_JSON LABEL [LABEL ...]
 

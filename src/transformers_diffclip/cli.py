@@ -8,7 +8,7 @@ import sys
 
 
 # Modules that contribute subcommands, in the order `diffclip --help` lists them.
-_SUBCOMMAND_MODULES = ("evaluation.cli", "attention_maps")
+_SUBCOMMAND_MODULES = ("evaluation.cli", "interpret.cli")
 
 
 def build_parser() -> argparse.ArgumentParser:

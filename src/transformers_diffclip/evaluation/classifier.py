@@ -14,14 +14,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ..files import atomic_write_bytes, write_json
+from ..core.files import atomic_write_bytes, write_json
+from ..core.loading import image_processor_of, tokenizer_of
+from ..core.text_files import Label, check_label, check_templates
 from .data import image_batches
-from .encoding import encode_pixel_values, encode_texts, image_processor_of, logit_scale_of, progress_bar, tokenizer_of
+from .encoding import encode_pixel_values, encode_texts, logit_scale_of, progress_bar
 from .labels import (
     DEFAULT_TEMPLATE,
-    Label,
-    check_label,
-    check_templates,
     display_name,
     fill_template,
     label_key,

@@ -8,19 +8,17 @@ import json
 import sys
 from pathlib import Path
 
-from ..files import write_json
-from ..original import DEFAULT_MODEL_ID
+from ..core.files import write_json
+from ..core.images import check_image_sources
+from ..core.loading import DTYPES, add_model_arguments, load_model_and_processor
+from ..core.text_files import check_templates, load_class_names, load_templates
 from .classifier import ZeroShotClassifier
-from .data import check_image_sources, find_image_folder, read_retrieval_jsonl
+from .data import find_image_folder, read_retrieval_jsonl
 from .labels import (
     DEFAULT_TEMPLATE,
-    check_templates,
     duplicate_labels,
-    load_class_names,
-    load_templates,
     parse_label_list,
 )
-from .loading import DTYPES, load_model_and_processor
 from .reports import FORMATS, clip_benchmark_result, report_metadata
 from .tasks import evaluate_retrieval, evaluate_zero_shot
 
@@ -33,24 +31,6 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
     return value
-
-
-def add_model_arguments(parser: argparse.ArgumentParser, default_model: str | None = DEFAULT_MODEL_ID) -> None:
-    """`--model`, `--revision` and `--trust-remote-code`, shared by every command that loads a model."""
-    parser.add_argument(
-        "--model",
-        default=default_model,
-        required=default_model is None,
-        help="a DiffCLIP folder or Hub id (also an original checkpoint), or a transformers dual encoder such as "
-        "openai/clip-vit-base-patch16 or a SigLIP model" + (f" (default: {default_model})" if default_model else ""),
-    )
-    parser.add_argument("--revision", help="Hub branch, tag or commit of --model (default: main)")
-    parser.add_argument(
-        "--trust-remote-code",
-        action="store_true",
-        help="allow a model type that neither this package nor transformers provides to run the Python code of its "
-        "folder or repo (never needed for DiffCLIP, CLIP or SigLIP)",
-    )
 
 
 def _add_runtime_arguments(parser: argparse.ArgumentParser, default_batch_size: int) -> None:
@@ -329,4 +309,4 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     retrieval.set_defaults(func=_run_eval_retrieval)
 
 
-__all__ = ["add_model_arguments", "register_cli"]
+__all__ = ["register_cli"]

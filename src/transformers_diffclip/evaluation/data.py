@@ -1,60 +1,20 @@
 # Copyright 2026 The transformers-diffclip authors. Licensed under the Apache License, Version 2.0.
-"""Evaluation data: images (local paths, http(s) URLs, PIL images) streamed through a `DataLoader`, ImageFolder
+"""Evaluation data: images (anything `core.images.open_image` reads) streamed through a `DataLoader`, ImageFolder
 trees matched to class names, and JSON Lines retrieval files."""
 
 from __future__ import annotations
 
-import io
 import json
 import os
-import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from PIL import Image
 
-from .labels import Label, duplicate_labels, synonyms
-
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm")
-
-
-def is_url(source: str) -> bool:
-    return source.startswith(("http://", "https://"))
-
-
-def load_image(source: str | os.PathLike | Image.Image, timeout: float = 30.0) -> Image.Image:
-    """An RGB PIL image from a PIL image, a local path or an http(s) URL; a missing file raises
-    `FileNotFoundError`, any other failure a `ValueError` that names the image."""
-    if isinstance(source, Image.Image):
-        return source.convert("RGB")
-    source = str(source)
-    try:
-        if is_url(source):
-            request = urllib.request.Request(source, headers={"User-Agent": "transformers-diffclip"})
-            with urllib.request.urlopen(request, timeout=timeout) as response:
-                stream = io.BytesIO(response.read())
-        else:
-            if not os.path.isfile(source):
-                raise FileNotFoundError(f"Image not found: {source}")
-            stream = source
-        with Image.open(stream) as image:
-            image.load()
-            return image.convert("RGB")
-    except FileNotFoundError:
-        raise
-    except Exception as error:  # PIL's UnidentifiedImageError, truncated files, HTTP and socket errors, ...
-        raise ValueError(f"Cannot read image {source}: {error}") from error
-
-
-def check_image_sources(sources: Sequence[str]) -> None:
-    """Fail early, before any model is loaded, on local image paths that do not exist."""
-    missing = [s for s in sources if not is_url(str(s)) and not os.path.isfile(s)]
-    if missing:
-        shown = ", ".join(missing[:5]) + (f" (and {len(missing) - 5} more)" if len(missing) > 5 else "")
-        raise FileNotFoundError(f"Image not found: {shown}")
+from ..core.images import IMAGE_EXTENSIONS, is_url, open_image, scan_images
+from ..core.text_files import Label
+from .labels import duplicate_labels, synonyms
 
 
 class ImageDataset(torch.utils.data.Dataset):
@@ -72,7 +32,7 @@ class ImageDataset(torch.utils.data.Dataset):
         return len(self.sources)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        image = load_image(self.sources[index])
+        image = open_image(self.sources[index])
         pixel_values = self.image_processor(images=image, return_tensors="pt")["pixel_values"][0]
         return pixel_values, (self.targets[index] if self.targets is not None else index)
 
@@ -187,18 +147,6 @@ def match_folders(
     return names, [owners[folder][0] for folder in folders], "name"
 
 
-def _image_files(folder: Path) -> list[str]:
-    files = []
-    for directory, subdirectories, filenames in os.walk(folder, followlinks=True):
-        subdirectories[:] = sorted(d for d in subdirectories if not d.startswith("."))
-        files.extend(
-            os.path.join(directory, name)
-            for name in sorted(filenames)
-            if name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith(".")
-        )
-    return files
-
-
 def find_image_folder(
     root: str | os.PathLike, class_names: list[Label] | Mapping[str, Label] | None = None, source: str = "given"
 ) -> ImageFolderData:
@@ -209,7 +157,7 @@ def find_image_folder(
     root = Path(root)
     folders = _class_folders(root)
     labels, folder_classes, matching = match_folders(folders, class_names, source)
-    samples = [(path, i) for i, folder in enumerate(folders) for path in _image_files(root / folder)]
+    samples = [(path, i) for i, folder in enumerate(folders) for path in scan_images(root / folder)]
     if not samples:
         raise ValueError(f"No images found in {root} (looked for {', '.join(IMAGE_EXTENSIONS)} in the class folders).")
     return ImageFolderData(root, labels, folders, folder_classes, samples, matching, duplicate_labels(labels))
@@ -272,15 +220,11 @@ def read_retrieval_jsonl(path: str | os.PathLike, image_root: str | os.PathLike 
 
 
 __all__ = [
-    "IMAGE_EXTENSIONS",
     "ImageDataset",
     "ImageFolderData",
     "RetrievalData",
-    "check_image_sources",
     "find_image_folder",
     "image_batches",
-    "is_url",
-    "load_image",
     "match_folders",
     "read_retrieval_jsonl",
 ]

@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ..core.loading import model_device_dtype
+
 
 # Models whose text tower pools the last position and was trained on texts padded to a fixed length: their texts
 # are padded to `max_position_embeddings` (as transformers' zero-shot pipeline does for SigLIP).
@@ -20,19 +22,6 @@ FIXED_LENGTH_TEXT_MODELS = ("siglip", "siglip2")
 
 def progress_bar(iterable: Iterable, enabled: bool, **kwargs) -> Iterable:
     return tqdm(iterable, disable=not enabled, file=sys.stderr, dynamic_ncols=True, **kwargs)
-
-
-def image_processor_of(processor):
-    """The image processor of a processor (or the image processor itself)."""
-    return getattr(processor, "image_processor", None) or processor
-
-
-def tokenizer_of(processor):
-    """The tokenizer of a processor (or the tokenizer itself); `None` for a bare image processor."""
-    tokenizer = getattr(processor, "tokenizer", None)
-    if tokenizer is None and callable(getattr(processor, "batch_decode", None)):
-        tokenizer = processor
-    return tokenizer
 
 
 def embedding_tensor(output: Any) -> torch.Tensor:
@@ -46,11 +35,6 @@ def embedding_tensor(output: Any) -> torch.Tensor:
             f"Expected an embedding tensor or an output with `pooler_output`, got {type(output).__name__}."
         )
     return pooled
-
-
-def model_device_dtype(model: torch.nn.Module) -> tuple[torch.device, torch.dtype]:
-    parameter = next(model.parameters())
-    return parameter.device, parameter.dtype
 
 
 def logit_scale_of(model: torch.nn.Module) -> float:
@@ -130,9 +114,6 @@ __all__ = [
     "encode_pixel_values",
     "encode_texts",
     "embedding_tensor",
-    "image_processor_of",
     "logit_scale_of",
-    "model_device_dtype",
     "progress_bar",
-    "tokenizer_of",
 ]

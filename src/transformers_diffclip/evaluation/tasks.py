@@ -10,9 +10,10 @@ from typing import Any
 
 import torch
 
+from ..core.loading import image_processor_of, tokenizer_of
 from .classifier import ZeroShotClassifier
 from .data import ImageFolderData, RetrievalData, find_image_folder, image_batches, read_retrieval_jsonl
-from .encoding import encode_pixel_values, encode_texts, image_processor_of, progress_bar, tokenizer_of
+from .encoding import encode_pixel_values, encode_texts, progress_bar
 from .labels import DEFAULT_TEMPLATE
 from .metrics import (
     RECALL_KS,

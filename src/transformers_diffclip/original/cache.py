@@ -147,7 +147,7 @@ def _record_commit(repo_folder: Path, revision: str | None, commit: str) -> None
     """Remember which commit `revision` named at conversion time, for offline starts without the checkpoint."""
     if revision is not None and _COMMIT.match(revision):
         return
-    from ..files import atomic_write_bytes
+    from ..core.files import atomic_write_bytes
 
     atomic_write_bytes(_ref_file(repo_folder, revision), commit.encode("utf-8"))
 

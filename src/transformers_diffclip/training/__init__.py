@@ -6,9 +6,9 @@ Modules: `losses` (the contrastive loss with negatives from every process, the s
 larger than memory (GradCache), in-batch retrieval ranks), `data` (checking rows, lazy image loading, the
 training augmentation, the collator), `shards` (streamed webdataset shards: the split across processes and
 workers, shuffles, bad samples, resuming), `trainer` (`DiffCLIPTrainingArguments`, the logit-scale clamp, the
-original learning-rate schedule, zero-shot accuracy at every evaluation, `DiffCLIPTrainer`), `cli` (the
-`diffclip-finetune` and `diffclip-pretrain` commands; `diffclip-pretrain` has the recipe of the released models
-as defaults, [`PRETRAINING_RECIPE`]).
+original learning-rate schedule, zero-shot accuracy at every evaluation, `DiffCLIPTrainer`), `run` (what the
+commands do with their arguments; [`PRETRAINING_RECIPE`], the recipe of the released models, is the defaults of
+`diffclip-pretrain`) and `cli` (the `diffclip-finetune` and `diffclip-pretrain` commands, `training.cli.main`).
 
 The recipe of the released models (ORIGINAL_MODEL.md) is kept where it is a property of the training step:
 
@@ -29,25 +29,12 @@ distributed engine) is the standard `TrainingArguments`. Gradient accumulation a
 negatives: each micro-batch is contrasted against the micro-batches of the same step on the other processes.
 """
 
-from .cli import (
-    PRETRAINING_RECIPE,
-    DataTrainingArguments,
-    ModelArguments,
-    build_parser,
-    load_image_caption_splits,
-    load_model_and_processor,
-    main,
-    parse_arguments,
-    pretrain_main,
-    run,
-)
 from .data import (
     CAPTION,
     IMAGE,
     DiffCLIPDataCollator,
     ImageCaptionTransform,
     RandomResizedCropTransform,
-    open_image,
     prepare_image_caption_dataset,
     random_resized_crop_box,
 )
@@ -58,6 +45,14 @@ from .losses import (
     gather_with_grad,
     retrieval_ranks,
     split_batch,
+)
+from .run import (
+    PRETRAINING_RECIPE,
+    DataTrainingArguments,
+    ModelArguments,
+    load_image_caption_splits,
+    load_model_and_processor,
+    run,
 )
 from .shards import ImageTextShards, ShardLoader, StreamCountsCallback, expand_shards
 from .trainer import (
@@ -90,7 +85,6 @@ __all__ = [
     "ShardLoader",
     "StreamCountsCallback",
     "ZeroShotEvaluation",
-    "build_parser",
     "chunked_contrastive_backward",
     "compute_retrieval_metrics",
     "decay_parameter_names",
@@ -102,13 +96,9 @@ __all__ = [
     "get_original_schedule",
     "load_image_caption_splits",
     "load_model_and_processor",
-    "main",
     "make_logit_scale_shardable",
-    "open_image",
     "original_learning_rate",
-    "parse_arguments",
     "prepare_image_caption_dataset",
-    "pretrain_main",
     "random_resized_crop_box",
     "retrieval_ranks",
     "run",

@@ -1,18 +1,18 @@
 # Copyright 2026 The transformers-diffclip authors. Licensed under the Apache License, Version 2.0.
 """Training data: checking image–caption rows, loading images lazily, collating batches for the model."""
 
-import io
 import math
 import os
 import random
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 from transformers.utils import logging
+
+from ..core.images import ImageError, open_image, probe_image
 
 
 logger = logging.get_logger(__name__)
@@ -28,67 +28,17 @@ _MAX_LISTED_PROBLEMS = 10
 # --------------------------------------------------------------------------------------------------
 
 
-def _describe(image: Any) -> str:
-    if isinstance(image, dict):
-        return repr(image.get("path") or "<image bytes>")
-    return repr(image)
-
-
-def _resolve_path(path: str, image_root: str | os.PathLike | None) -> Path:
-    resolved = Path(path).expanduser()
-    if not resolved.is_absolute() and image_root is not None:
-        resolved = Path(image_root) / resolved
-    return resolved
-
-
-def open_image(image: Any, image_root: str | os.PathLike | None = None) -> Image.Image:
-    """An RGB PIL image from what an image column may hold: a PIL image, a path (relative paths are taken from
-    `image_root`), raw bytes, or the `{"path", "bytes"}` dict of `datasets.Image(decode=False)`. Raises
-    `FileNotFoundError` or `ValueError` naming the image when it is missing or cannot be decoded."""
-    if isinstance(image, Image.Image):
-        return image.convert("RGB")
-    source = image
-    if isinstance(image, dict):
-        source = image.get("bytes") or image.get("path")
-    if isinstance(source, (bytes, bytearray)):
-        handle, name = io.BytesIO(source), _describe(image)
-    elif isinstance(source, (str, os.PathLike)) and str(source):
-        path = _resolve_path(str(source), image_root)
-        if not path.is_file():
-            raise FileNotFoundError(f"image file not found: {str(path)!r}")
-        handle, name = path, repr(str(path))
-    else:
-        raise ValueError(f"no image (got {image!r})")
-    try:
-        with Image.open(handle) as opened:
-            return opened.convert("RGB")
-    except (OSError, ValueError, Image.DecompressionBombError) as error:
-        raise ValueError(f"cannot read image {name}: {error}") from error
-
-
 def _image_problem(image: Any, image_root) -> str:
-    """Why this image cannot be used ('' when it can), checked cheaply: the file exists and PIL recognises its
-    header. Full decoding happens lazily, when the row is used."""
-    if isinstance(image, Image.Image):
-        return ""
-    source = (image.get("bytes") or image.get("path")) if isinstance(image, dict) else image
-    if isinstance(source, (bytes, bytearray)):
-        handle = io.BytesIO(source)
-    elif isinstance(source, (str, os.PathLike)) and str(source).strip():
-        handle = _resolve_path(str(source), image_root)
-        if not handle.is_file():
-            return f"image file not found: {str(handle)!r}"
-    else:
-        return f"no image (got {image!r})"
+    """Why this image cannot be used ('' when it can), checked cheaply ([`probe_image`]: the file exists and PIL
+    recognises its header). Full decoding happens lazily, when the row is used."""
     try:
-        with Image.open(handle):
-            return ""
-    except (OSError, ValueError, Image.DecompressionBombError) as error:
-        name = _describe(image) if isinstance(handle, io.BytesIO) else repr(str(handle))
-        return f"cannot read image {name}: {error}"
+        probe_image(image, root=image_root)
+    except ImageError as error:
+        return str(error)
+    return ""
 
 
-def _caption_problem(caption: Any) -> str:
+def caption_problem(caption: Any) -> str:
     if caption is None or (isinstance(caption, float) and math.isnan(caption)):
         return "empty caption"
     if not isinstance(caption, str):
@@ -107,7 +57,7 @@ class _RowChecker:
     def __call__(self, batch: dict[str, list]) -> dict[str, list]:
         problems = []
         for image, caption in zip(batch[IMAGE], batch[CAPTION]):
-            found = (_image_problem(image, self.image_root), _caption_problem(caption))
+            found = (_image_problem(image, self.image_root), caption_problem(caption))
             problems.append("; ".join(problem for problem in found if problem))
         return {"_problem": problems}
 
@@ -131,9 +81,9 @@ class ImageCaptionTransform:
         images = []
         for image in batch[IMAGE]:
             try:
-                image = open_image(image, self.image_root)
+                image = open_image(image, root=self.image_root)
                 images.append(image if self.image_transform is None else self.image_transform(image))
-            except (FileNotFoundError, ValueError) as error:
+            except ImageError as error:
                 if not self.skip_bad_rows:
                     raise ValueError(f"{error}. Pass --skip_bad_rows to skip unreadable images.") from error
                 logger.warning(f"Skipping a row: {error}")
@@ -364,11 +314,11 @@ class DiffCLIPDataCollator:
             if feature[IMAGE] is None:
                 skipped += 1
                 continue
-            problem = _caption_problem(feature[CAPTION])
+            problem = caption_problem(feature[CAPTION])
             if problem:
                 raise ValueError(f"{problem} in a batch (caption {feature[CAPTION]!r}).")
             image = feature[IMAGE]
-            images.append(image if torch.is_tensor(image) else open_image(image, self.image_root))
+            images.append(image if torch.is_tensor(image) else open_image(image, root=self.image_root))
             captions.append(feature[CAPTION])
         if skipped:
             logger.warning(f"Dropped {skipped} row(s) with unreadable images from this batch (--skip_bad_rows).")

@@ -11,19 +11,13 @@ import torch
 import torch.nn.functional as F
 from transformers import EvalPrediction
 
-from ..evaluation.metrics import check_finite, match_ranks
+from ..core.distributed import rank_world
+from ..evaluation import check_finite, match_ranks
 
 
 # --------------------------------------------------------------------------------------------------
 # Contrastive loss with negatives from every process
 # --------------------------------------------------------------------------------------------------
-
-
-def _world() -> tuple[int, int]:
-    """(world size, rank) of the default process group; (1, 0) when torch.distributed is not running."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_world_size(), torch.distributed.get_rank()
-    return 1, 0
 
 
 def gather_with_grad(tensor: torch.Tensor) -> tuple[torch.Tensor, int]:
@@ -35,7 +29,7 @@ def gather_with_grad(tensor: torch.Tensor) -> tuple[torch.Tensor, int]:
     rows (a skipped bad image, a short last batch); rows are padded for the collective and the padding dropped.
     Without torch.distributed (or with one process) this returns `(tensor, 0)`.
     """
-    world_size, rank = _world()
+    rank, world_size = rank_world()
     if world_size == 1:
         return tensor, 0
     from torch.distributed.nn.functional import all_gather
@@ -100,7 +94,7 @@ def distributed_contrastive_loss(
     model.
     """
     logits_i2t, logits_t2i, targets, global_batch = _local_logits(image_embeds, text_embeds, logit_scale)
-    world_size, _ = _world()
+    _, world_size = rank_world()
     per_row = F.cross_entropy(logits_i2t, targets, reduction="sum") + F.cross_entropy(
         logits_t2i, targets, reduction="sum"
     )
@@ -162,7 +156,7 @@ def split_batch(inputs: dict, chunk_size: int) -> list[dict]:
         raise ValueError(f"Cannot chunk a batch whose tensors disagree on the batch size: {shapes}.")
     batch_size = sizes.pop()
     num_chunks = torch.tensor([-(-batch_size // chunk_size)], device=next(iter(tensors.values())).device)
-    if _world()[0] > 1:
+    if rank_world()[1] > 1:
         torch.distributed.all_reduce(num_chunks, op=torch.distributed.ReduceOp.MAX)
     num_chunks = int(num_chunks.item())
     if batch_size < num_chunks:

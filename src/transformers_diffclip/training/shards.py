@@ -29,7 +29,6 @@ provided the number of processes, workers, the batch size and the seed are uncha
 
 from __future__ import annotations
 
-import io
 import os
 import random
 import warnings
@@ -44,12 +43,13 @@ from transformers import TrainerCallback
 from transformers.trainer_callback import ExportableState
 from transformers.utils import logging
 
-from .data import CAPTION, IMAGE, _caption_problem
+from ..core.distributed import rank_world
+from ..core.images import IMAGE_EXTENSIONS, ImageError, open_image
+from .data import CAPTION, IMAGE, caption_problem
 
 
 logger = logging.get_logger(__name__)
 
-IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
 CAPTION_EXTENSION = "txt"
 # Key of the per-batch bookkeeping a worker sends with each batch; `ShardLoader` removes it before the model sees it.
 STREAM_STATS = "__stream_stats__"
@@ -86,12 +86,6 @@ def expand_shards(spec: str, flag: str = "--train_shards") -> list[str]:
     return [url if _is_remote(url) else os.path.expanduser(url) for url in urls]
 
 
-def _world() -> tuple[int, int]:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-
-
 def _check_enough_shards(num_shards: int, world: int, num_workers: int) -> None:
     if num_shards < world * num_workers:
         raise ValueError(
@@ -112,9 +106,9 @@ def _worker() -> tuple[int, int]:
 
 def decode_sample(sample: dict[str, Any]) -> tuple[Image.Image | None, str, str]:
     """`(image, caption, problem)` of one raw webdataset sample (`{"__key__", "jpg": bytes, "txt": bytes, ...}`):
-    the first of `jpg`, `jpeg`, `png`, `webp` decoded as an RGB PIL image and the `txt` caption; `problem` is ''
-    when both are usable, else what is wrong (then the image may be `None`)."""
-    image_key = next((key for key in IMAGE_EXTENSIONS if key in sample), None)
+    the first image by [`IMAGE_EXTENSIONS`] (`jpg`, `jpeg`, `png`, ...) decoded as an RGB PIL image and the `txt`
+    caption; `problem` is '' when both are usable, else what is wrong (then the image may be `None`)."""
+    image_key = next((key for key in (extension[1:] for extension in IMAGE_EXTENSIONS) if key in sample), None)
     caption = sample.get(CAPTION_EXTENSION)
     if isinstance(caption, bytes):
         try:
@@ -123,16 +117,16 @@ def decode_sample(sample: dict[str, Any]) -> tuple[Image.Image | None, str, str]
             return None, "", "caption is not UTF-8"
     if caption is None:
         return None, "", f"no .{CAPTION_EXTENSION} caption"
-    problem = _caption_problem(caption)
+    problem = caption_problem(caption)
     if problem:
         return None, "", problem
     if image_key is None:
-        return None, caption, f"no image (none of {', '.join('.' + key for key in IMAGE_EXTENSIONS)})"
+        return None, caption, f"no image (none of {', '.join(IMAGE_EXTENSIONS)})"
     try:
-        with Image.open(io.BytesIO(sample[image_key])) as opened:
-            return opened.convert("RGB"), caption, ""
-    except (OSError, ValueError, Image.DecompressionBombError) as error:
-        return None, caption, f"cannot decode .{image_key}: {error}"
+        image = open_image({"bytes": sample[image_key], "path": f"{sample.get('__key__')}.{image_key}"})
+        return image, caption, ""
+    except ImageError as error:
+        return None, caption, str(error)
 
 
 @dataclass
@@ -254,7 +248,7 @@ class ImageTextShards(IterableDataset):
             if collator is None:
                 raise ValueError("A training stream needs a collator.")
             if self.batches_per_epoch() == 0:
-                world = _world()[1]
+                world = rank_world(from_environment=True)[1]
                 raise ValueError(
                     f"--train_num_samples {num_samples} is less than one optimizer step: {world} process(es) × "
                     f"batch {batch_size} × {gradient_accumulation_steps} accumulation step(s)."
@@ -274,7 +268,7 @@ class ImageTextShards(IterableDataset):
         self.resumed_totals = dict(totals or {})
 
     def batches_per_epoch(self) -> int:
-        world = _world()[1] if self.split_by_node else 1
+        world = rank_world(from_environment=True)[1] if self.split_by_node else 1
         per_step = self.batch_size * self.gradient_accumulation_steps
         return self.num_samples // world // per_step * self.gradient_accumulation_steps
 
@@ -286,7 +280,7 @@ class ImageTextShards(IterableDataset):
     # -- iteration (in each data-loader worker) --
 
     def _slot(self) -> tuple[int, int, int, int]:
-        rank, world = _world() if self.split_by_node else (0, 1)
+        rank, world = rank_world(from_environment=True) if self.split_by_node else (0, 1)
         worker, num_workers = _worker()
         return rank, world, worker, num_workers
 
@@ -388,7 +382,7 @@ class ShardLoader(DataLoader):
     """
 
     def __init__(self, dataset: ImageTextShards, num_workers: int = 0, **kwargs):
-        _check_enough_shards(len(dataset.shards), _world()[1], max(1, num_workers))
+        _check_enough_shards(len(dataset.shards), rank_world(from_environment=True)[1], max(1, num_workers))
         kwargs.pop("persistent_workers", None)
         if num_workers == 0:
             kwargs.pop("prefetch_factor", None)

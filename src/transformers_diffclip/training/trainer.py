@@ -15,10 +15,11 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import has_length
 from transformers.utils import ModelOutput, logging
 
+from ..core.distributed import rank_world
+from ..core.text_files import load_class_names, load_templates
 from ..modeling_diffclip import DiffCLIPModel
 from .data import CAPTION, IMAGE
 from .losses import (
-    _world,
     chunked_contrastive_backward,
     compute_retrieval_metrics,
     distributed_contrastive_loss,
@@ -199,7 +200,7 @@ def get_original_schedule(
 
 class ZeroShotEvaluation:
     """Zero-shot top-1/top-5 accuracy on an ImageFolder tree, computed with the code of `diffclip eval zero-shot`
-    ([`~transformers_diffclip.zero_shot.evaluate_zero_shot`]), so the numbers logged during training are the
+    ([`~transformers_diffclip.evaluation.evaluate_zero_shot`]), so the numbers logged during training are the
     numbers that command gives for the same model.
 
     The folder is scanned and the class names and templates are read once, here (a bad path fails before training
@@ -217,7 +218,7 @@ class ZeroShotEvaluation:
     """
 
     def __init__(self, data_dir, class_names=None, templates=None, key=None, batch_size: int = 64, num_workers=0):
-        from ..zero_shot import find_image_folder, load_class_names, load_templates
+        from ..evaluation import find_image_folder
 
         names = load_class_names(class_names, key) if class_names else None
         self.templates = load_templates(templates, key) if templates else None
@@ -226,9 +227,9 @@ class ZeroShotEvaluation:
 
     def __call__(self, model: torch.nn.Module, processor) -> dict[str, float]:
         """`{"zeroshot_top1": ..., "zeroshot_top5": ...}` (fractions) of `model` (unwrapped) now."""
-        from ..zero_shot import evaluate_zero_shot
+        from ..evaluation import evaluate_zero_shot
 
-        world_size, rank = _world()
+        rank, world_size = rank_world()
         shard = dataclasses.replace(self.data, samples=self.data.samples[rank::world_size])
         device = next(model.parameters()).device
         counts = torch.zeros(3, dtype=torch.float64, device=device)  # top-1 hits, top-5 hits, images

@@ -1,10 +1,11 @@
-"""Run by tests/test_training_shards.py under `torchrun --nproc_per_node 2` (CPU, gloo); not a test module.
+"""Run by tests/training/test_shards.py under `torchrun --nproc_per_node 2` (CPU, gloo); not a test module.
 
 First, each process iterates its `ShardLoader` (2 data-loader workers) over the numbered shards for epochs 0 and 1 and
 records the captions of its batches. Then both run `diffclip-finetune` on the colour shards for 2 epochs with
 validation shards. Rank 0 writes what it gathered to OUT_DIR/record.json.
 
-    torchrun --standalone --nproc_per_node 2 tests/training_shards_worker.py MODEL_DIR NUMBERED TRAIN VALID OUT_DIR
+    torchrun --standalone --nproc_per_node 2 tests/training/training_shards_worker.py
+        MODEL_DIR NUMBERED TRAIN VALID OUT_DIR
 """
 
 import json
@@ -14,7 +15,7 @@ from pathlib import Path
 import torch
 from transformers import AutoProcessor
 
-from transformers_diffclip import training
+from transformers_diffclip.training import cli as training_cli
 from transformers_diffclip.training.data import DiffCLIPDataCollator
 from transformers_diffclip.training.shards import ImageTextShards, ShardLoader, expand_shards
 
@@ -57,7 +58,7 @@ def main(model_dir: str, numbered: str, train: str, validation: str, out_dir: st
         "seed": "0",
     }
     argv = ["--do_train", "--do_eval"] + [part for key, value in flags.items() for part in (f"--{key}", value)]
-    assert training.main(argv) == 0
+    assert training_cli.main(argv) == 0
     if rank == 0:
         results = json.loads((output_dir / "all_results.json").read_text())
         (Path(out_dir) / "record.json").write_text(json.dumps({"epochs": epochs, "results": results}))

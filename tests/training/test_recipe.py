@@ -28,9 +28,10 @@ from transformers import AutoConfig, AutoModel, CLIPConfig, TrainerCallback, def
 
 import transformers_diffclip as td
 from transformers_diffclip import training
+from transformers_diffclip.training import cli as training_cli
 
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 TEMPLATE = "a photo of a {} square"
 
 
@@ -107,7 +108,7 @@ def pretrained(toy, tmp_path_factory):
         eval_steps="20",
         per_device_eval_batch_size="8",
     )
-    assert training.pretrain_main(argv) == 0
+    assert training_cli.pretrain_main(argv) == 0
     state = json.loads((output_dir / "trainer_state.json").read_text())
     return output_dir, state["log_history"]
 
@@ -137,7 +138,7 @@ def test_zero_shot_accuracy_is_logged_at_every_evaluation(pretrained, toy, tmp_p
     # With validation data, one evaluation reports the in-batch retrieval metrics and zero-shot accuracy together.
     argv = ["--model_name_or_path", str(output_dir), "--do_eval", "--validation_file", str(toy / "validation.csv")]
     argv += zero_shot_flags(toy) + run_flags(tmp_path / "eval", per_device_eval_batch_size="8")
-    assert training.main(argv) == 0
+    assert training_cli.main(argv) == 0
     results = json.loads((tmp_path / "eval" / "eval_results.json").read_text())
     assert {"eval_loss", "eval_i2t_accuracy", "eval_zeroshot_top1", "eval_zeroshot_top5"} <= set(results)
     assert results["eval_zeroshot_top1"] == pytest.approx(evaluations[-1]["eval_zeroshot_top1"])
@@ -157,12 +158,11 @@ def test_fresh_model_is_the_models_own_initialisation(toy):
     assert not torch.equal(other.visual_projection.weight, model.visual_projection.weight)
 
 
-
 @pytest.mark.parametrize("differential", [True, False], ids=["diffclip", "clip_baseline"])
 def test_fresh_model_from_config_name_is_initialised_as_the_original(toy, tmp_path, differential):
     """`--config_name` gives the authors' initialisation of that variant, checked against the facts written out in
     tests/remote_code/init_facts.py (ORIGINAL_MODEL.md), not against the model's own code."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent / "remote_code"))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "remote_code"))
     import init_facts
 
     config = td.DiffCLIPConfig(**init_facts.stats_config_kwargs(differential, differential))
@@ -173,6 +173,7 @@ def test_fresh_model_from_config_name_is_initialised_as_the_original(toy, tmp_pa
     )
     assert init_facts.statistics_problems(model, model.config.text_config, model.config.vision_config) == []
 
+
 # --------------------------------------------------------------------------------------------------
 # The recipe's defaults and the original schedule
 # --------------------------------------------------------------------------------------------------
@@ -180,22 +181,22 @@ def test_fresh_model_from_config_name_is_initialised_as_the_original(toy, tmp_pa
 
 def test_pretrain_defaults_are_the_original_recipe(toy, tmp_path):
     cpu = ["--output_dir", str(tmp_path), "--use_cpu", "true"]  # bf16 needs a GPU unless the CPU is asked for
-    _, _, args = training.parse_arguments(["--config_name", "c", *cpu], "diffclip-pretrain")
+    _, _, args = training_cli.parse_arguments(["--config_name", "c", *cpu], "diffclip-pretrain")
     assert (args.learning_rate, args.adam_beta1, args.adam_beta2, args.adam_epsilon) == (5e-4, 0.9, 0.98, 1e-8)
     assert (args.weight_decay, args.global_batch_size, args.num_train_epochs, args.warmup_epochs) == (0.5, 4096, 40, 1)
     assert (args.warmup_start_lr, args.final_learning_rate, args.max_grad_norm) == (1e-6, 1e-5, 0.0)
     assert args.bf16 is True and args.do_train is True and str(args.lr_scheduler_type.value) == "cosine"
-    _, _, finetune = training.parse_arguments(["--model_name_or_path", "m", "--output_dir", str(tmp_path)])
+    _, _, finetune = training_cli.parse_arguments(["--model_name_or_path", "m", "--output_dir", str(tmp_path)])
     assert finetune.learning_rate == 5e-5 and finetune.global_batch_size is None and finetune.bf16 is False
     # A JSON file of arguments takes the recipe for what it leaves out.
     path = tmp_path / "args.json"
     values = {"config_name": "c", "output_dir": str(tmp_path), "use_cpu": True, "learning_rate": 1e-4}
     path.write_text(json.dumps(values))
-    _, _, from_file = training.parse_arguments([str(path)], "diffclip-pretrain")
+    _, _, from_file = training_cli.parse_arguments([str(path)], "diffclip-pretrain")
     assert from_file.learning_rate == 1e-4 and from_file.adam_beta2 == 0.98 and from_file.weight_decay == 0.5
 
     # The optimizer Trainer builds from them: AdamW, decay 0.5 on matrices only.
-    _, _, args = training.parse_arguments(
+    _, _, args = training_cli.parse_arguments(
         ["--config_name", "c", "--output_dir", str(tmp_path), "--use_cpu", "true", "--bf16", "false"],
         "diffclip-pretrain",
     )
@@ -291,6 +292,7 @@ def test_explicit_warmup_steps_win_over_warmup_epochs(tmp_path):
     cosine = 1e-5 + 0.5 * (5e-4 - 1e-5) * (1 + np.cos(np.pi * rest / len(rest)))
     np.testing.assert_allclose([r[0] for r in rates], np.concatenate([warmup, cosine]), rtol=1e-12, atol=0)
 
+
 def test_original_learning_rate_edges():
     assert training.original_learning_rate(0, 1.0, 1, 10, start_lr=0.1, final_lr=0.01) == 0.1
     assert training.original_learning_rate(1, 1.0, 1, 10, start_lr=0.1, final_lr=0.01) == 1.0
@@ -345,7 +347,7 @@ def test_model_arguments_errors(toy, tmp_path, capsys):
     CLIPConfig().to_json_file(tmp_path / "clip.json")
     cases.append((["--config_name", str(tmp_path / "clip.json"), "--processor_name", processor], "CLIPConfig"))
     for extra, message in cases:
-        assert training.main(extra + base) == 2, extra
+        assert training_cli.main(extra + base) == 2, extra
         assert message in capsys.readouterr().err, (extra, message)
 
 

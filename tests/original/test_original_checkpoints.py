@@ -41,7 +41,7 @@ from transformers_diffclip import (
 from transformers_diffclip.cli import main as diffclip
 
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 LABELS = ["two cats", "a dog", "a remote control"]
 CONVERTING = f"converting {DEFAULT_MODEL_ID} once, cached at "
 
@@ -340,7 +340,7 @@ def test_truncated_or_foreign_checkpoint(damage, tmp_path, monkeypatch, original
 def test_finetune_takes_the_original_repo_id(hub, original, tmp_path):
     """`diffclip-finetune --model_name_or_path hammh0a/...` converts and evaluates: the in-batch loss is the CLIP loss
     of the original forward's logits."""
-    from transformers_diffclip.training import main as finetune
+    from transformers_diffclip.training.cli import main as finetune
 
     images = [Image.open(image_file(tmp_path, seed)) for seed in range(4)]
     captions = ["a cat on a red sofa", "two dogs", "a remote control", "a car in the rain"]

@@ -29,6 +29,7 @@ from _helpers import COLOURS, tiny_config, tiny_processor  # noqa: E402
 
 import transformers_diffclip as td  # noqa: E402
 from transformers_diffclip import training  # noqa: E402
+from transformers_diffclip.training import cli as training_cli  # noqa: E402
 from transformers_diffclip.training.data import (  # noqa: E402
     DiffCLIPDataCollator,
     RandomResizedCropTransform,
@@ -306,7 +307,6 @@ def test_a_shard_that_cannot_be_read_is_skipped_and_named(processor, tmp_path):
     assert dict(loader.counts.bad_per_shard) == {str(broken): 1}
 
 
-
 def test_a_shard_that_fails_after_the_first_batch_is_counted_too(processor, tmp_path):
     """A shard error met in a later batch lands in the counts the loader reports (the stream's error handler and the
     per-batch counts are the same object)."""
@@ -330,6 +330,7 @@ def _shuffled(items: list[str], name: str) -> list[str]:
     items = list(items)
     random.Random(name).shuffle(items)
     return items
+
 
 # --------------------------------------------------------------------------------------------------
 # Resuming mid-epoch
@@ -420,7 +421,7 @@ def shard_argv(model_dir, shards, output_dir, **extra) -> list[str]:
 @pytest.fixture(scope="module")
 def streamed_run(tmp_path_factory, model_dir, colour_shards):
     output_dir = tmp_path_factory.mktemp("streamed")
-    assert training.main(shard_argv(model_dir, colour_shards, output_dir) + ["--do_eval"]) == 0
+    assert training_cli.main(shard_argv(model_dir, colour_shards, output_dir) + ["--do_eval"]) == 0
     return output_dir
 
 
@@ -460,19 +461,20 @@ def test_global_batch_size_and_zero_shot_only_evaluation_with_shards(model_dir, 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(training.DiffCLIPDataCollator, "__call__", recording)
         flags = ["--global_batch_size", "16", "--zero_shot_eval_dir", str(zero_shot), "--do_eval"]
-        assert training.main(argv + flags) == 0
+        assert training_cli.main(argv + flags) == 0
     state = json.loads((output_dir / "trainer_state.json").read_text())
     # 48 samples in batches of 16 (the corrupt one dropped from its batch), 3 steps
     assert state["global_step"] == 3 and sorted(sizes) == [15, 16, 16]
     results = json.loads((output_dir / "all_results.json").read_text())
     assert 0.0 <= results["eval_zeroshot_top1"] <= 1.0 and "eval_zeroshot_top5" in results
 
+
 def test_resumed_run_ends_where_the_uninterrupted_run_ends(streamed_run, model_dir, colour_shards, tmp_path):
     """Resuming at step 15 (epoch 2, batch 3) reads on where the run stopped: same batches, same weights."""
     output_dir = tmp_path / "resumed"
     shutil.copytree(streamed_run / "checkpoint-15", output_dir / "checkpoint-15")
     argv = shard_argv(model_dir, colour_shards, output_dir, resume_from_checkpoint=str(output_dir / "checkpoint-15"))
-    assert training.main(argv) == 0
+    assert training_cli.main(argv) == 0
     state = json.loads((output_dir / "trainer_state.json").read_text())
     assert state["global_step"] == 36
     uninterrupted = json.loads((streamed_run / "trainer_state.json").read_text())
@@ -495,13 +497,13 @@ def test_resumed_run_ends_where_the_uninterrupted_run_ends(streamed_run, model_d
 def test_shard_arguments_are_checked(model_dir, colour_shards, tmp_path, capsys):
     argv = shard_argv(model_dir, colour_shards, tmp_path / "x")
     without_length = argv[: argv.index("--train_num_samples")] + argv[argv.index("--train_num_samples") + 2 :]
-    assert training.main(without_length) == 2
+    assert training_cli.main(without_length) == 2
     assert "--train_num_samples" in capsys.readouterr().err
-    assert training.main(argv + ["--train_file", str(tmp_path / "t.csv")]) == 2
+    assert training_cli.main(argv + ["--train_file", str(tmp_path / "t.csv")]) == 2
     assert "not both" in capsys.readouterr().err
     missing = argv[:]
     missing[missing.index("--train_shards") + 1] = str(tmp_path / "none-{0..3}.tar")
-    assert training.main(missing) == 2
+    assert training_cli.main(missing) == 2
     assert "4 of 4 shards do not exist" in capsys.readouterr().err
 
 

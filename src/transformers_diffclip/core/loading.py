@@ -1,5 +1,7 @@
 # Copyright 2026 The transformers-diffclip authors. Licensed under the Apache License, Version 2.0.
-"""One model loader for every command (`diffclip zero-shot`, `diffclip eval`, `diffclip attention-map`).
+"""One model loader for every command (`diffclip zero-shot`, `diffclip eval`, `diffclip attention-map`,
+`diffclip-finetune`, `diffclip-pretrain`), its
+command-line flags, and the accessors of what it loads (a processor's parts, a model's device and dtype).
 
 No code from a model folder or Hub repo runs unless the caller asks for it:
 
@@ -16,13 +18,14 @@ checkpoints into converted folders.
 
 from __future__ import annotations
 
+import argparse
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from ..original import ORIGINAL_REPOS, resolve_pretrained
+from ..original import DEFAULT_MODEL_ID, ORIGINAL_REPOS, resolve_pretrained
 
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -75,7 +78,10 @@ def _first_line(error: BaseException) -> str:
 
 
 def inspect_model(
-    name_or_path: str | os.PathLike, revision: str | None = None, trust_remote_code: bool = False
+    name_or_path: str | os.PathLike,
+    revision: str | None = None,
+    trust_remote_code: bool = False,
+    cache_dir: str | os.PathLike | None = None,
 ) -> ModelSource:
     """Decide, from `config.json` alone, how `name_or_path` may be loaded (see the module docstring). Raises
     `FileNotFoundError`, `OSError` (nothing to load) or `ValueError` (a model that would need its own code without
@@ -84,7 +90,7 @@ def inspect_model(
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
     name = os.fspath(name_or_path)
-    path = resolve_pretrained(name, revision=revision)
+    path = resolve_pretrained(name, revision=revision, cache_dir=cache_dir)
     local = Path(path).expanduser()
     if local.is_file():
         raise ValueError(
@@ -96,7 +102,7 @@ def inspect_model(
     elif _looks_like_path(path):
         raise FileNotFoundError(f"Model folder not found: {name}")
     try:
-        config, _ = PretrainedConfig.get_config_dict(path, revision=revision)
+        config, _ = PretrainedConfig.get_config_dict(path, revision=revision, cache_dir=cache_dir)
     except (OSError, ValueError) as error:
         where = "the folder" if local.is_dir() else "there is no such local folder, and the Hugging Face Hub"
         raise OSError(
@@ -127,6 +133,54 @@ def _transformers_version() -> str:
     return transformers.__version__
 
 
+def load_model(source: ModelSource, cache_dir: str | os.PathLike | None = None, **kwargs):
+    """The model `source` describes ([`inspect_model`]), built by `AutoModel` with the trust decision made there;
+    `kwargs` go to `from_pretrained` (e.g. `attn_implementation`)."""
+    from transformers import AutoModel
+
+    try:
+        return AutoModel.from_pretrained(
+            source.path,
+            revision=source.revision,
+            trust_remote_code=source.trust_remote_code,
+            cache_dir=cache_dir,
+            **kwargs,
+        )
+    except (OSError, ValueError) as error:
+        raise OSError(f"Cannot load model {source.name!r}: {_first_line(error)}") from error
+
+
+def load_processor(
+    path: str,
+    name: str | None = None,
+    revision: str | None = None,
+    trust_remote_code: bool = False,
+    cache_dir: str | os.PathLike | None = None,
+    dual_encoder: bool = True,
+    hint: str = "",
+):
+    """The processor in `path` (a folder or Hub id, after `resolve_pretrained`), named `name` in messages.
+
+    With `dual_encoder` it must hold a tokenizer and an image processor; otherwise a folder without a tokenizer
+    gets its image processor alone. Raises `OSError` (nothing to load) or `ValueError`, followed by `hint`.
+    """
+    from transformers import AutoImageProcessor, AutoProcessor
+
+    name = path if name is None else name
+    kwargs = {"revision": revision, "trust_remote_code": trust_remote_code, "cache_dir": cache_dir}
+    loaders = [AutoProcessor] if dual_encoder else [AutoProcessor, AutoImageProcessor]
+    for loader in loaders:
+        try:
+            processor = loader.from_pretrained(path, **kwargs)
+            break
+        except (OSError, ValueError, TypeError, KeyError) as error:
+            if loader is loaders[-1]:
+                raise OSError(f"Cannot load the processor of {name!r}: {_first_line(error)}{hint}") from error
+    if dual_encoder and (not hasattr(processor, "tokenizer") or not hasattr(processor, "image_processor")):
+        raise ValueError(f"The processor of {name!r} lacks a tokenizer or an image processor.{hint}")
+    return processor
+
+
 def load_model_and_processor(
     model_name_or_path: str | os.PathLike,
     device: str | torch.device | None = None,
@@ -144,42 +198,78 @@ def load_model_and_processor(
     `get_image_features` and the processor a tokenizer and an image processor; otherwise (attention maps of a
     vision tower) a folder without a tokenizer gets its image processor alone.
     """
-    from transformers import AutoImageProcessor, AutoModel, AutoProcessor
-
     dtype = resolve_dtype(dtype)
     device = resolve_device(device)
     source = inspect_model(model_name_or_path, revision=revision, trust_remote_code=trust_remote_code)
-    kwargs = {"revision": revision, "trust_remote_code": source.trust_remote_code}
-    try:
-        model = AutoModel.from_pretrained(source.path, **kwargs)
-    except (OSError, ValueError) as error:
-        raise OSError(f"Cannot load model {source.name!r}: {_first_line(error)}") from error
-    try:
-        processor = AutoProcessor.from_pretrained(source.path, **kwargs)
-    except (OSError, ValueError, TypeError, KeyError) as error:
-        if dual_encoder:
-            raise OSError(f"Cannot load the processor of {source.name!r}: {_first_line(error)}") from error
-        try:
-            processor = AutoImageProcessor.from_pretrained(source.path, **kwargs)
-        except (OSError, ValueError, TypeError, KeyError) as image_error:
-            raise OSError(f"Cannot load the processor of {source.name!r}: {_first_line(image_error)}") from image_error
+    model = load_model(source)
+    processor = load_processor(source.path, source.name, revision, source.trust_remote_code, dual_encoder=dual_encoder)
     if dual_encoder:
         for method in DUAL_ENCODER_METHODS:
             if not hasattr(model, method):
                 raise ValueError(
                     f"Model {source.name!r} ({type(model).__name__}) is not a dual encoder: it has no {method}."
                 )
-        if not hasattr(processor, "tokenizer") or not hasattr(processor, "image_processor"):
-            raise ValueError(f"The processor of {source.name!r} lacks a tokenizer or an image processor.")
     model = model.to(device=device, dtype=dtype).eval()
     return model, processor
+
+
+# --------------------------------------------------------------------------------------------------
+# What the loader gives: a processor's parts, a model's device and dtype
+# --------------------------------------------------------------------------------------------------
+
+
+def image_processor_of(processor):
+    """The image processor of a processor (or the image processor itself)."""
+    return getattr(processor, "image_processor", None) or processor
+
+
+def tokenizer_of(processor):
+    """The tokenizer of a processor (or the tokenizer itself); `None` for a bare image processor."""
+    tokenizer = getattr(processor, "tokenizer", None)
+    if tokenizer is None and callable(getattr(processor, "batch_decode", None)):
+        tokenizer = processor
+    return tokenizer
+
+
+def model_device_dtype(model: torch.nn.Module) -> tuple[torch.device, torch.dtype]:
+    parameter = next(model.parameters())
+    return parameter.device, parameter.dtype
+
+
+# --------------------------------------------------------------------------------------------------
+# Command-line flags of the loader
+# --------------------------------------------------------------------------------------------------
+
+
+def add_model_arguments(parser: argparse.ArgumentParser, default_model: str | None = DEFAULT_MODEL_ID) -> None:
+    """`--model`, `--revision` and `--trust-remote-code`, shared by every command that loads a model."""
+    parser.add_argument(
+        "--model",
+        default=default_model,
+        required=default_model is None,
+        help="a DiffCLIP folder or Hub id (also an original checkpoint), or a transformers dual encoder such as "
+        "openai/clip-vit-base-patch16 or a SigLIP model" + (f" (default: {default_model})" if default_model else ""),
+    )
+    parser.add_argument("--revision", help="Hub branch, tag or commit of --model (default: main)")
+    parser.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="allow a model type that neither this package nor transformers provides to run the Python code of its "
+        "folder or repo (never needed for DiffCLIP, CLIP or SigLIP)",
+    )
 
 
 __all__ = [
     "DTYPES",
     "ModelSource",
+    "add_model_arguments",
+    "image_processor_of",
     "inspect_model",
+    "load_model",
     "load_model_and_processor",
+    "load_processor",
+    "model_device_dtype",
     "resolve_device",
     "resolve_dtype",
+    "tokenizer_of",
 ]

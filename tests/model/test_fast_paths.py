@@ -362,7 +362,7 @@ def test_both_towers_trace_without_graph_breaks():
 def test_benchmark_original_formulation_matches_the_model():
     """benchmarks/ times DiffCLIP against a plain eager implementation of the original formulation; it must
     compute the same embeddings, or the comparison is not at equal work."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
     try:
         import common
     finally:

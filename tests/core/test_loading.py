@@ -17,7 +17,8 @@ from _helpers import tiny_config, tiny_processor, tiny_tokenizer
 from PIL import Image
 
 from transformers_diffclip import DiffCLIPModel, cli
-from transformers_diffclip.evaluation import ZeroShotClassifier, inspect_model, load_model_and_processor
+from transformers_diffclip.core.loading import inspect_model, load_model_and_processor
+from transformers_diffclip.evaluation import ZeroShotClassifier
 
 
 TOWER = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4)
@@ -166,7 +167,7 @@ def test_an_unknown_type_without_code_and_a_file_are_refused(tmp_path):
 
 def test_a_local_file_reaches_resolve_pretrained(monkeypatch, tmp_path, tampered):
     """An original checkpoint file is `original.resolve_pretrained`'s to convert: the loader asks it first."""
-    from transformers_diffclip.evaluation import loading
+    from transformers_diffclip.core import loading
 
     checkpoint = tmp_path / "checkpoint_best.pt"
     checkpoint.write_bytes(b"")

@@ -20,10 +20,10 @@ from PIL import Image
 try:
     import reference_original as ref
 except ModuleNotFoundError:  # e.g. pytest --import-mode=importlib, or tests/ made a package
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     import reference_original as ref
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+SHARED = Path(__file__).resolve().parents[3] / "shared"
 BPE_PATH = SHARED / "data" / "bpe_simple_vocab_16e6.txt.gz"
 LAYOUT_PATH = SHARED / "reference" / "original_layout.json"
 

@@ -1,4 +1,4 @@
-"""Zero-shot classification and retrieval evaluation (transformers_diffclip.zero_shot) and their commands.
+"""Zero-shot classification and retrieval evaluation (transformers_diffclip.evaluation) and their commands.
 
 Metrics are checked against brute-force computations written here (explicit loops, one text or image at a time);
 the classifier against the template-averaging formula; the commands through `cli.main` and once as a process.
@@ -23,14 +23,13 @@ from _helpers import tiny_processor
 from PIL import Image
 
 from transformers_diffclip import cli
-from transformers_diffclip.zero_shot import (
+from transformers_diffclip.core.loading import load_model_and_processor
+from transformers_diffclip.core.text_files import load_class_names, load_templates
+from transformers_diffclip.evaluation import (
     DEFAULT_TEMPLATE,
     ZeroShotClassifier,
     classification_report,
     find_image_folder,
-    load_class_names,
-    load_model_and_processor,
-    load_templates,
     match_ranks,
     parse_label_list,
     read_retrieval_jsonl,
@@ -38,7 +37,7 @@ from transformers_diffclip.zero_shot import (
 )
 
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+SHARED = Path(__file__).resolve().parents[3] / "shared"
 SLIP_LABELS = SHARED / "data" / "slip_labels.json"
 SLIP_TEMPLATES = SHARED / "data" / "slip_templates.json"
 CLASSES = ("cat", "dog", "red car")
@@ -235,6 +234,7 @@ def test_classifier_files_from_two_saves_are_refused(tiny, tmp_path):
         ZeroShotClassifier.from_pretrained(old)
     shutil.copy(new / "classifier.json", old / "classifier.json")  # the save completed: loads
     assert ZeroShotClassifier.from_pretrained(old).labels == ["car", "boat"]
+
 
 def test_classify_streams_and_matches_model_forward(tiny, image_tree):
     """One template "{}": the probabilities must be those of DiffCLIPModel's forward (what the pipeline computes)."""

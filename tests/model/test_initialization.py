@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 
-sys.path.insert(0, str(Path(__file__).resolve().parent / "remote_code"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "remote_code"))
 import init_facts  # noqa: E402
 import integrity  # noqa: E402
 
@@ -93,7 +93,7 @@ def test_from_pretrained_without_weights_initialises_everything(variant):
     torch.manual_seed(0)
     config = stats_config(*VARIANTS[variant])
     model = DiffCLIPModel.from_pretrained(None, config=config, state_dict={})
-    assert all(p.device.type == "cpu" for p in model.parameters())
+    assert not any(p.is_meta for p in model.parameters())  # every tensor materialised
     assert problems_of(model, config) == []
 
 

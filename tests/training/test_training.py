@@ -29,6 +29,7 @@ from transformers import AutoModel, TrainerCallback, TrainingArguments
 import transformers_diffclip as td
 from transformers_diffclip import training
 from transformers_diffclip.modeling_diffclip import contrastive_loss
+from transformers_diffclip.training import cli as training_cli
 
 
 WORKER = Path(__file__).resolve().parent / "training_ddp_worker.py"
@@ -117,7 +118,7 @@ def trained(tmp_path_factory, model_dir, toy_data):
         weight_decay="0.0",
         warmup_steps="3",
     )
-    assert training.main(argv) == 0
+    assert training_cli.main(argv) == 0
     results = json.loads((output_dir / "all_results.json").read_text())
     return output_dir, results
 
@@ -154,7 +155,7 @@ def test_imagefolder_with_metadata_evaluates_like_the_files(trained, toy_data, t
     argv = ["--model_name_or_path", str(output_dir), "--do_eval", "--dataset_name", "imagefolder"]
     argv += ["--data_dir", str(toy_data / "imagefolder")]
     argv += common_flags(tmp_path / "eval", per_device_eval_batch_size="8")
-    assert training.main(argv) == 0
+    assert training_cli.main(argv) == 0
     imagefolder_results = json.loads((tmp_path / "eval" / "eval_results.json").read_text())
     for key in ("eval_i2t_accuracy", "eval_t2i_accuracy", "eval_loss"):
         assert imagefolder_results[key] == pytest.approx(results[key], abs=1e-5), key
@@ -464,9 +465,9 @@ def test_bad_rows_are_named(bad_csv):
         training.prepare_image_caption_dataset(load_csv(bad_csv))
     message = str(error.value)
     assert "3 of 5 rows of the train split" in message
-    assert "row 1: image file not found" in message and "missing.png" in message
+    assert "row 1: Image not found" in message and "missing.png" in message
     assert "row 2: empty caption" in message
-    assert "row 3: cannot read image" in message and "garbage.png" in message
+    assert "row 3: Cannot read image" in message and "garbage.png" in message
     assert "row 0" not in message and "row 4" not in message
     assert "--skip_bad_rows" in message
 
@@ -488,11 +489,11 @@ def test_wrong_column_name_is_named(bad_csv):
 def test_command_reports_bad_data(bad_csv, model_dir, tmp_path, capsys):
     argv = ["--model_name_or_path", str(model_dir), "--do_train", "--train_file", str(bad_csv)]
     argv += common_flags(tmp_path / "out", max_steps="1", per_device_train_batch_size="2")
-    assert training.main(argv + ["--image_column", "path"]) == 2
+    assert training_cli.main(argv + ["--image_column", "path"]) == 2
     assert "--image_column 'path' is not a column of the train split" in capsys.readouterr().err
-    assert training.main(argv) == 2
-    assert "row 1: image file not found" in capsys.readouterr().err
-    assert training.main(argv + ["--skip_bad_rows"]) == 0
+    assert training_cli.main(argv) == 2
+    assert "row 1: Image not found" in capsys.readouterr().err
+    assert training_cli.main(argv + ["--skip_bad_rows"]) == 0
     assert "skipped 3 bad row(s) of the train split" in capsys.readouterr().out
     assert json.loads((tmp_path / "out" / "train_results.json").read_text())["train_skipped_rows"] == 3
 
@@ -506,7 +507,7 @@ def test_image_that_fails_to_decode_later(tmp_path, processor, toy_data):
     rows = {"image_path": [str(good), str(truncated)], "caption": ["a red square", "a cut square"]}
     dataset, skipped = training.prepare_image_caption_dataset(datasets.Dataset.from_dict(rows))
     assert skipped == 0 and len(dataset) == 2  # the header check passes
-    with pytest.raises(ValueError, match=r"cannot read image '.*truncated.png'.*--skip_bad_rows"):
+    with pytest.raises(ValueError, match=r"Cannot read image .*truncated.png.*--skip_bad_rows"):
         dataset[1]
     lenient, _ = training.prepare_image_caption_dataset(datasets.Dataset.from_dict(rows), skip_bad_rows=True)
     batch = training.DiffCLIPDataCollator(processor)([lenient[0], lenient[1]])

@@ -1,4 +1,4 @@
-"""Run by tests/test_training.py under `torchrun --nproc_per_node 2` (CPU, gloo); not a test module.
+"""Run by tests/training/test_training.py under `torchrun --nproc_per_node 2` (CPU, gloo); not a test module.
 
 Each process takes one DiffCLIPTrainer step on its share of a 6-pair batch and records its loss, its inputs and
 the gradients DDP leaves on the parameters. Then it runs the same share through the model wrapped in FSDP
@@ -7,7 +7,7 @@ full gradients, and the state dict after a logit-scale clamp. Last, it calls the
 unequal share (2 and 3 rows) of fixed float64 embeddings. The test compares everything with one process on the
 concatenated batch.
 
-    torchrun --standalone --nproc_per_node 2 tests/training_ddp_worker.py MODEL_DIR TOY_DATA_DIR OUT_DIR
+    torchrun --standalone --nproc_per_node 2 tests/training/training_ddp_worker.py MODEL_DIR TOY_DATA_DIR OUT_DIR
 """
 
 import sys
@@ -15,12 +15,16 @@ from pathlib import Path
 
 import datasets
 import torch
-from _helpers import ONE_DDP_STEP, fsdp_full_shard  # the worker's folder (tests/) is on sys.path
+
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for _helpers
+from _helpers import ONE_DDP_STEP, fsdp_full_shard  # noqa: E402
 from torch.distributed.fsdp import FullStateDictConfig, StateDictType
 from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
 from transformers import AutoModel, AutoProcessor, TrainerCallback, TrainingArguments
 
 from transformers_diffclip import training
+from transformers_diffclip.core.distributed import rank_world
 
 
 class Recorder(training.DiffCLIPTrainer):
@@ -98,7 +102,7 @@ def main(model_dir: str, data_dir: str, out_dir: str) -> None:
         callbacks=[catcher],
     )
     trainer.train()
-    world_size, rank = training.losses._world()
+    rank, world_size = rank_world()
     record = {**trainer.recorded, "grads": catcher.grads, "world_size": world_size, "uneven": uneven_loss_check(rank)}
     record["fsdp"] = fsdp_check(
         model_dir, {k: record["inputs"][k] for k in ("input_ids", "attention_mask", "pixel_values")}

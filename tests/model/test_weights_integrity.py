@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoModel
 
 
-sys.path.insert(0, str(Path(__file__).resolve().parent / "remote_code"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "remote_code"))
 import integrity  # noqa: E402
 
 from transformers_diffclip import (  # noqa: E402

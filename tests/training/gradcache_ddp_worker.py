@@ -1,4 +1,4 @@
-"""Run by tests/test_gradcache.py under `torchrun --nproc_per_node 2` (CPU, gloo); not a test module.
+"""Run by tests/training/test_gradcache.py under `torchrun --nproc_per_node 2` (CPU, gloo); not a test module.
 
 1. A DiffCLIPTrainer step under DDP on 3 pairs per process, without and with `contrastive_chunk_size=2`: the loss,
    the batch, and the gradients DDP leaves on the parameters.
@@ -9,7 +9,7 @@
 4. `ZeroShotEvaluation` of the model on OUT_DIR/zero_shot (written by the test), its images split between the two
    processes.
 
-    torchrun --standalone --nproc_per_node 2 tests/gradcache_ddp_worker.py MODEL_DIR OUT_DIR
+    torchrun --standalone --nproc_per_node 2 tests/training/gradcache_ddp_worker.py MODEL_DIR OUT_DIR
 """
 
 import sys
@@ -19,7 +19,8 @@ import torch
 from transformers import AutoModel, TrainerCallback, default_data_collator
 
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE.parent), str(HERE)]  # tests/ (_helpers) and tests/training/ (test_gradcache)
 from _helpers import ONE_DDP_STEP, fsdp_full_shard, tiny_processor  # noqa: E402
 from test_gradcache import gradients, random_batch  # noqa: E402
 

@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 
 
-TESTS = Path(__file__).resolve().parent
+TESTS = Path(__file__).resolve().parents[1]
 ROOT = TESTS.parent
 SHARED = TESTS.parents[1] / "shared"
 BPE_PATH = SHARED / "data" / "bpe_simple_vocab_16e6.txt.gz"

@@ -1,0 +1,171 @@
+"""Imports run one way: commands -> tasks -> core -> model files (the project's layer rule).
+
+Every module under src/ is parsed with `ast` (nothing is imported); every import of a `transformers_diffclip`
+module, at the top or inside a function, is an arrow from the importing module's layer to the imported one's, and
+no arrow may point up. The layers are written out here from the rule, not read from the package.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+PACKAGE = "transformers_diffclip"
+
+MODEL, CORE, TASK, COMMAND = range(4)
+LAYER_NAMES = {MODEL: "model files", CORE: "core", TASK: "tasks", COMMAND: "commands"}
+MODEL_FILES = {"configuration_diffclip", "modeling_diffclip", "image_processing_diffclip", "processing_diffclip"}
+MODEL_FILES |= {"tokenizer_files"}
+CORE_PACKAGES = {"core", "original"}
+TASK_PACKAGES = {"evaluation", "training", "interpret", "search", "demo"}
+
+
+def layer(module: str) -> int:
+    """The layer of a dotted module name below the package (`""` is the package's `__init__`, which registers the
+    model classes and the original-checkpoint loader: core)."""
+    parts = module.split(".") if module else []
+    if not parts:
+        return CORE
+    if parts[0] in MODEL_FILES:
+        return MODEL
+    if parts[0] in CORE_PACKAGES:
+        return CORE
+    if parts[0] == "cli" or parts[-1] in ("cli", "__main__"):
+        return COMMAND
+    if parts[0] in TASK_PACKAGES:
+        return TASK
+    raise AssertionError(f"{PACKAGE}.{module} belongs to no layer; add it to the rule in {__file__}")
+
+
+def modules() -> dict[str, Path]:
+    found = {}
+    for path in sorted((SRC / PACKAGE).rglob("*.py")):
+        parts = list(path.relative_to(SRC / PACKAGE).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        found[".".join(parts)] = path
+    return found
+
+
+def imported(module: str, path: Path, known: set[str]) -> set[str]:
+    """The package modules `module` imports (names below the package; a `from X import name` that names a
+    submodule counts as importing that submodule)."""
+    is_package = path.name == "__init__.py"
+    here = module.split(".") if module else []
+    targets = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = here if is_package else here[:-1]
+                base = base[: len(base) - (node.level - 1)]
+                stem = ".".join([PACKAGE, *base] + ([node.module] if node.module else []))
+            else:
+                stem = node.module or ""
+            names = [stem] + [f"{stem}.{alias.name}" for alias in node.names]
+        else:
+            continue
+        for name in names:
+            if name == PACKAGE or name.startswith(PACKAGE + "."):
+                relative = name[len(PACKAGE) + 1 :]
+                if relative in known:
+                    targets.add(relative)
+    targets.discard(module)
+    return targets
+
+
+def arrows() -> dict[tuple[int, int], list[str]]:
+    known = modules()
+    graph: dict[tuple[int, int], list[str]] = {}
+    for module, path in known.items():
+        for target in imported(module, path, set(known)):
+            graph.setdefault((layer(module), layer(target)), []).append(f"{module or PACKAGE} -> {target or PACKAGE}")
+    return graph
+
+
+def test_every_module_has_a_layer():
+    assert len(modules()) > 20
+    for module in modules():
+        layer(module)
+
+
+def test_imports_point_down():
+    upward = [
+        f"{LAYER_NAMES[source]} -> {LAYER_NAMES[target]}: {', '.join(sorted(edges))}"
+        for (source, target), edges in arrows().items()
+        if target > source
+    ]
+    assert upward == []
+
+
+def test_no_private_name_crosses_a_package():
+    """No module imports a private name (`_x`) from another package of the source tree."""
+    crossing = []
+    known = modules()
+    for module, path in known.items():
+        top = module.split(".")[0] if module else ""
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.ImportFrom) or not (node.level or (node.module or "").startswith(PACKAGE)):
+                continue
+            if node.level:
+                base = module.split(".") if path.name == "__init__.py" else module.split(".")[:-1]
+                base = base[: len(base) - (node.level - 1)]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module[len(PACKAGE) + 1 :]
+            private = [a.name for a in node.names if a.name.startswith("_") and not a.name.startswith("__")]
+            if private and target.split(".")[0] != top:
+                crossing.append(f"{module}: {target} {private}")
+    assert crossing == []
+
+
+def test_tasks_meet_through_package_names():
+    """A task reaches another task only through that package's public names (its `__init__`), never a module of
+    it: what they share beyond that belongs in core."""
+    known = modules()
+    reaching_in = []
+    for module, path in known.items():
+        top = module.split(".")[0]
+        if layer(module) != TASK:
+            continue
+        for target in imported(module, path, set(known)):
+            if layer(target) == TASK and target.split(".")[0] != top and "." in target:
+                reaching_in.append(f"{module} -> {target}")
+    assert reaching_in == []
+
+
+@pytest.mark.parametrize(
+    "module, expected",
+    [
+        ("", CORE),
+        ("modeling_diffclip", MODEL),
+        ("core.images", CORE),
+        ("original.cache", CORE),
+        ("evaluation.tasks", TASK),
+        ("interpret.maps", TASK),
+        ("training.run", TASK),
+        ("training.cli", COMMAND),
+        ("training.__main__", COMMAND),
+        ("cli", COMMAND),
+    ],
+)
+def test_layer_rule(module, expected):
+    assert layer(module) == expected
+
+
+def test_the_checker_sees_an_upward_arrow(tmp_path):
+    """The parser finds relative, absolute and function-level imports, so an upward arrow cannot hide."""
+    source = tmp_path / "probe.py"
+    source.write_text(
+        "from ..evaluation import tasks\n"
+        "def f():\n"
+        "    import transformers_diffclip.training.cli\n"
+        "    from .images import open_image\n"
+    )
+    known = {"evaluation", "evaluation.tasks", "training.cli", "core.images"}
+    assert imported("core.probe", source, known) == {"evaluation", "evaluation.tasks", "training.cli", "core.images"}
