@@ -271,7 +271,7 @@ def test_the_kernel_table(implementation, device, output_attentions, kernel):
         assert attention.attention_kernel(torch.device(device), output_attentions) is per_map_attention
 
 
-GOLDEN = json.loads((Path(__file__).parent / "golden" / "attention_paths.json").read_text(encoding="utf-8"))
+GOLDEN = json.loads((Path(__file__).parents[1] / "golden" / "attention_paths.json").read_text(encoding="utf-8"))
 
 
 @pytest.mark.parametrize("path", ["eager", "eager_maps", "sdpa_cpu", "per_map", "value_halves"])
