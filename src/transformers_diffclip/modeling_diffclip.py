@@ -348,16 +348,10 @@ class DiffCLIPAttention(nn.Module):
             p(hidden_states).view(shape).transpose(1, 2) for p in (self.q_proj, self.k_proj, self.v_proj)
         )
         kernel = self.attention_kernel(hidden_states.device, output_attentions)
+        mask = attention_mask if kernel is eager_attention_forward else None  # fused kernels: `is_causal`
+        dropout = self.dropout if self.training else 0.0
         attn_output, attn_weights = kernel(
-            self,
-            query,
-            key,
-            value,
-            attention_mask if kernel is eager_attention_forward else None,
-            scaling=self.scaling,
-            dropout=self.dropout if self.training else 0.0,
-            is_causal=self.is_causal,
-            **kwargs,
+            self, query, key, value, mask, scaling=self.scaling, dropout=dropout, is_causal=self.is_causal, **kwargs
         )
         attn_output = self.out_proj(attn_output.reshape(batch_size, seq_length, self.embed_dim))
         return attn_output, attn_weights if output_attentions else None
@@ -448,22 +442,11 @@ def _per_map(module, query, key, value, value_parts: list[slice], **kwargs) -> t
     key = key.view(batch_size, seq_length, pairs, 2, head_dim)
     value = value.view(batch_size, seq_length, pairs, 2 * head_dim).transpose(1, 2)
     kernel = _registry_kernel(module.config._attn_implementation)
+    call = functools.partial(kernel, module, scaling=module.scaling, is_causal=module.is_causal, **kwargs)
     outputs = []
     for j in (0, 1):
         query_j, key_j = query[:, :, :, j].transpose(1, 2), key[:, :, :, j].transpose(1, 2)
-        parts = [
-            kernel(
-                module,
-                query_j,
-                key_j,
-                value[..., part],
-                None,
-                scaling=module.scaling,
-                is_causal=module.is_causal,
-                **kwargs,
-            )[0]
-            for part in value_parts
-        ]
+        parts = [call(query_j, key_j, value[..., part], None)[0] for part in value_parts]
         outputs.append(parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1))  # (batch, seq, pairs, 2d)
     # A1·V − λ·A2·V in one pass over contiguous operands (in a half-precision model λ is rounded to its dtype)
     return torch.addcmul(outputs[0], outputs[1], module.lambda_full(), value=-1)
@@ -539,14 +522,8 @@ class DiffCLIPDifferentialAttention(DiffCLIPAttention):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         batch_size, seq_length, _ = hidden_states.shape
         kernel = self.attention_kernel(hidden_states.device, output_attentions)
-        attn_output, attn_weights = kernel(
-            self,
-            self.q_proj(hidden_states),
-            self.k_proj(hidden_states),
-            self.v_proj(hidden_states),
-            attention_mask,
-            **kwargs,
-        )
+        query, key, value = (p(hidden_states) for p in (self.q_proj, self.k_proj, self.v_proj))
+        attn_output, attn_weights = kernel(self, query, key, value, attention_mask, **kwargs)
         attn_output = self.diff_norm(attn_output, scale=1 - self.lambda_init)
         return self.out_proj(attn_output.reshape(batch_size, seq_length, self.embed_dim)), attn_weights
 
