@@ -27,7 +27,8 @@ import torch
 
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))  # the independent original-layout writer and the stand-in vocabulary
+sys.path.insert(0, str(ROOT / "tests"))  # the stand-in vocabulary
+sys.path.insert(0, str(ROOT / "conversion"))  # the independent original-layout writer (reference_original)
 
 REPO_ID = "hammh0a/DiffCLIP_ViTB16_CC12M"
 REVISION = "0" * 40

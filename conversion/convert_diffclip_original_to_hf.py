@@ -35,7 +35,7 @@ if str(_HERE) not in sys.path:  # the sibling module, also when this file is imp
     sys.path.insert(0, str(_HERE))
 
 import torch  # noqa: E402
-from diffclip_original_forward import original_forward  # noqa: E402
+from reference_original import lambda_init_schedule, original_forward  # noqa: E402
 
 from transformers_diffclip.original import (  # noqa: E402
     CHECKPOINT_FILENAME,
@@ -180,14 +180,19 @@ def verify_folder(folder: Path, original_state_dict, architecture: Architecture,
     )
     # the original pads with 0 after the end-of-text token (pooled at the row's largest id)
     original_ids = inputs["input_ids"] * inputs["attention_mask"]
+    # the reference computes in the state dict's dtype: float64 here
+    layers = max(vision["num_hidden_layers"], text["num_hidden_layers"])
     reference = original_forward(
-        original_state_dict,
+        {name: tensor.double() for name, tensor in original_state_dict.items()},
         original_ids,
-        inputs["pixel_values"],
+        inputs["pixel_values"].double(),
         vision_heads=vision["num_attention_heads"],
         text_heads=text["num_attention_heads"],
-        vision_layer_norm_eps=vision["layer_norm_eps"],
-        lambda_init_schedule=architecture.lambda_init_schedule,
+        diff_vision=architecture.differential_vision,
+        diff_text=architecture.differential_text,
+        lambda_init=lambda_init_schedule(layers, architecture.lambda_init_schedule == "depth"),
+        vision_eps=vision["layer_norm_eps"],
+        text_eps=text["layer_norm_eps"],
     )
     outputs = model(**inputs)
     ported = {

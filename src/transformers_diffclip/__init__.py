@@ -5,7 +5,8 @@ Importing the package registers DiffCLIP with AutoConfig, AutoModel, AutoModelFo
 AutoTokenizer, AutoImageProcessor and AutoProcessor, and marks every class for remote code: a folder written by
 `save_pretrained` carries the code files and `auto_map` that let `trust_remote_code=True` load it where this
 package is not installed. `DiffCLIPModel.from_pretrained` (and the tower classes and `DiffCLIPProcessor`) also take
-the authors' training-format checkpoints (`hammh0a/DiffCLIP_ViTB16_CC12M`, ...), converted once and cached.
+the authors' training-format checkpoints (`hammh0a/DiffCLIP_ViTB16_CC12M`, ...), converted once and cached: the
+classes' `checkpoint_resolver` hook, set here to `original.resolve_from_pretrained`.
 """
 
 from transformers import (
@@ -28,7 +29,7 @@ from .modeling_diffclip import (
     DiffCLIPVisionModel,
     DiffCLIPVisionModelWithProjection,
 )
-from .original import DEFAULT_MODEL_ID, ORIGINAL_REPOS, accept_original_checkpoints, resolve_pretrained
+from .original import DEFAULT_MODEL_ID, ORIGINAL_REPOS, resolve_from_pretrained, resolve_pretrained
 from .processing_diffclip import DiffCLIPProcessor, DiffCLIPTokenizer, clean_text
 from .tokenizer_files import build_tokenizer, write_tokenizer_files
 
@@ -53,9 +54,10 @@ def _register() -> None:
     DiffCLIPTokenizer.register_for_auto_class("AutoTokenizer")
     DiffCLIPImageProcessor.register_for_auto_class("AutoImageProcessor")
     DiffCLIPProcessor.register_for_auto_class("AutoProcessor")
-    # `from_pretrained` of the installed classes also takes the authors' training-format checkpoints
-    accept_original_checkpoints(DiffCLIPPreTrainedModel)
-    accept_original_checkpoints(DiffCLIPProcessor)
+    # `from_pretrained` of the installed classes also takes the authors' training-format checkpoints, through the
+    # hook each class declares (`checkpoint_resolver`); a Hub folder's copy of the files keeps it None
+    DiffCLIPPreTrainedModel.checkpoint_resolver = staticmethod(resolve_from_pretrained)
+    DiffCLIPProcessor.checkpoint_resolver = staticmethod(resolve_from_pretrained)
 
 
 _register()

@@ -10,14 +10,14 @@ from .core.errors import DEBUG_ENV, DEBUG_FLAG, run_command
 
 
 # Modules that contribute subcommands, in the order `diffclip --help` lists them.
-_SUBCOMMAND_MODULES = ("evaluation.cli", "interpret.cli")
+_SUBCOMMAND_MODULES = ("evaluation.cli", "interpret.cli", "search.cli", "demo.cli")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="diffclip",
         description="DiffCLIP (CLIP with differential attention): zero-shot classification, evaluation, "
-        "attention maps.",
+        "attention maps, image search and a demo page.",
     )
     parser.add_argument(
         DEBUG_FLAG,

@@ -1,8 +1,8 @@
 # Copyright 2026 The transformers-diffclip authors. Licensed under the Apache License, Version 2.0.
 """PyTorch DiffCLIP: CLIP with differential attention (arXiv:2503.06626).
 
-Reading order: outputs → norms and embeddings → attention (standard, then differential) → the
-encoder layer both towers share → pre-trained base with `_init_weights` → the towers → the
+Reading order: outputs → per-layer initialisers → norms and embeddings → attention (a table of kernels: standard,
+then differential) → the encoder layer both towers share → pre-trained base with `_init_weights` → the towers → the
 dual encoder and the single-tower heads.
 
 This file is copied into Hub folders as remote code. It imports only torch, the standard library,
@@ -10,9 +10,10 @@ transformers' public modules and the configuration beside it, and it runs unchan
 transformers 4.57 and 5.x (see `configuration_diffclip._check_transformers_version`).
 """
 
+import functools
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Unpack
 
 import torch
 import torch.nn.functional as F
@@ -23,34 +24,21 @@ from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutput, BaseModelOutputWithPooling
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-from transformers.utils import ModelOutput, logging
+from transformers.utils import ModelOutput, TransformersKwargs, can_return_tuple, logging
 
 from .configuration_diffclip import DiffCLIPConfig, DiffCLIPTextConfig, DiffCLIPVisionConfig
 
 
 logger = logging.get_logger(__name__)
 
-# transformers 5 changed `get_text_features` / `get_image_features` of CLIP to return a
-# `BaseModelOutputWithPooling` (projected embedding in `pooler_output`); 4.x returns the tensor.
-# DiffCLIP follows whatever the installed CLIP does.
-_FEATURES_AS_OUTPUT = int(transformers.__version__.split(".")[0]) >= 5
 
-
-# --------------------------------------------------------------------------------------------------
-# Outputs
-# --------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------- Outputs
 
 
 @dataclass
 class DiffCLIPVisionModelOutput(ModelOutput):
-    """Vision tower output with the projected image embedding.
-
-    Args:
-        image_embeds (`torch.FloatTensor` of shape `(batch_size, projection_dim)`): projected pooled output.
-        last_hidden_state (`torch.FloatTensor` of shape `(batch_size, num_patches + 1, hidden_size)`).
-        hidden_states (`tuple(torch.FloatTensor)`, *optional*): embeddings and the output of every layer.
-        attentions (`tuple(torch.FloatTensor)`, *optional*): per layer, see [`DiffCLIPDifferentialAttention`].
-    """
+    """Vision tower output with `image_embeds`, the projected pooled output, `(batch_size, projection_dim)`;
+    `hidden_states`: the embeddings and every layer's output; `attentions`: see [`DiffCLIPDifferentialAttention`]."""
 
     image_embeds: torch.FloatTensor | None = None
     last_hidden_state: torch.FloatTensor | None = None
@@ -100,9 +88,38 @@ def contrastive_loss(logits_per_text: torch.Tensor) -> torch.Tensor:
     return (F.cross_entropy(logits_per_text, targets) + F.cross_entropy(logits_per_text.t(), targets)) / 2
 
 
-# --------------------------------------------------------------------------------------------------
-# Norms and embeddings
-# --------------------------------------------------------------------------------------------------
+# ---- Initialisation of a fresh model, per layer (read by `DiffCLIPPreTrainedModel._init_weights`)
+
+
+def _init_as(layer: nn.Module, weight: str, scale: float, zero_bias: bool = False, bias_factor: float = 1.0):
+    """Tags `layer` (Linear, Conv2d, Embedding) with its initialiser: weight "normal" / "trunc_normal" of std
+    `scale`, or "default" (PyTorch's U(±fan_in^-0.5), times `scale`); bias zero, or PyTorch's default times
+    `bias_factor`. Returns the layer."""
+    layer.diffclip_init = (weight, scale, zero_bias, bias_factor)
+    return layer
+
+
+def _projection(in_features: int, out_features: int, factor: float) -> nn.Linear:
+    """A projection to the joint space, N(0, in_features^-0.5) as both originals."""
+    return _init_as(nn.Linear(in_features, out_features, bias=False), "normal", in_features**-0.5 * factor)
+
+
+def _block_init(config: DiffCLIPTextConfig | DiffCLIPVisionConfig, name: str) -> tuple:
+    """`_init_as` arguments of the Linear `name` (q/k/v/out_proj, fc1, fc2) of a block of the tower `config`
+    describes (the text tower's configuration is the one with a vocabulary, whichever copy of this code made it)."""
+    factor, differential = config.initializer_factor, config.use_differential_attention
+    if not hasattr(config, "vocab_size"):  # timm's ViT; the original rebuilds DiffCLIP's blocks after timm's init
+        if differential:
+            return ("default", factor, False, factor)
+        return ("trunc_normal", config.initializer_range * factor, True)
+    width, depth = config.hidden_size, config.num_hidden_layers  # OpenAI CLIP's text init
+    residual = width**-0.5 * (2 * depth) ** -0.5
+    std = {"out_proj": residual, "fc1": (2 * width) ** -0.5, "fc2": residual}.get(name, width**-0.5)
+    # nn.MultiheadAttention zeroes its biases; DiffCLIP's attention Linears and every MLP keep PyTorch's default
+    return ("normal", std * factor, name.endswith("proj") and not differential, factor)
+
+
+# ---------------------------------------------------------------------------- Norms and embeddings
 
 
 def _upcast(tensor: torch.Tensor) -> torch.Tensor:
@@ -165,16 +182,14 @@ class DiffCLIPVisionEmbeddings(nn.Module):
         self.image_size = config.image_size
         self.patch_size = config.patch_size
         self.class_embedding = nn.Parameter(torch.zeros(self.embed_dim))
-        self.patch_embedding = nn.Conv2d(
-            config.num_channels,
-            self.embed_dim,
-            kernel_size=self.patch_size,
-            stride=self.patch_size,
-            bias=config.patch_embedding_bias,
-        )
+        factor, size = config.initializer_factor, self.patch_size
+        conv = nn.Conv2d(config.num_channels, self.embed_dim, size, stride=size, bias=config.patch_embedding_bias)
+        self.patch_embedding = _init_as(conv, "default", factor, bias_factor=factor)  # PyTorch's, as both originals
         self.num_patches = (self.image_size // self.patch_size) ** 2
         self.num_positions = self.num_patches + 1
-        self.position_embedding = nn.Embedding(self.num_positions, self.embed_dim)
+        self.position_embedding = _init_as(  # timm's pos_embed
+            nn.Embedding(self.num_positions, self.embed_dim), "trunc_normal", config.initializer_range * factor
+        )
 
     def interpolate_pos_encoding(self, height: int, width: int) -> torch.Tensor:
         """Position embeddings for a `height`×`width` input: the patch grid's table resized bicubically (as
@@ -223,8 +238,13 @@ class DiffCLIPTextEmbeddings(nn.Module):
     def __init__(self, config: DiffCLIPTextConfig):
         super().__init__()
         self.config = config
-        self.token_embedding = nn.Embedding(config.vocab_size, config.hidden_size)
-        self.position_embedding = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        factor = config.initializer_factor
+        self.token_embedding = _init_as(
+            nn.Embedding(config.vocab_size, config.hidden_size), "normal", config.initializer_range * factor
+        )
+        self.position_embedding = _init_as(
+            nn.Embedding(config.max_position_embeddings, config.hidden_size), "normal", 0.01 * factor
+        )
 
     def forward(
         self,
@@ -248,31 +268,12 @@ class DiffCLIPTextEmbeddings(nn.Module):
         return inputs_embeds + position_embeds
 
 
-# --------------------------------------------------------------------------------------------------
-# Attention
-# --------------------------------------------------------------------------------------------------
-
-
-# Score maps per chunk of the CPU differential-attention path (4 MiB in float32): chunks this small keep the maps
-# and their softmax in cache; measured faster than larger chunks and than fused kernels (benchmarks/README.md).
-_MAP_CHUNK_ELEMENTS = 2**20
-
-
-def eager_attention_forward(
-    module: nn.Module,
-    query: torch.Tensor,
-    key: torch.Tensor,
-    value: torch.Tensor,
-    attention_mask: torch.Tensor | None,
-    scaling: float,
-    dropout: float = 0.0,
-    **kwargs,
-):
-    """Plain softmax attention on (batch, heads, seq, dim) inputs; returns the output as (batch, seq, heads, dim_v)
-    and the softmax maps. The value width may differ from the query width."""
-    attn_weights = F.dropout(_softmax_maps(query, key, attention_mask, scaling), p=dropout, training=module.training)
-    attn_output = torch.matmul(attn_weights, value).transpose(1, 2).contiguous()
-    return attn_output, attn_weights
+# ------------------------------------------------------------------- Attention: a table of kernels
+#
+# Every kernel is a function `kernel(module, query, key, value, attention_mask, **kwargs) -> (output, maps | None)`.
+# A layer looks its kernel up once per call (`attention_kernel`, from `config._attn_implementation`, so that
+# `attn_implementation=` and `set_attn_implementation` switch it) and calls it. Eager kernels take the additive causal
+# mask; the registry's fused kernels get no mask and `is_causal` instead, which keeps them on their fastest path.
 
 
 def _softmax_maps(
@@ -285,19 +286,26 @@ def _softmax_maps(
     return F.softmax(_upcast(scores), dim=-1).to(query.dtype)
 
 
-def _attention_function(module: nn.Module, need_weights: bool):
-    """The kernel for `config._attn_implementation`, from transformers' registry (so `set_attn_implementation` and
-    `attn_implementation=` switch it). Only the eager kernel returns attention maps, so a call that asks for them runs
-    eagerly (for that call only)."""
-    implementation = module.config._attn_implementation or "eager"
-    if implementation == "eager" or need_weights:
-        if need_weights and implementation != "eager":
-            logger.warning_once(
-                f"`output_attentions=True` is computed with the eager kernel; `{implementation}` never materialises "
-                "attention maps. Load with `attn_implementation='eager'` to silence this message."
-            )
-        return eager_attention_forward, True
-    return module.registered_kernel(), False
+def eager_attention_forward(module, query, key, value, attention_mask, scaling: float, dropout: float = 0.0, **kwargs):
+    """Standard attention on (batch, heads, seq, dim) inputs; returns the output as (batch, seq, heads, dim_v) and the
+    softmax maps (as CLIP's eager kernel)."""
+    attn_weights = F.dropout(_softmax_maps(query, key, attention_mask, scaling), p=dropout, training=module.training)
+    return torch.matmul(attn_weights, value).transpose(1, 2).contiguous(), attn_weights
+
+
+def _registry_kernel(implementation: str):
+    """transformers' kernel registered as `implementation`, looked up as transformers' own models look it up."""
+    if hasattr(ALL_ATTENTION_FUNCTIONS, "get_interface"):  # transformers >= 5.1 (hub kernels, deprecated names)
+        return ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager_attention_forward)
+    return ALL_ATTENTION_FUNCTIONS[implementation]  # transformers 4.57, 5.0
+
+
+def _maps_requested(implementation: str) -> None:
+    if implementation != "eager":
+        logger.warning_once(
+            f"`output_attentions=True` is computed with the eager kernel; `{implementation}` never materialises "
+            "attention maps. Load with `attn_implementation='eager'` to silence this message."
+        )
 
 
 class DiffCLIPAttention(nn.Module):
@@ -313,32 +321,19 @@ class DiffCLIPAttention(nn.Module):
         self.scaling = self.head_dim**-0.5
         self.dropout = config.attention_dropout
         self.is_causal = is_causal
-        self.q_proj = nn.Linear(self.embed_dim, self.embed_dim)
-        self.k_proj = nn.Linear(self.embed_dim, self.embed_dim)
-        self.v_proj = nn.Linear(self.embed_dim, self.embed_dim)
-        self.out_proj = nn.Linear(self.embed_dim, self.embed_dim)
-
-    def registered_kernel(self):
-        """The registry's kernel for `config._attn_implementation` (the way transformers' own models look it up)."""
-        if hasattr(ALL_ATTENTION_FUNCTIONS, "get_interface"):  # transformers >= 5.x with kernel fallbacks
-            return ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation, eager_attention_forward)
-        return ALL_ATTENTION_FUNCTIONS[self.config._attn_implementation]  # transformers 4.57, 5.0
-
-    def _call_kernel(self, query, key, value, attention_mask, output_attentions, **kwargs):
-        attention_function, is_eager = _attention_function(self, output_attentions)
-        # Eager needs the additive causal mask; fused kernels get none and use `is_causal` instead, which keeps
-        # them on their fastest path.
-        return attention_function(
-            self,
-            query,
-            key,
-            value,
-            attention_mask if is_eager else None,
-            scaling=self.scaling,
-            dropout=self.dropout if self.training else 0.0,
-            is_causal=self.is_causal,
-            **kwargs,
+        self.q_proj, self.k_proj, self.v_proj, self.out_proj = (
+            _init_as(nn.Linear(self.embed_dim, self.embed_dim), *_block_init(config, name))
+            for name in ("q_proj", "k_proj", "v_proj", "out_proj")
         )
+
+    def attention_kernel(self, device: torch.device, output_attentions: bool = False):
+        """The kernel of `config._attn_implementation`; the eager kernel when the call asks for the maps (only it
+        materialises them), for that call only."""
+        implementation = self.config._attn_implementation or "eager"
+        if implementation == "eager" or output_attentions:
+            _maps_requested(implementation)
+            return eager_attention_forward
+        return _registry_kernel(implementation)
 
     def forward(
         self,
@@ -349,12 +344,112 @@ class DiffCLIPAttention(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         batch_size, seq_length, _ = hidden_states.shape
         shape = (batch_size, seq_length, self.num_heads, self.head_dim)
-        query = self.q_proj(hidden_states).view(shape).transpose(1, 2)
-        key = self.k_proj(hidden_states).view(shape).transpose(1, 2)
-        value = self.v_proj(hidden_states).view(shape).transpose(1, 2)
-        attn_output, attn_weights = self._call_kernel(query, key, value, attention_mask, output_attentions, **kwargs)
+        query, key, value = (
+            p(hidden_states).view(shape).transpose(1, 2) for p in (self.q_proj, self.k_proj, self.v_proj)
+        )
+        kernel = self.attention_kernel(hidden_states.device, output_attentions)
+        mask = attention_mask if kernel is eager_attention_forward else None  # fused kernels: `is_causal`
+        dropout = self.dropout if self.training else 0.0
+        attn_output, attn_weights = kernel(
+            self, query, key, value, mask, scaling=self.scaling, dropout=dropout, is_causal=self.is_causal, **kwargs
+        )
         attn_output = self.out_proj(attn_output.reshape(batch_size, seq_length, self.embed_dim))
         return attn_output, attn_weights if output_attentions else None
+
+
+# Differential kernels take the projections, (batch, seq, width) each, and return (batch, seq, pairs, 2d).
+
+
+def eager_differential_attention(module, query, key, value, attention_mask, **kwargs):
+    """Both softmax maps of every pair written out and combined, `A1 − λ·A2`, then one product with the pair's 2d-wide
+    value head. Returns the combined maps, (batch, pairs, seq, seq): the ones the output is computed from, so they
+    are in the graph (gradient-based attribution differentiates through them)."""
+    batch_size, seq_length, _ = query.shape
+    pairs, head_dim = module.num_pairs, module.head_dim
+    query = query.view(batch_size, seq_length, pairs, 2, head_dim).transpose(1, 2)
+    key = key.view(batch_size, seq_length, pairs, 2, head_dim).transpose(1, 2)
+    maps = [_softmax_maps(query[..., j, :], key[..., j, :], attention_mask, module.scaling) for j in (0, 1)]
+    attn_weights = torch.addcmul(maps[0], maps[1], module.lambda_full(), value=-1)
+    value = value.view(batch_size, seq_length, pairs, 2 * head_dim).transpose(1, 2)
+    return torch.matmul(attn_weights, value).transpose(1, 2), attn_weights
+
+
+# Score maps per chunk of `combined_maps_attention` (4 MiB in float32): chunks this small keep the maps and their
+# softmax in cache; measured faster than larger chunks and than fused kernels (benchmarks/README.md).
+_MAP_CHUNK_ELEMENTS = 2**20
+
+
+def combined_maps_attention(module, query, key, value, attention_mask, **kwargs):
+    """The eager formulation without the maps, in chunks of batch rows and head pairs whose maps hold at most
+    `_MAP_CHUNK_ELEMENTS` values: they stay in cache, and memory does not grow with the square of the sequence. Its
+    score and value products cost what standard attention's do, where a fused kernel pays for two 2d-wide value
+    products: the CPU's kernel for sdpa (see `DiffCLIPDifferentialAttention.cpu_combined_maps`)."""
+    batch_size, seq_length, _ = query.shape
+    pairs, head_dim = module.num_pairs, module.head_dim
+    query = query.view(batch_size, seq_length, 2 * pairs, head_dim)
+    key = key.view(batch_size, seq_length, 2 * pairs, head_dim)
+    value = value.view(batch_size, seq_length, pairs, 2 * head_dim)
+    lambda_full = module.lambda_full()
+    pair_maps = 2 * seq_length * seq_length  # both maps of one pair for one row
+    rows_per_chunk = max(1, min(batch_size, _MAP_CHUNK_ELEMENTS // pair_maps))
+    pairs_per_chunk = max(1, min(pairs, _MAP_CHUNK_ELEMENTS // (rows_per_chunk * pair_maps)))
+    single_chunk = rows_per_chunk == batch_size and pairs_per_chunk == pairs
+    attn_output = None if single_chunk else value.new_empty(batch_size, seq_length, pairs, 2 * head_dim)
+    for row in range(0, batch_size, rows_per_chunk):
+        rows = slice(row, row + rows_per_chunk)
+        mask = attention_mask
+        if mask is not None and mask.shape[0] > 1:
+            mask = mask[rows]
+        for first in range(0, pairs, pairs_per_chunk):
+            last = min(first + pairs_per_chunk, pairs)
+            # contiguous (rows, heads, seq, d) operands keep the batched matmuls on their fast path
+            q = query[rows, :, 2 * first : 2 * last].transpose(1, 2).contiguous()
+            k = key[rows, :, 2 * first : 2 * last].transpose(1, 2).contiguous()
+            scores = torch.matmul(q, k.transpose(-1, -2)).mul_(module.scaling)
+            del q, k  # (`del`s here and below free each buffer as soon as it is spent)
+            if mask is not None:
+                scores.add_(mask)
+            maps = F.softmax(_upcast(scores), dim=-1)
+            del scores
+            maps = maps.view(maps.shape[0], last - first, 2, seq_length, seq_length)
+            combined = torch.addcmul(maps[:, :, 0], maps[:, :, 1], lambda_full, value=-1).to(value.dtype)
+            del maps
+            output = torch.matmul(combined, value[rows, :, first:last].transpose(1, 2).contiguous())
+            if single_chunk:
+                return output.transpose(1, 2), None
+            attn_output[rows, :, first:last] = output.transpose(1, 2)
+    return attn_output, None
+
+
+def per_map_attention(module, query, key, value, attention_mask, **kwargs):
+    """`A1·V − λ·A2·V`: one call of the registry's kernel per softmax map, over all pairs at once. Call `j` attends
+    with head `2i + j` of every pair `i` (a strided view of the projections, no copy) over the pair's 2d-wide value
+    head, so the kernel never materialises a map and nothing is copied but the outputs."""
+    return _per_map(module, query, key, value, [slice(None)], **kwargs), None
+
+
+def value_halves_attention(module, query, key, value, attention_mask, **kwargs):
+    """As [`per_map_attention`], each map's call split into two on the d-wide value halves: for kernels that need
+    values as wide as the queries (flash attention)."""
+    head_dim = module.head_dim
+    return _per_map(module, query, key, value, [slice(0, head_dim), slice(head_dim, None)], **kwargs), None
+
+
+def _per_map(module, query, key, value, value_parts: list[slice], **kwargs) -> torch.Tensor:
+    batch_size, seq_length, _ = query.shape
+    pairs, head_dim = module.num_pairs, module.head_dim
+    query = query.view(batch_size, seq_length, pairs, 2, head_dim)
+    key = key.view(batch_size, seq_length, pairs, 2, head_dim)
+    value = value.view(batch_size, seq_length, pairs, 2 * head_dim).transpose(1, 2)
+    kernel = _registry_kernel(module.config._attn_implementation)
+    call = functools.partial(kernel, module, scaling=module.scaling, is_causal=module.is_causal, **kwargs)
+    outputs = []
+    for j in (0, 1):
+        query_j, key_j = query[:, :, :, j].transpose(1, 2), key[:, :, :, j].transpose(1, 2)
+        parts = [call(query_j, key_j, value[..., part], None)[0] for part in value_parts]
+        outputs.append(parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1))  # (batch, seq, pairs, 2d)
+    # A1·V − λ·A2·V in one pass over contiguous operands (in a half-precision model λ is rounded to its dtype)
+    return torch.addcmul(outputs[0], outputs[1], module.lambda_full(), value=-1)
 
 
 class DiffCLIPDifferentialAttention(DiffCLIPAttention):
@@ -366,20 +461,31 @@ class DiffCLIPDifferentialAttention(DiffCLIPAttention):
 
         out_i = RMSNorm((A1 − λ·A2)·V_i) · (1 − λ_init),   λ = exp(λ_q1·λ_k1) − exp(λ_q2·λ_k2) + λ_init
 
-    Since `(A1 − λ·A2)·V = A1·V − λ·A2·V`, each map is one call of the registry's attention kernel over all pairs
-    at once (queries/keys: head `2i + j` of pair `i` for map `j`; values: the pair's `2d`-wide head), and the two
-    outputs are combined. Fused kernels (sdpa, flash) thus never materialise the maps, and nothing is copied but
-    the outputs. Flash attention needs the value width to equal the query width, so for it each map's call is split
-    into two calls on the `d`-wide value halves.
+    Kernels (`attention_kernel` picks one per call, from `config._attn_implementation`):
 
-    On the CPU, sdpa instead writes both maps out and combines them before the value product (the original
-    formulation, see `_combined_maps_attention`): PyTorch's CPU SDPA has no fused kernel for values wider than the
-    queries and falls back to its unfused math path for them, while the combined maps cost one
-    standard attention's products. Measured with `benchmarks/benchmark_cpu.py`.
+    | kernel                           | when                                                   | maps returned |
+    |----------------------------------|--------------------------------------------------------|---------------|
+    | `eager_differential_attention`   | "eager", or any call with `output_attentions=True`     | `A1 − λ·A2`   |
+    | `combined_maps_attention`        | a name in `cpu_combined_maps` ("sdpa") on the CPU      | no            |
+    | `per_map_attention`              | a name in `wide_value_kernels` ("sdpa") elsewhere      | no            |
+    | `value_halves_attention`         | every other registered kernel (flash attention, ...)   | no            |
+
+    Since `(A1 − λ·A2)·V = A1·V − λ·A2·V`, fused kernels run once per map and never materialise a map. On the CPU,
+    PyTorch's SDPA has no fused kernel for values wider than the queries and falls back to its unfused math path,
+    while the combined maps cost one standard attention's products: measured faster with
+    `benchmarks/benchmark_cpu.py`, so sdpa runs `combined_maps_attention` there. To call the registry's sdpa on the
+    CPU too, empty the set: `layer.cpu_combined_maps = frozenset()` (or on the class, for every layer).
 
     With `output_attentions=True` the returned maps are `A1 − λ·A2`, of shape
-    `(batch_size, num_attention_heads // 2, seq_length, seq_length)`: one map per effective head.
+    `(batch_size, num_attention_heads // 2, seq_length, seq_length)`: one map per effective head. Attention dropout
+    is refused by the configuration (the paper defines none for the difference of two maps).
     """
+
+    # Registry kernels that the CPU replaces with `combined_maps_attention` (see the class docstring).
+    cpu_combined_maps = frozenset({"sdpa"})
+    # Registry kernels that take values wider than the queries; any other kernel gets the d-wide value halves,
+    # which every attention kernel accepts (flash attention requires them).
+    wide_value_kernels = frozenset({"sdpa"})
 
     def __init__(self, config: DiffCLIPTextConfig | DiffCLIPVisionConfig, layer_idx: int = 0, is_causal: bool = False):
         super().__init__(config, layer_idx, is_causal)
@@ -397,53 +503,15 @@ class DiffCLIPDifferentialAttention(DiffCLIPAttention):
         lambda_2 = torch.exp(torch.dot(_upcast(self.lambda_q2), _upcast(self.lambda_k2)))
         return lambda_1 - lambda_2 + self.lambda_init
 
-    def _combined_maps_attention(
-        self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attention_mask: torch.Tensor | None
-    ) -> torch.Tensor:
-        """`(A1 − λ·A2)·V` with the maps written out and combined before the value product; the CPU fast path.
-
-        Takes the projections, (batch, seq, width) each, and returns (batch, seq, pairs, 2d). The score and value
-        products cost what standard attention's do, where a fused kernel pays for two `2d`-wide value products.
-        The work is split into chunks of batch rows and head pairs whose maps hold at most `_MAP_CHUNK_ELEMENTS`
-        values, so they stay in cache and the layer's memory does not grow with the square of the sequence.
-        """
-        batch_size, seq_length, _ = query.shape
-        pairs, head_dim = self.num_pairs, self.head_dim
-        query = query.view(batch_size, seq_length, 2 * pairs, head_dim)
-        key = key.view(batch_size, seq_length, 2 * pairs, head_dim)
-        value = value.view(batch_size, seq_length, pairs, 2 * head_dim)
-        lambda_full = self.lambda_full()
-        dropout = self.dropout if self.training else 0.0
-        pair_maps = 2 * seq_length * seq_length  # both maps of one pair for one row
-        rows_per_chunk = max(1, min(batch_size, _MAP_CHUNK_ELEMENTS // pair_maps))
-        pairs_per_chunk = max(1, min(pairs, _MAP_CHUNK_ELEMENTS // (rows_per_chunk * pair_maps)))
-        single_chunk = rows_per_chunk == batch_size and pairs_per_chunk == pairs
-        attn_output = None if single_chunk else value.new_empty(batch_size, seq_length, pairs, 2 * head_dim)
-        for row in range(0, batch_size, rows_per_chunk):
-            rows = slice(row, row + rows_per_chunk)
-            mask = attention_mask
-            if mask is not None and mask.shape[0] > 1:
-                mask = mask[rows]
-            for first in range(0, pairs, pairs_per_chunk):
-                last = min(first + pairs_per_chunk, pairs)
-                # contiguous (rows, heads, seq, d) operands keep the batched matmuls on their fast path
-                q = query[rows, :, 2 * first : 2 * last].transpose(1, 2).contiguous()
-                k = key[rows, :, 2 * first : 2 * last].transpose(1, 2).contiguous()
-                scores = torch.matmul(q, k.transpose(-1, -2)).mul_(self.scaling)
-                del q, k  # (`del`s here and below free each buffer as soon as it is spent)
-                if mask is not None:
-                    scores.add_(mask)
-                maps = F.softmax(_upcast(scores), dim=-1)
-                del scores
-                maps = F.dropout(maps, p=dropout, training=self.training)
-                maps = maps.view(maps.shape[0], last - first, 2, seq_length, seq_length)
-                combined = torch.addcmul(maps[:, :, 0], maps[:, :, 1], lambda_full, value=-1).to(value.dtype)
-                del maps
-                output = torch.matmul(combined, value[rows, :, first:last].transpose(1, 2).contiguous())
-                if single_chunk:
-                    return output.transpose(1, 2)
-                attn_output[rows, :, first:last] = output.transpose(1, 2)
-        return attn_output
+    def attention_kernel(self, device: torch.device, output_attentions: bool = False):
+        """The differential kernel for `config._attn_implementation` on `device` (the table in the class docstring)."""
+        implementation = self.config._attn_implementation or "eager"
+        if implementation == "eager" or output_attentions:
+            _maps_requested(implementation)
+            return eager_differential_attention
+        if device.type == "cpu" and implementation in self.cpu_combined_maps:
+            return combined_maps_attention
+        return per_map_attention if implementation in self.wide_value_kernels else value_halves_attention
 
     def forward(
         self,
@@ -453,60 +521,11 @@ class DiffCLIPDifferentialAttention(DiffCLIPAttention):
         **kwargs,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         batch_size, seq_length, _ = hidden_states.shape
-        pairs, head_dim = self.num_pairs, self.head_dim
-        implementation = self.config._attn_implementation or "eager"
-        if implementation == "sdpa" and not output_attentions and hidden_states.device.type == "cpu":
-            attn_output = self._combined_maps_attention(
-                self.q_proj(hidden_states), self.k_proj(hidden_states), self.v_proj(hidden_states), attention_mask
-            )
-            attn_output = self.diff_norm(attn_output, scale=1 - self.lambda_init)
-            return self.out_proj(attn_output.reshape(batch_size, seq_length, self.embed_dim)), None
-
-        # One kernel call per softmax map: call j attends with head 2i + j of every pair i (a strided view of the
-        # projections, no copy) over the pair's 2d-wide value head, so neither values nor outputs are duplicated.
-        query = self.q_proj(hidden_states).view(batch_size, seq_length, pairs, 2, head_dim)
-        key = self.k_proj(hidden_states).view(batch_size, seq_length, pairs, 2, head_dim)
-        value = self.v_proj(hidden_states).view(batch_size, seq_length, pairs, 2 * head_dim).transpose(1, 2)
-        lambda_full = self.lambda_full()
-        if output_attentions:
-            # The returned maps A1 − λ·A2 are the ones the output is computed from, so they are part of the graph
-            # (gradient-based attribution can differentiate through them).
-            attn_weights = self._differential_maps(query, key, attention_mask, lambda_full)
-            attn_output = torch.matmul(attn_weights, value).transpose(1, 2)
-        else:
-            attn_weights = None
-            attn_output = self._differential_outputs(query, key, value, attention_mask, lambda_full, **kwargs)
+        kernel = self.attention_kernel(hidden_states.device, output_attentions)
+        query, key, value = (p(hidden_states) for p in (self.q_proj, self.k_proj, self.v_proj))
+        attn_output, attn_weights = kernel(self, query, key, value, attention_mask, **kwargs)
         attn_output = self.diff_norm(attn_output, scale=1 - self.lambda_init)
-        attn_output = self.out_proj(attn_output.reshape(batch_size, seq_length, self.embed_dim))
-        return attn_output, attn_weights
-
-    def _differential_maps(self, query, key, attention_mask, lambda_full) -> torch.Tensor:
-        """`A1 − λ·A2` of every pair, (batch, pairs, seq, seq), from the eager kernel's maps."""
-        _attention_function(self, need_weights=True)  # (says once that a fused kernel was asked for)
-        query, key = query.transpose(1, 2), key.transpose(1, 2)  # (batch, pairs, seq, 2, d)
-        maps = [_softmax_maps(query[..., j, :], key[..., j, :], attention_mask, self.scaling) for j in (0, 1)]
-        return torch.addcmul(maps[0], maps[1], lambda_full, value=-1)
-
-    def _differential_outputs(self, query, key, value, attention_mask, lambda_full, **kwargs) -> torch.Tensor:
-        """`A1·V − λ·A2·V`, (batch, seq, pairs, 2d), one registry kernel call per map (two per map for flash)."""
-        implementation = self.config._attn_implementation or "eager"
-        # flash kernels under any name ("flash_attention_2", "paged|flash_attention_2", hub "…/flash-attn3", …)
-        split_values = "flash" in implementation
-        head_dim = self.head_dim
-        outputs = []
-        for j in (0, 1):
-            query_j, key_j = query[:, :, :, j].transpose(1, 2), key[:, :, :, j].transpose(1, 2)
-            if split_values:  # flash attention needs values as wide as the queries: two d-wide halves
-                halves = [value[..., :head_dim], value[..., head_dim:]]
-                output = torch.cat(
-                    [self._call_kernel(query_j, key_j, half, attention_mask, False, **kwargs)[0] for half in halves],
-                    dim=-1,
-                )
-            else:
-                output = self._call_kernel(query_j, key_j, value, attention_mask, False, **kwargs)[0]
-            outputs.append(output)  # (batch, seq, pairs, 2d)
-        # A1·V − λ·A2·V in one pass over contiguous operands (in a half-precision model λ is rounded to its dtype)
-        return torch.addcmul(outputs[0], outputs[1], lambda_full, value=-1)
+        return self.out_proj(attn_output.reshape(batch_size, seq_length, self.embed_dim)), attn_weights
 
 
 class DiffCLIPMLP(nn.Module):
@@ -514,8 +533,8 @@ class DiffCLIPMLP(nn.Module):
         super().__init__()
         self.config = config
         self.activation_fn = ACT2FN[config.hidden_act]
-        self.fc1 = nn.Linear(config.hidden_size, config.intermediate_size)
-        self.fc2 = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.fc1 = _init_as(nn.Linear(config.hidden_size, config.intermediate_size), *_block_init(config, "fc1"))
+        self.fc2 = _init_as(nn.Linear(config.intermediate_size, config.hidden_size), *_block_init(config, "fc2"))
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         return self.fc2(self.activation_fn(self.fc1(hidden_states)))
@@ -585,9 +604,7 @@ class DiffCLIPEncoder(nn.Module):
         )
 
 
-# --------------------------------------------------------------------------------------------------
-# Pre-trained base
-# --------------------------------------------------------------------------------------------------
+# -------------------------------------------------------------------------------- Pre-trained base
 
 
 class DiffCLIPPreTrainedModel(PreTrainedModel):
@@ -602,103 +619,68 @@ class DiffCLIPPreTrainedModel(PreTrainedModel):
     _supports_flex_attn = False
     _supports_attention_backend = True
 
+    # `from_pretrained`'s hook for names that are not transformers folders: `resolver(name, kwargs) -> (name, kwargs)`.
+    # None in this file, so a Hub folder's copy loads transformers folders only; the installed package sets it to
+    # `transformers_diffclip.original.resolve_from_pretrained`, which takes the authors' training-format checkpoints
+    # (`hammh0a/DiffCLIP_ViTB16_CC12M`, a local `checkpoint_best.pt`), converted once and cached, downloaded with
+    # every Hub argument of the call (revision, cache_dir, token, force_download, local_files_only, subfolder,
+    # proxies).
+    checkpoint_resolver = None
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        if cls.checkpoint_resolver is not None and pretrained_model_name_or_path is not None:
+            pretrained_model_name_or_path, kwargs = cls.checkpoint_resolver(pretrained_model_name_or_path, kwargs)
+        return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+
     @torch.no_grad()
     def _init_weights(self, module: nn.Module):
         """Initialise `module`'s own parameters as the authors' code initialises a fresh model of this variant
-        (README, "Initialisation"; per tower, by its attention kind).
-
-        Every module that owns parameters initialises exactly those, and nothing else: transformers 5 calls this only
-        for modules owning parameters that a load left missing (it skips modules that own none), 4.57 for every module
-        not fully loaded. Leaf layers (`nn.Linear`, `nn.Embedding`, `nn.Conv2d`) learn their role from the module
-        holding them. Only `nn.init` functions write, which transformers 5 guards so that a loaded tensor is never
-        overwritten; `initializer_factor` (1 for the original) scales every random draw, for tests."""
-        holder, name = self._holder_of(module)
-        tower = next((owner.config for owner in (module, holder) if _tower_kind(owner) is not None), None)
-        factor = getattr(tower if tower is not None else self.config, "initializer_factor", 1.0)
+        (README, "Initialisation"). Only a module's own parameters: transformers 5 calls this for remote code only
+        with modules owning parameters that a load left missing, 4.57 with every module not fully loaded; so each
+        Linear, Conv2d and Embedding carries its initialiser from where it is built (`_init_as`). Only `nn.init`
+        functions write, which transformers 5 guards so that a loaded tensor is never overwritten."""
+        factor = getattr(self.config, "initializer_factor", 1.0)
         if isinstance(module, (nn.LayerNorm, DiffCLIPRMSNorm)):
             nn.init.ones_(module.weight)
             if getattr(module, "bias", None) is not None:
                 nn.init.zeros_(module.bias)
-        elif isinstance(module, DiffCLIPDifferentialAttention):  # its own parameters: the four λ vectors
+        elif isinstance(module, DiffCLIPDifferentialAttention):
             for vector in (module.lambda_q1, module.lambda_k1, module.lambda_q2, module.lambda_k2):
-                nn.init.normal_(vector, std=0.1 * factor)
-        elif isinstance(module, DiffCLIPVisionEmbeddings):  # its own parameter: the class token (timm)
-            nn.init.normal_(module.class_embedding, std=1e-6 * factor)
-        elif isinstance(module, DiffCLIPModel):  # its own parameter: the temperature
+                nn.init.normal_(vector, std=0.1 * module.config.initializer_factor)
+        elif isinstance(module, DiffCLIPVisionEmbeddings):  # the class token (timm)
+            nn.init.normal_(module.class_embedding, std=1e-6 * module.config.initializer_factor)
+        elif isinstance(module, DiffCLIPModel):
             nn.init.constant_(module.logit_scale, module.config.logit_scale_init_value)
-        elif isinstance(module, nn.Embedding):
-            if isinstance(holder, DiffCLIPVisionEmbeddings):  # timm's pos_embed
-                nn.init.trunc_normal_(module.weight, std=tower.initializer_range * factor)
-            elif name == "position_embedding":
-                nn.init.normal_(module.weight, std=0.01 * factor)
-            else:  # the token embedding (or one set with `set_input_embeddings`)
-                range_ = tower.initializer_range if tower is not None else 0.02
-                nn.init.normal_(module.weight, std=range_ * factor)
-        elif isinstance(module, (nn.Linear, nn.Conv2d)):
-            self._init_linear(module, holder, name, tower, factor)
+        elif isinstance(module, (nn.Linear, nn.Conv2d, nn.Embedding)):
+            # untagged: an embedding set with `set_input_embeddings`, or a layer added by the user
+            default = ("default", factor, False, factor)
+            if isinstance(module, nn.Embedding):
+                default = ("normal", getattr(self.config, "initializer_range", 0.02) * factor, False, factor)
+            weight, scale, zero_bias, bias_factor = getattr(module, "diffclip_init", default)
+            fan_in = module.weight[0].numel()
+            if weight == "normal":
+                nn.init.normal_(module.weight, std=scale)
+            elif weight == "trunc_normal":
+                nn.init.trunc_normal_(module.weight, std=scale)
+            else:  # PyTorch's reset_parameters (kaiming-uniform, a=√5): U(±fan_in^-0.5)
+                nn.init.uniform_(module.weight, -(fan_in**-0.5) * scale, fan_in**-0.5 * scale)
+            if getattr(module, "bias", None) is not None:
+                if zero_bias:
+                    nn.init.zeros_(module.bias)
+                else:
+                    nn.init.uniform_(module.bias, -(fan_in**-0.5) * bias_factor, fan_in**-0.5 * bias_factor)
 
-    def _init_linear(self, module: nn.Linear | nn.Conv2d, holder: nn.Module, name: str, tower, factor: float):
-        if name in ("text_projection", "visual_projection"):  # N(0, tower width^-0.5)
-            nn.init.normal_(module.weight, std=module.in_features**-0.5 * factor)
-        elif _tower_kind(holder) == "vision" and isinstance(holder, (DiffCLIPAttention, DiffCLIPMLP)):
-            if tower.use_differential_attention:
-                # The original rebuilds the blocks after timm's init: PyTorch's default Linear init stays.
-                _torch_default(module, factor)
-            else:  # timm's ViT init
-                nn.init.trunc_normal_(module.weight, std=tower.initializer_range * factor)
-                nn.init.zeros_(module.bias)
-        elif _tower_kind(holder) == "text" and isinstance(holder, (DiffCLIPAttention, DiffCLIPMLP)):
-            # OpenAI CLIP's text init: width w, L layers
-            width, depth = tower.hidden_size, tower.num_hidden_layers
-            attn_std, proj_std, fc_std = width**-0.5, width**-0.5 * (2 * depth) ** -0.5, (2 * width) ** -0.5
-            std = {"out_proj": proj_std, "fc1": fc_std, "fc2": proj_std}.get(name, attn_std)  # q/k/v: attn_std
-            nn.init.normal_(module.weight, std=std * factor)
-            if isinstance(holder, DiffCLIPAttention) and not tower.use_differential_attention:
-                nn.init.zeros_(module.bias)  # nn.MultiheadAttention zeroes its biases
-            else:  # DiffCLIP's attention Linears and every MLP keep PyTorch's default bias
-                _torch_default_bias(module, factor)
-        else:  # the patch embedding (PyTorch's default in both originals), or a layer added by the user
-            _torch_default(module, factor)
-
-    def _holder_of(self, module: nn.Module) -> tuple[nn.Module | None, str]:
-        """The module holding `module` as a child, and the child's name (`(None, "")` for the model itself)."""
-        holders = self.__dict__.get("_diffclip_holders")
-        entry = holders.get(id(module)) if holders is not None else None
-        if entry is None or entry[0]._modules.get(entry[1]) is not module:  # first call, or the model changed
-            holders = {
-                id(child): (parent, child_name)
-                for parent in self.modules()
-                for child_name, child in parent._modules.items()
-                if child is not None
-            }
-            self.__dict__["_diffclip_holders"] = holders
-            entry = holders.get(id(module))
-        return entry if entry is not None else (None, "")
-
-
-def _tower_kind(owner: nn.Module | None) -> str | None:
-    """"text" or "vision" for a module built from a tower configuration, else None. Read from `model_type`, not the
-    class: a configuration may come from another copy of this code (remote code loaded twice)."""
-    model_type = getattr(getattr(owner, "config", None), "model_type", None)
-    return {DiffCLIPTextConfig.model_type: "text", DiffCLIPVisionConfig.model_type: "vision"}.get(model_type)
-
-
-def _torch_default(module: nn.Linear | nn.Conv2d, factor: float = 1.0) -> None:
-    """PyTorch's `reset_parameters` of Linear/Conv (kaiming-uniform with a=√5, i.e. U(±fan_in^-0.5), for weight and
-    bias), written with `nn.init.uniform_`, which transformers guards during loading."""
-    fan_in = module.weight[0].numel()
-    nn.init.uniform_(module.weight, -(fan_in**-0.5) * factor, fan_in**-0.5 * factor)
-    _torch_default_bias(module, factor)
-
-
-def _torch_default_bias(module: nn.Linear | nn.Conv2d, factor: float = 1.0) -> None:
-    if module.bias is not None:
-        bound = module.weight[0].numel() ** -0.5 * factor
-        nn.init.uniform_(module.bias, -bound, bound)
-
-
-def _resolve(value, default):
-    return default if value is None else value
+    def _tower_forward(self, tower: nn.Module, projection: nn.Linear | None = None, **inputs):
+        """The one body of every head: `tower`'s forward, with this model's config as the default of
+        `output_attentions` / `output_hidden_states`, and the pooled output projected by `projection` when given."""
+        for flag in ("output_attentions", "output_hidden_states"):
+            if inputs.get(flag) is None:
+                inputs[flag] = getattr(self.config, flag)
+        outputs = tower(**inputs)
+        if projection is not None:
+            outputs.pooler_output = projection(outputs.pooler_output)
+        return outputs
 
 
 def _text_pool_index(input_ids: torch.Tensor, eos_token_id: int) -> torch.Tensor:
@@ -727,9 +709,7 @@ def _check_right_padding(attention_mask: torch.Tensor | None) -> None:
         )
 
 
-# --------------------------------------------------------------------------------------------------
-# Towers
-# --------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------ Towers
 
 
 class DiffCLIPTextTransformer(nn.Module):
@@ -759,18 +739,10 @@ class DiffCLIPTextTransformer(nn.Module):
         hidden_states = self.embeddings(input_ids=input_ids, position_ids=position_ids)
         seq_length = input_ids.shape[1]
         # Additive causal mask for the eager kernel; the fused kernels use `is_causal` instead.
-        causal_mask = torch.full(
-            (seq_length, seq_length),
-            torch.finfo(hidden_states.dtype).min,
-            dtype=hidden_states.dtype,
-            device=hidden_states.device,
-        ).triu(1)[None, None]
+        dtype, device = hidden_states.dtype, hidden_states.device
+        causal_mask = torch.full((seq_length, seq_length), torch.finfo(dtype).min, dtype=dtype, device=device).triu(1)
         encoder_outputs = self.encoder(
-            hidden_states,
-            attention_mask=causal_mask,
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
-            **kwargs,
+            hidden_states, causal_mask[None, None], output_attentions, output_hidden_states, **kwargs
         )
         last_hidden_state = self.final_layer_norm(encoder_outputs.last_hidden_state)
         pool_index = _text_pool_index(input_ids.to(last_hidden_state.device), self.config.eos_token_id)
@@ -809,12 +781,7 @@ class DiffCLIPVisionTransformer(nn.Module):
         hidden_states = self.embeddings(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding)
         if self.pre_layernorm is not None:
             hidden_states = self.pre_layernorm(hidden_states)
-        encoder_outputs = self.encoder(
-            hidden_states,
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
-            **kwargs,
-        )
+        encoder_outputs = self.encoder(hidden_states, None, output_attentions, output_hidden_states, **kwargs)
         # The final norm covers every token (timm's ViT); the class token is the pooled output.
         last_hidden_state = self.post_layernorm(encoder_outputs.last_hidden_state)
         return BaseModelOutputWithPooling(
@@ -825,86 +792,22 @@ class DiffCLIPVisionTransformer(nn.Module):
         )
 
 
-def _finish(output: ModelOutput, return_dict: bool):
-    return output if return_dict else output.to_tuple()
+# ------------------------------------------------------------- Dual encoder and single-tower heads
 
 
-class DiffCLIPTextModel(DiffCLIPPreTrainedModel):
-    """The DiffCLIP text tower without projection."""
+# transformers 5 made CLIP's `get_text_features` / `get_image_features` return a `BaseModelOutputWithPooling` (the
+# projected embedding in `pooler_output`; a tuple when `return_dict=False`); 4.x returns the tensor itself. DiffCLIP
+# follows the installed CLIP: this is the one place where the two releases differ for the heads.
+if int(transformers.__version__.split(".")[0]) >= 5:
+    _features_output = can_return_tuple
+else:
 
-    config_class = DiffCLIPTextConfig
-    _no_split_modules = ["DiffCLIPTextEmbeddings", "DiffCLIPEncoderLayer"]
+    def _features_output(method):
+        @functools.wraps(method)
+        def embeddings(self, *args, return_dict=None, **kwargs):
+            return method(self, *args, **kwargs).pooler_output
 
-    def __init__(self, config: DiffCLIPTextConfig):
-        super().__init__(config)
-        self.text_model = DiffCLIPTextTransformer(config)
-        self.post_init()
-
-    def get_input_embeddings(self) -> nn.Module:
-        return self.text_model.embeddings.token_embedding
-
-    def set_input_embeddings(self, value: nn.Module):
-        self.text_model.embeddings.token_embedding = value
-
-    def forward(
-        self,
-        input_ids: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        position_ids: torch.Tensor | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
-        **kwargs,
-    ) -> BaseModelOutputWithPooling | tuple:
-        outputs = self.text_model(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            output_attentions=_resolve(output_attentions, self.config.output_attentions),
-            output_hidden_states=_resolve(output_hidden_states, self.config.output_hidden_states),
-            **kwargs,
-        )
-        return _finish(outputs, _resolve(return_dict, self.config.return_dict))
-
-
-class DiffCLIPVisionModel(DiffCLIPPreTrainedModel):
-    """The DiffCLIP vision tower without projection; usable as an image encoder (`output_hidden_states=True` gives
-    every layer's tokens)."""
-
-    config_class = DiffCLIPVisionConfig
-    main_input_name = "pixel_values"
-    _no_split_modules = ["DiffCLIPVisionEmbeddings", "DiffCLIPEncoderLayer"]
-
-    def __init__(self, config: DiffCLIPVisionConfig):
-        super().__init__(config)
-        self.vision_model = DiffCLIPVisionTransformer(config)
-        self.post_init()
-
-    def get_input_embeddings(self) -> nn.Module:
-        return self.vision_model.embeddings.patch_embedding
-
-    def forward(
-        self,
-        pixel_values: torch.Tensor | None = None,
-        interpolate_pos_encoding: bool = False,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
-        **kwargs,
-    ) -> BaseModelOutputWithPooling | tuple:
-        outputs = self.vision_model(
-            pixel_values=pixel_values,
-            interpolate_pos_encoding=interpolate_pos_encoding,
-            output_attentions=_resolve(output_attentions, self.config.output_attentions),
-            output_hidden_states=_resolve(output_hidden_states, self.config.output_hidden_states),
-            **kwargs,
-        )
-        return _finish(outputs, _resolve(return_dict, self.config.return_dict))
-
-
-# --------------------------------------------------------------------------------------------------
-# Dual encoder and single-tower heads
-# --------------------------------------------------------------------------------------------------
+        return embeddings
 
 
 class DiffCLIPModel(DiffCLIPPreTrainedModel):
@@ -929,8 +832,8 @@ class DiffCLIPModel(DiffCLIPPreTrainedModel):
         self.vision_embed_dim = config.vision_config.hidden_size
         self.text_model = DiffCLIPTextTransformer(config.text_config)
         self.vision_model = DiffCLIPVisionTransformer(config.vision_config)
-        self.visual_projection = nn.Linear(self.vision_embed_dim, self.projection_dim, bias=False)
-        self.text_projection = nn.Linear(self.text_embed_dim, self.projection_dim, bias=False)
+        self.visual_projection = _projection(self.vision_embed_dim, self.projection_dim, config.initializer_factor)
+        self.text_projection = _projection(self.text_embed_dim, self.projection_dim, config.initializer_factor)
         self.logit_scale = nn.Parameter(torch.tensor(float(config.logit_scale_init_value)))
         self.post_init()
 
@@ -940,55 +843,25 @@ class DiffCLIPModel(DiffCLIPPreTrainedModel):
     def set_input_embeddings(self, value: nn.Module):
         self.text_model.embeddings.token_embedding = value
 
+    @_features_output
     def get_text_features(
-        self,
-        input_ids: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        position_ids: torch.Tensor | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
-        **kwargs,
-    ) -> BaseModelOutputWithPooling | tuple | torch.FloatTensor:
+        self, input_ids=None, attention_mask=None, position_ids=None, **kwargs: Unpack[TransformersKwargs]
+    ):
         """Projected (not normalised) text embeddings. Like the installed transformers' CLIP: on transformers 5 a
         `BaseModelOutputWithPooling` whose `pooler_output` is the embedding (a tuple when `return_dict` or the config's
         `return_dict` is False; hidden states and maps as `forward` gives them), on 4.x the tensor itself."""
-        outputs = self.text_model(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            output_attentions=_resolve(output_attentions, self.config.output_attentions),
-            output_hidden_states=_resolve(output_hidden_states, self.config.output_hidden_states),
-            **kwargs,
-        )
-        return self._features(outputs, self.text_projection, return_dict)
+        inputs = dict(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids)
+        return self._tower_forward(self.text_model, self.text_projection, **inputs, **kwargs)
 
+    @_features_output
     def get_image_features(
-        self,
-        pixel_values: torch.Tensor | None = None,
-        interpolate_pos_encoding: bool = False,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
-        **kwargs,
-    ) -> BaseModelOutputWithPooling | tuple | torch.FloatTensor:
+        self, pixel_values=None, interpolate_pos_encoding=False, **kwargs: Unpack[TransformersKwargs]
+    ):
         """Projected (not normalised) image embeddings; return type as in [`get_text_features`]."""
-        outputs = self.vision_model(
-            pixel_values=pixel_values,
-            interpolate_pos_encoding=interpolate_pos_encoding,
-            output_attentions=_resolve(output_attentions, self.config.output_attentions),
-            output_hidden_states=_resolve(output_hidden_states, self.config.output_hidden_states),
-            **kwargs,
-        )
-        return self._features(outputs, self.visual_projection, return_dict)
+        inputs = dict(pixel_values=pixel_values, interpolate_pos_encoding=interpolate_pos_encoding)
+        return self._tower_forward(self.vision_model, self.visual_projection, **inputs, **kwargs)
 
-    def _features(self, outputs: BaseModelOutputWithPooling, projection: nn.Linear, return_dict: bool | None):
-        embeds = projection(outputs.pooler_output)
-        if not _FEATURES_AS_OUTPUT:
-            return embeds
-        outputs.pooler_output = embeds
-        return _finish(outputs, _resolve(return_dict, self.config.return_dict))
-
+    @can_return_tuple
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -996,28 +869,14 @@ class DiffCLIPModel(DiffCLIPPreTrainedModel):
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
         return_loss: bool | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
         interpolate_pos_encoding: bool = False,
-        return_dict: bool | None = None,
-        **kwargs,
-    ) -> DiffCLIPOutput | tuple:
-        output_attentions = _resolve(output_attentions, self.config.output_attentions)
-        output_hidden_states = _resolve(output_hidden_states, self.config.output_hidden_states)
-        vision_outputs = self.vision_model(
-            pixel_values=pixel_values,
-            interpolate_pos_encoding=interpolate_pos_encoding,
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
-            **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> DiffCLIPOutput:
+        vision_outputs = self._tower_forward(
+            self.vision_model, pixel_values=pixel_values, interpolate_pos_encoding=interpolate_pos_encoding, **kwargs
         )
-        text_outputs = self.text_model(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
-            **kwargs,
+        text_outputs = self._tower_forward(
+            self.text_model, input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, **kwargs
         )
         image_embeds = self.visual_projection(vision_outputs.pooler_output)
         text_embeds = self.text_projection(text_outputs.pooler_output)
@@ -1037,7 +896,7 @@ class DiffCLIPModel(DiffCLIPPreTrainedModel):
                 )
             loss = contrastive_loss(logits_per_text)
 
-        output = DiffCLIPOutput(
+        return DiffCLIPOutput(
             loss=loss,
             logits_per_image=logits_per_image,
             logits_per_text=logits_per_text,
@@ -1046,19 +905,20 @@ class DiffCLIPModel(DiffCLIPPreTrainedModel):
             text_model_output=text_outputs,
             vision_model_output=vision_outputs,
         )
-        return _finish(output, _resolve(return_dict, self.config.return_dict))
 
 
-class DiffCLIPTextModelWithProjection(DiffCLIPPreTrainedModel):
-    """The text tower with its projection to the joint space."""
+class DiffCLIPTextModel(DiffCLIPPreTrainedModel):
+    """The DiffCLIP text tower without projection."""
 
     config_class = DiffCLIPTextConfig
     _no_split_modules = ["DiffCLIPTextEmbeddings", "DiffCLIPEncoderLayer"]
+    _with_projection = False
 
     def __init__(self, config: DiffCLIPTextConfig):
         super().__init__(config)
         self.text_model = DiffCLIPTextTransformer(config)
-        self.text_projection = nn.Linear(config.hidden_size, config.projection_dim, bias=False)
+        if self._with_projection:
+            self.text_projection = _projection(config.hidden_size, config.projection_dim, config.initializer_factor)
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Module:
@@ -1067,72 +927,69 @@ class DiffCLIPTextModelWithProjection(DiffCLIPPreTrainedModel):
     def set_input_embeddings(self, value: nn.Module):
         self.text_model.embeddings.token_embedding = value
 
+    @can_return_tuple
     def forward(
-        self,
-        input_ids: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        position_ids: torch.Tensor | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
-        **kwargs,
-    ) -> DiffCLIPTextModelOutput | tuple:
-        outputs = self.text_model(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            output_attentions=_resolve(output_attentions, self.config.output_attentions),
-            output_hidden_states=_resolve(output_hidden_states, self.config.output_hidden_states),
-            **kwargs,
-        )
-        output = DiffCLIPTextModelOutput(
-            text_embeds=self.text_projection(outputs.pooler_output),
-            last_hidden_state=outputs.last_hidden_state,
-            hidden_states=outputs.hidden_states,
-            attentions=outputs.attentions,
-        )
-        return _finish(output, _resolve(return_dict, self.config.return_dict))
+        self, input_ids=None, attention_mask=None, position_ids=None, **kwargs: Unpack[TransformersKwargs]
+    ) -> BaseModelOutputWithPooling:
+        inputs = dict(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids)
+        return self._tower_forward(self.text_model, **inputs, **kwargs)
 
 
-class DiffCLIPVisionModelWithProjection(DiffCLIPPreTrainedModel):
-    """The vision tower with its projection to the joint space."""
+class DiffCLIPTextModelWithProjection(DiffCLIPTextModel):
+    """The text tower with its projection to the joint space."""
+
+    _with_projection = True
+
+    @can_return_tuple
+    def forward(
+        self, input_ids=None, attention_mask=None, position_ids=None, **kwargs: Unpack[TransformersKwargs]
+    ) -> DiffCLIPTextModelOutput:
+        inputs = dict(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids)
+        outputs = self._tower_forward(self.text_model, self.text_projection, **inputs, **kwargs)
+        tower = {name: value for name, value in outputs.items() if name != "pooler_output"}
+        return DiffCLIPTextModelOutput(text_embeds=outputs.pooler_output, **tower)
+
+
+class DiffCLIPVisionModel(DiffCLIPPreTrainedModel):
+    """The DiffCLIP vision tower without projection; usable as an image encoder (`output_hidden_states=True` gives
+    every layer's tokens)."""
 
     config_class = DiffCLIPVisionConfig
     main_input_name = "pixel_values"
     _no_split_modules = ["DiffCLIPVisionEmbeddings", "DiffCLIPEncoderLayer"]
+    _with_projection = False
 
     def __init__(self, config: DiffCLIPVisionConfig):
         super().__init__(config)
         self.vision_model = DiffCLIPVisionTransformer(config)
-        self.visual_projection = nn.Linear(config.hidden_size, config.projection_dim, bias=False)
+        if self._with_projection:
+            self.visual_projection = _projection(config.hidden_size, config.projection_dim, config.initializer_factor)
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Module:
         return self.vision_model.embeddings.patch_embedding
 
+    @can_return_tuple
     def forward(
-        self,
-        pixel_values: torch.Tensor | None = None,
-        interpolate_pos_encoding: bool = False,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
-        **kwargs,
-    ) -> DiffCLIPVisionModelOutput | tuple:
-        outputs = self.vision_model(
-            pixel_values=pixel_values,
-            interpolate_pos_encoding=interpolate_pos_encoding,
-            output_attentions=_resolve(output_attentions, self.config.output_attentions),
-            output_hidden_states=_resolve(output_hidden_states, self.config.output_hidden_states),
-            **kwargs,
-        )
-        output = DiffCLIPVisionModelOutput(
-            image_embeds=self.visual_projection(outputs.pooler_output),
-            last_hidden_state=outputs.last_hidden_state,
-            hidden_states=outputs.hidden_states,
-            attentions=outputs.attentions,
-        )
-        return _finish(output, _resolve(return_dict, self.config.return_dict))
+        self, pixel_values=None, interpolate_pos_encoding=False, **kwargs: Unpack[TransformersKwargs]
+    ) -> BaseModelOutputWithPooling:
+        inputs = dict(pixel_values=pixel_values, interpolate_pos_encoding=interpolate_pos_encoding)
+        return self._tower_forward(self.vision_model, **inputs, **kwargs)
+
+
+class DiffCLIPVisionModelWithProjection(DiffCLIPVisionModel):
+    """The vision tower with its projection to the joint space."""
+
+    _with_projection = True
+
+    @can_return_tuple
+    def forward(
+        self, pixel_values=None, interpolate_pos_encoding=False, **kwargs: Unpack[TransformersKwargs]
+    ) -> DiffCLIPVisionModelOutput:
+        inputs = dict(pixel_values=pixel_values, interpolate_pos_encoding=interpolate_pos_encoding)
+        outputs = self._tower_forward(self.vision_model, self.visual_projection, **inputs, **kwargs)
+        tower = {name: value for name, value in outputs.items() if name != "pooler_output"}
+        return DiffCLIPVisionModelOutput(image_embeds=outputs.pooler_output, **tower)
 
 
 __all__ = [

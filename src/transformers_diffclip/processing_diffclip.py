@@ -96,6 +96,16 @@ class DiffCLIPProcessor(ProcessorMixin):
         image_processor_class = "AutoImageProcessor"
         tokenizer_class = "AutoTokenizer"
 
+    # `from_pretrained`'s hook for names that are not transformers folders, as `DiffCLIPPreTrainedModel`'s (see there):
+    # None in this file; the installed package sets it so that the authors' training-format checkpoints load too.
+    checkpoint_resolver = None
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        if cls.checkpoint_resolver is not None and pretrained_model_name_or_path is not None:
+            pretrained_model_name_or_path, kwargs = cls.checkpoint_resolver(pretrained_model_name_or_path, kwargs)
+        return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+
     def __init__(self, image_processor=None, tokenizer=None, **kwargs):
         if image_processor is None:
             raise ValueError("DiffCLIPProcessor needs an image_processor (a DiffCLIPImageProcessor).")

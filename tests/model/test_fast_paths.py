@@ -1,12 +1,14 @@
-"""Every fast path of DiffCLIP's attention computes what the eager float32 model computes.
+"""Every kernel of DiffCLIP's attention computes what the eager float32 model computes, and what the model computed
+before the kernel table (tests/golden/attention_paths.json).
 
-Fast paths: the CPU sdpa path of differential attention (both maps written out and combined before the value
-product, in chunks of head pairs), the fused per-map kernel calls that sdpa takes on other devices, the causal text
-path without a mask, half precision, gradients through the in-place score updates, and torch.compile tracing.
-Nothing here is timed; benchmarks/ measures speed.
+Kernels: the CPU sdpa kernel of differential attention (both maps written out and combined before the value
+product, in chunks of head pairs), the fused per-map kernel calls that sdpa takes on other devices, the value halves
+of flash attention, the causal text path without a mask, half precision, gradients through the in-place score
+updates, and torch.compile tracing. Nothing here is timed; benchmarks/ measures speed.
 """
 
 import copy
+import json
 import sys
 from pathlib import Path
 
@@ -16,7 +18,13 @@ import torch.nn.functional as F
 from _helpers import TINY, text_batch, tiny_config
 
 from transformers_diffclip import DiffCLIPModel, DiffCLIPVisionConfig, modeling_diffclip
-from transformers_diffclip.modeling_diffclip import DiffCLIPDifferentialAttention
+from transformers_diffclip.modeling_diffclip import (
+    DiffCLIPDifferentialAttention,
+    combined_maps_attention,
+    eager_differential_attention,
+    per_map_attention,
+    value_halves_attention,
+)
 
 
 VARIANTS = {  # (diff_text, diff_vision, λ schedule)
@@ -83,9 +91,9 @@ def test_combined_maps_match_a_loop_over_pairs(monkeypatch, budget, causal):
     if causal:
         mask = torch.full((seq, seq), torch.finfo(torch.float32).min).triu(1)
     with torch.no_grad():
-        got = attention._combined_maps_attention(query, key, value, mask[None, None] if causal else None)
+        got, maps = combined_maps_attention(attention, query, key, value, mask[None, None] if causal else None)
         want = pair_loop_reference(attention, query, key, value, mask)
-    assert got.shape == (batch, seq, attention.num_pairs, 2 * attention.head_dim)
+    assert got.shape == (batch, seq, attention.num_pairs, 2 * attention.head_dim) and maps is None
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
 
 
@@ -99,7 +107,7 @@ def test_combined_maps_slice_a_per_row_mask_with_the_rows(monkeypatch):
     masks = torch.zeros(2, 1, 9, 9)
     masks[1, :, :, 5:] = torch.finfo(torch.float32).min  # the second row may not look past token 4
     with torch.no_grad():
-        got = attention._combined_maps_attention(query, key, value, masks)
+        got = combined_maps_attention(attention, query, key, value, masks)[0]
         for row in range(2):
             one = slice(row, row + 1)
             want = pair_loop_reference(attention, query[one], key[one], value[one], masks[row, 0])
@@ -176,20 +184,23 @@ def test_gradients_through_the_fast_path_equal_eager(monkeypatch, budget):
             torch.testing.assert_close(grads[name], expected, atol=2e-5 * scale, rtol=0, msg=f"{which}: {name}")
 
 
-def test_attention_dropout_is_off_in_eval_and_on_in_training():
-    eager, fast = build_pair()
+def test_attention_dropout_of_standard_layers_is_off_in_eval_and_on_in_training():
+    """The CLIP baselines' standard layers take attention dropout (the configuration refuses it for differential
+    attention: tests/test_invalid_inputs.py), in the eager kernel and in the registry's."""
+    eager, fast = build_pair("clip_baseline")
     for model in (eager, fast):
         for module in model.modules():
-            if isinstance(module, DiffCLIPDifferentialAttention):
+            if isinstance(module, modeling_diffclip.DiffCLIPAttention):
                 module.dropout = 0.5
     with torch.no_grad():
         want = eager.vision_model(pixel_values=pixels()).last_hidden_state
         got = fast.vision_model(pixel_values=pixels()).last_hidden_state
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
-        fast.train()
-        torch.manual_seed(0)
-        dropped = fast.vision_model(pixel_values=pixels()).last_hidden_state
-    assert (dropped - want).abs().max() > 1e-3
+        for model in (eager, fast):
+            model.train()
+            torch.manual_seed(0)
+            dropped = model.vision_model(pixel_values=pixels()).last_hidden_state
+            assert (dropped - want).abs().max() > 1e-3
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
@@ -211,8 +222,9 @@ def test_half_precision_fast_path_stays_close_to_eager_float32(dtype):
 
 
 def test_fused_per_map_path_equals_eager(monkeypatch):
-    """Off the CPU, sdpa runs each softmax map as one kernel call over all head pairs, with `2d`-wide values. A
-    stand-in registered under another name takes that path on the CPU and must reproduce eager."""
+    """Off the CPU, sdpa runs each softmax map as one kernel call over all head pairs, with `2d`-wide values. With the
+    CPU rule switched off (`cpu_combined_maps`, the documented override) the CPU takes that path too, through a
+    recording stand-in registered as sdpa, and must reproduce eager."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
     from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
@@ -222,8 +234,9 @@ def test_fused_per_map_path_equals_eager(monkeypatch):
         calls.append((query.shape[1], value.shape[1], value.shape[-1] // query.shape[-1], attention_mask is None))
         return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
 
-    monkeypatch.setitem(ALL_ATTENTION_FUNCTIONS._global_mapping, "fused_stand_in", fused_kernel)
-    eager, fused = build_pair(fast="fused_stand_in")
+    monkeypatch.setitem(ALL_ATTENTION_FUNCTIONS._global_mapping, "sdpa", fused_kernel)
+    monkeypatch.setattr(DiffCLIPDifferentialAttention, "cpu_combined_maps", frozenset())
+    eager, fused = build_pair(fast="sdpa")
     inputs = dict(input_ids=text_batch(length=20), pixel_values=pixels())
     with torch.no_grad():
         want, got = eager(**inputs), fused(**inputs)
@@ -234,6 +247,73 @@ def test_fused_per_map_path_equals_eager(monkeypatch):
     assert len(calls) == 2 * (TINY["text_layers"] + TINY["vision_layers"])
     pairs = TINY["vision_heads"] // 2
     assert all(call == (pairs, pairs, 2, True) for call in calls)
+
+
+@pytest.mark.parametrize(
+    "implementation, device, output_attentions, kernel",
+    [
+        ("eager", "cpu", False, eager_differential_attention),
+        ("sdpa", "cpu", True, eager_differential_attention),  # only the eager kernel materialises maps
+        ("sdpa", "cpu", False, combined_maps_attention),  # the CPU rule
+        ("sdpa", "cuda", False, per_map_attention),
+        ("flash_attention_2", "cuda", False, value_halves_attention),
+        ("kernels-community/flash-attn3", "cuda", False, value_halves_attention),
+        ("some_registered_kernel", "cpu", False, value_halves_attention),  # d-wide values: every kernel takes them
+    ],
+)
+def test_the_kernel_table(implementation, device, output_attentions, kernel):
+    config = DiffCLIPVisionConfig(hidden_size=32, num_attention_heads=4, num_hidden_layers=1)
+    config._attn_implementation_internal = implementation
+    attention = DiffCLIPDifferentialAttention(config)
+    assert attention.attention_kernel(torch.device(device), output_attentions) is kernel
+    if kernel is combined_maps_attention:  # the documented override, per layer
+        attention.cpu_combined_maps = frozenset()
+        assert attention.attention_kernel(torch.device(device), output_attentions) is per_map_attention
+
+
+GOLDEN = json.loads((Path(__file__).parents[1] / "golden" / "attention_paths.json").read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize("path", ["eager", "eager_maps", "sdpa_cpu", "per_map", "value_halves"])
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_every_path_equals_the_recorded_outputs(monkeypatch, variant, path):
+    """Each kernel gives what the model computed before the kernel table (b944eaf; tests/golden/
+    write_attention_paths.py) to 1e-6 in float32, from the same fixed weights."""
+    from _helpers import original_to_hf
+    from reference_original import make_original_state_dict
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    monkeypatch.setitem(ALL_ATTENTION_FUNCTIONS._global_mapping, "flash_attention_2", sdpa_attention_forward)
+    implementation = {"eager": "eager", "eager_maps": "eager", "sdpa_cpu": "sdpa"}.get(path, path)
+    if path == "per_map":  # sdpa off the CPU, reached on the CPU through the override
+        implementation = "sdpa"
+        monkeypatch.setattr(DiffCLIPDifferentialAttention, "cpu_combined_maps", frozenset())
+    elif path == "value_halves":
+        implementation = "flash_attention_2"
+    diff_text, diff_vision, schedule = VARIANTS[variant]
+    original = make_original_state_dict(diff_text=diff_text, diff_vision=diff_vision, seed=0, **TINY)
+    model = DiffCLIPModel._from_config(tiny_config(diff_text, diff_vision, schedule), attn_implementation="eager")
+    model.load_state_dict(original_to_hf(original, diff_text, diff_vision), strict=True)
+    for sub_config in (model.config, model.config.text_config, model.config.vision_config):
+        sub_config._attn_implementation = implementation
+    with torch.no_grad():
+        out = model.eval()(input_ids=text_batch(), pixel_values=pixels(), output_attentions=path == "eager_maps")
+    got = {
+        "text_embeds": out.text_embeds,
+        "image_embeds": out.image_embeds,
+        "text_pooled": out.text_model_output.pooler_output,
+        "vision_tokens": out.vision_model_output.last_hidden_state[:, :5],
+    }
+    if path == "eager_maps":
+        got["vision_maps"] = out.vision_model_output.attentions[-1]
+        got["text_maps"] = out.text_model_output.attentions[-1][:, :, :12, :12]
+    want = GOLDEN[variant][path]
+    assert sorted(got) == sorted(k for k in want if not k.endswith("_shape"))
+    for name, tensor in got.items():
+        assert list(tensor.shape) == want[name + "_shape"], name
+        expected = torch.tensor(want[name], dtype=torch.float32).reshape(tensor.shape)
+        torch.testing.assert_close(tensor, expected, atol=1e-6, rtol=0, msg=f"{variant}/{path}: {name}")
 
 
 def test_attention_maps_under_sdpa_are_the_eager_maps():

@@ -1,4 +1,4 @@
-"""DiffCLIP modeling against the independent reference of the original math (tests/reference_original.py)."""
+"""DiffCLIP modeling against the independent reference of the original math (conversion/reference_original.py)."""
 
 import math
 

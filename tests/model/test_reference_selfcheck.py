@@ -1,4 +1,4 @@
-"""Fast self-checks of tests/reference_original.py (the independent reference of the original model).
+"""Fast self-checks of conversion/reference_original.py (the independent reference of the original model).
 
 These do not need transformers_diffclip.
 """

@@ -1,7 +1,7 @@
 """Tests of conversion/convert_diffclip_original_to_hf.py: original checkpoints → Hub-ready folders.
 
 Synthetic checkpoints in the exact original container (random weights under `module.`, an `args` Namespace,
-optimizer and scaler entries) are converted and compared with `tests/reference_original.py`, an independent
+optimizer and scaler entries) are converted and compared with `conversion/reference_original.py`, an independent
 loop-based implementation of the ORIGINAL model that shares no code with the package or the converter.
 """
 

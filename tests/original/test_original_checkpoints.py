@@ -4,7 +4,7 @@
 A Hugging Face cache is seeded, offline, with a tiny original-format checkpoint under
 `hammh0a/DiffCLIP_ViTB16_CC12M` (the exact training container: `module.` weights, optimizer, scaler, args) and the
 tiny vocabulary as CLIP's tokenizer files under `openai/clip-vit-base-patch16`. Expected numbers come from
-`tests/reference_original.py` (the original model written out from the facts) on the ORIGINAL weights.
+`conversion/reference_original.py` (the original model written out from the facts) on the ORIGINAL weights.
 """
 
 from __future__ import annotations
@@ -380,3 +380,62 @@ def test_converted_folder_serves_offline_after_the_checkpoint_is_deleted(hub, or
     assert snapshot(tmp_path / "diffclip") == before  # nothing written
     with pytest.raises(Exception, match="checkpoint_best.pt"):  # another revision still needs its checkpoint
         resolve_pretrained(DEFAULT_MODEL_ID, revision="v2")
+
+
+# --------------------------------------------------------------------------------------------------
+# from_pretrained's Hub arguments reach the checkpoint's download
+# --------------------------------------------------------------------------------------------------
+
+
+class _Downloaded(Exception):
+    """Raised by the download spy once it has seen the call: nothing is converted."""
+
+
+HUB_ARGUMENT_VALUES = {
+    "revision": "v1.0",
+    "cache_dir": "elsewhere",  # under tmp_path
+    "token": "hf_not_a_real_token",
+    "force_download": True,
+    "local_files_only": True,
+    "subfolder": "weights",
+    "proxies": {"https": "http://proxy.invalid:3128"},
+}
+
+
+@pytest.mark.parametrize("loader", [DiffCLIPModel, DiffCLIPVisionModelWithProjection, DiffCLIPProcessor])
+@pytest.mark.parametrize("argument", list(HUB_ARGUMENT_VALUES))
+def test_every_hub_argument_of_from_pretrained_reaches_the_download(hub, monkeypatch, tmp_path, argument, loader):
+    import huggingface_hub
+
+    calls = []
+
+    def spy(repo_id, filename, **kwargs):
+        calls.append((repo_id, filename, kwargs))
+        raise _Downloaded
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", spy)
+    value = HUB_ARGUMENT_VALUES[argument]
+    if argument == "cache_dir":
+        value = str(tmp_path / value)
+    with pytest.raises(_Downloaded):
+        loader.from_pretrained(DEFAULT_MODEL_ID, **{argument: value})
+    [(repo_id, filename, received)] = calls
+    assert (repo_id, filename) == (DEFAULT_MODEL_ID, "checkpoint_best.pt")
+    assert received[argument] == value
+    # and nothing else is invented: the other Hub arguments keep huggingface_hub's defaults
+    assert set(received) - {"revision", "cache_dir", "local_files_only"} <= {argument}
+
+
+def test_a_converted_folder_loads_as_a_local_folder(monkeypatch, tmp_path):
+    """Once the checkpoint is converted, the Hub arguments were spent on its download: `subfolder` (where it lay)
+    is not looked for inside the converted folder; every other argument of the call is passed on unchanged."""
+    from transformers_diffclip.original import cache
+
+    converted = str(tmp_path / "converted")
+    monkeypatch.setattr(cache, "resolve_pretrained", lambda name, **hub: converted if name == "org/original" else name)
+    kwargs = {"subfolder": "weights", "revision": "v1", "torch_dtype": torch.float16}
+    assert cache.resolve_from_pretrained("org/original", kwargs) == (
+        converted,
+        {"revision": "v1", "torch_dtype": torch.float16},
+    )
+    assert cache.resolve_from_pretrained("org/transformers-folder", kwargs) == ("org/transformers-folder", kwargs)

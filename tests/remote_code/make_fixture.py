@@ -66,7 +66,7 @@ VARIANTS = {
 
 
 def _import_reference():
-    sys.path.insert(0, str(TESTS_DIR))
+    sys.path.insert(0, str(TESTS_DIR.parent / "conversion"))  # the one reference, shared with the converter
     import reference_original
 
     return reference_original

@@ -6,6 +6,7 @@ set in the environment (then the exception propagates)."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from collections.abc import Callable
@@ -26,6 +27,18 @@ def debug_requested(argv: list[str] | None = None) -> bool:
 
 def without_debug_flag(argv: list[str]) -> list[str]:
     return [argument for argument in argv if argument != DEBUG_FLAG]
+
+
+def positive_int(text: str) -> int:
+    """An argparse `type` for flags that take a count (batch sizes, top-k): an integer of at least 1, or argparse's
+    usage error naming the value."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
 
 
 def run_command(prog: str, function: Callable[[], int | None], debug: bool = False) -> int:
@@ -55,4 +68,12 @@ def run_command(prog: str, function: Callable[[], int | None], debug: bool = Fal
         return UNEXPECTED
 
 
-__all__ = ["BAD_INPUT_ERRORS", "DEBUG_ENV", "DEBUG_FLAG", "debug_requested", "run_command", "without_debug_flag"]
+__all__ = [
+    "BAD_INPUT_ERRORS",
+    "DEBUG_ENV",
+    "DEBUG_FLAG",
+    "debug_requested",
+    "positive_int",
+    "run_command",
+    "without_debug_flag",
+]

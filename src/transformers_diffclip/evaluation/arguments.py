@@ -6,18 +6,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..core.errors import positive_int
 from ..core.loading import DTYPES, load_model_and_processor
-
-
-def positive_int(text: str) -> int:
-    """An argparse type: a whole number of at least 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
 
 
 def add_runtime_arguments(parser: argparse.ArgumentParser, default_batch_size: int) -> None:
@@ -48,4 +38,4 @@ def load_model_from_args(args: argparse.Namespace, model: str | None = None, rev
     )
 
 
-__all__ = ["add_runtime_arguments", "load_model_from_args", "positive_int"]
+__all__ = ["add_runtime_arguments", "load_model_from_args"]

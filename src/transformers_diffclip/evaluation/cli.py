@@ -7,11 +7,12 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..core.errors import positive_int
 from ..core.files import check_output_file, json_text, write_json
 from ..core.images import check_image_sources
 from ..core.loading import add_model_arguments
 from ..core.text_files import check_templates, load_class_names, load_templates
-from .arguments import add_runtime_arguments, load_model_from_args, positive_int
+from .arguments import add_runtime_arguments, load_model_from_args
 from .classifier import ZeroShotClassifier
 from .data import find_image_folder, read_retrieval_jsonl
 from .labels import (

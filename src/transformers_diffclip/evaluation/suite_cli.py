@@ -9,9 +9,10 @@ import sys
 from pathlib import Path
 
 from ..core.distributed import rank_world
+from ..core.errors import positive_int
 from ..core.files import atomic_write_bytes, check_output_file, write_json
 from ..core.loading import add_model_arguments
-from .arguments import add_runtime_arguments, load_model_from_args, positive_int
+from .arguments import add_runtime_arguments, load_model_from_args
 from .datasets import open_split
 from .features import FEATURE_KINDS, FeatureCache, default_cache_dir, encode_split, manifest_metadata
 from .few_shot import EPISODES, QUERIES, SHOTS, WAYS

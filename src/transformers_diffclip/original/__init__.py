@@ -2,7 +2,8 @@
 """The authors' released checkpoints in their training format (`hammh0a/DiffCLIP_ViTB16_CC12M`, ...).
 
 Every place that names a model (the `diffclip` commands, `diffclip-finetune`, `from_pretrained` of the installed
-classes) passes the name through `resolve_pretrained` first: an original-format checkpoint (one of the authors'
+classes through their `checkpoint_resolver` hook, `resolve_from_pretrained`) passes the name through
+`resolve_pretrained` first: an original-format checkpoint (one of the authors'
 repo ids, or a local `checkpoint_best.pt`) becomes the path of a converted folder, converted once and cached;
 any other name comes back unchanged.
 
@@ -12,7 +13,7 @@ any other name comes back unchanged.
 `conversion/convert_diffclip_original_to_hf.py` is the script that writes a Hub-ready folder with these.
 """
 
-from .cache import CACHE_ENV, accept_original_checkpoints, cache_root, resolve_pretrained
+from .cache import CACHE_ENV, HUB_ARGUMENTS, cache_root, resolve_from_pretrained, resolve_pretrained
 from .checkpoint import (
     CHECKPOINT_FILENAME,
     DEFAULT_MODEL_ID,
@@ -33,6 +34,7 @@ __all__ = [
     "CACHE_ENV",
     "CHECKPOINT_FILENAME",
     "CLIP_TOKENIZER_REPO",
+    "HUB_ARGUMENTS",
     "DEFAULT_MODEL_ID",
     "ORIGINAL_REPOS",
     "RELEASED_REPOS",
@@ -40,7 +42,6 @@ __all__ = [
     "Conversion",
     "ConversionError",
     "OriginalCheckpoint",
-    "accept_original_checkpoints",
     "build_model",
     "build_processor",
     "cache_root",
@@ -49,5 +50,6 @@ __all__ = [
     "detect_architecture",
     "load_original_checkpoint",
     "resolve_checkpoint",
+    "resolve_from_pretrained",
     "resolve_pretrained",
 ]

@@ -18,7 +18,6 @@ after it, as is everything a failed conversion wrote).
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
 import os
 import re
@@ -81,13 +80,20 @@ def resolve_pretrained(
     revision: str | None = None,
     cache_dir: str | os.PathLike | None = None,
     local_files_only: bool | None = None,
+    *,
+    token: bool | str | None = None,
+    force_download: bool | None = None,
+    subfolder: str | None = None,
+    proxies: dict | None = None,
 ) -> str:
     """Where to load `name_or_path` from: for an original-format checkpoint the converted folder (converted on first
-    use, cached), for anything else `name_or_path` itself. Bad input raises a `ValueError` or `OSError` that says
-    what is wrong, and leaves nothing in the cache."""
+    use, cached), for anything else `name_or_path` itself. The Hub arguments are those of `from_pretrained`, and
+    reach the checkpoint's download (`subfolder`: where the checkpoint lies in the repo or folder;
+    `force_download`: download it again even when a converted folder exists). Bad input raises a `ValueError` or
+    `OSError` that says what is wrong, and leaves nothing in the cache."""
     name = os.fspath(name_or_path)
     path = Path(name).expanduser()
-    local = _local_checkpoint(path)
+    local = _local_checkpoint(path / subfolder if subfolder and path.is_dir() else path)
     if local is not None:
         local = local.resolve()
         stat = local.stat()
@@ -96,16 +102,18 @@ def resolve_pretrained(
     repo_id = None if path.exists() else original_repo_id(name)
     if repo_id is None:
         return name
-    repo_folder = cache_root(cache_dir) / "converted" / repo_id.replace("/", "--")
+    slug = repo_id.replace("/", "--") + (f"--{subfolder.strip('/').replace('/', '--')}" if subfolder else "")
+    repo_folder = cache_root(cache_dir) / "converted" / slug
     # A converted folder already made for this revision is used without the training checkpoint (which the user
     # may have deleted from the Hub cache: it is three times the size of the weights).
-    commit = _known_commit(repo_id, revision, repo_folder, cache_dir, local_files_only)
+    commit = None if force_download else _known_commit(repo_id, revision, repo_folder, local_files_only, token)
     if commit is not None and _is_complete(repo_folder / commit):
         return str(repo_folder / commit)
-    checkpoint, _ = resolve_checkpoint(repo_id, CHECKPOINT_FILENAME, revision, cache_dir, local_files_only)
-    # hf_hub_download returns `.../snapshots/<commit>/checkpoint_best.pt`: the commit pins the converted folder
-    commit = checkpoint.parent.name
-    target = _converted(checkpoint, repo_id, f"{repo_id.replace('/', '--')}/{commit}", cache_dir, local_files_only)
+    hub = dict(token=token, force_download=force_download or None, subfolder=subfolder, proxies=proxies)
+    checkpoint, _ = resolve_checkpoint(repo_id, CHECKPOINT_FILENAME, revision, cache_dir, local_files_only, **hub)
+    # hf_hub_download returns `.../snapshots/<commit>/[subfolder/]checkpoint_best.pt`: the commit pins the folder
+    commit = checkpoint.parents[len(Path(subfolder).parts) if subfolder else 0].name
+    target = _converted(checkpoint, repo_id, f"{slug}/{commit}", cache_dir, local_files_only)
     _record_commit(repo_folder, revision, commit)
     return str(target)
 
@@ -118,7 +126,7 @@ def _ref_file(repo_folder: Path, revision: str | None) -> Path:
     return repo_folder.parent.parent / "refs" / repo_folder.name / (revision or "main").replace("/", "%2F")
 
 
-def _known_commit(repo_id, revision, repo_folder: Path, cache_dir, local_files_only) -> str | None:
+def _known_commit(repo_id, revision, repo_folder: Path, local_files_only, token) -> str | None:
     """The commit `revision` names, found without downloading the checkpoint: the revision itself when it is one,
     else the Hub's answer (a metadata request), else, offline, the commit recorded when it was last converted."""
     if revision is not None and _COMMIT.match(revision):
@@ -128,7 +136,7 @@ def _known_commit(repo_id, revision, repo_folder: Path, cache_dir, local_files_o
     if not (local_files_only or constants.HF_HUB_OFFLINE):
         try:
             url = hf_hub_url(repo_id, CHECKPOINT_FILENAME, revision=revision)
-            return get_hf_file_metadata(url).commit_hash
+            return get_hf_file_metadata(url, token=token).commit_hash
         except Exception:  # unreachable, unknown revision, ...: the download below says what is wrong
             return None
     try:
@@ -179,21 +187,17 @@ def _converted(checkpoint: Path, label: str, key: str, cache_dir, local_files_on
     return target
 
 
-def accept_original_checkpoints(cls) -> None:
-    """Make `cls.from_pretrained` (and its subclasses') pass the name through `resolve_pretrained` first, with the
-    call's `revision`, `cache_dir` and `local_files_only`. Installed by the package on its own classes only: a Hub
-    folder's copy of the model code is left as it is."""
-    load = cls.from_pretrained.__func__
+# `from_pretrained`'s Hub arguments, in the order of transformers' signature
+HUB_ARGUMENTS = ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder", "proxies")
 
-    @functools.wraps(load)
-    def from_pretrained(klass, pretrained_model_name_or_path, *args, **kwargs):
-        if pretrained_model_name_or_path is not None:
-            pretrained_model_name_or_path = resolve_pretrained(
-                pretrained_model_name_or_path,
-                revision=kwargs.get("revision"),
-                cache_dir=kwargs.get("cache_dir"),
-                local_files_only=kwargs.get("local_files_only"),
-            )
-        return load(klass, pretrained_model_name_or_path, *args, **kwargs)
 
-    cls.from_pretrained = classmethod(from_pretrained)
+def resolve_from_pretrained(pretrained_model_name_or_path, kwargs: dict) -> tuple[str | os.PathLike, dict]:
+    """The `checkpoint_resolver` of DiffCLIP's model and processor classes (set by the package on import): their
+    `from_pretrained(name, **kwargs)` loads `resolve_pretrained(name, <kwargs' Hub arguments>)`. A converted folder
+    is a local folder: the Hub arguments were spent on the checkpoint's download, and `subfolder` (where the
+    checkpoint lay) is not passed on. Any other name comes back with `kwargs` unchanged."""
+    hub = {name: kwargs[name] for name in HUB_ARGUMENTS if name in kwargs}
+    resolved = resolve_pretrained(pretrained_model_name_or_path, **hub)
+    if resolved == os.fspath(pretrained_model_name_or_path):
+        return pretrained_model_name_or_path, kwargs
+    return resolved, {name: value for name, value in kwargs.items() if name != "subfolder"}

@@ -74,9 +74,12 @@ def hub_download(
     local_files_only: bool | None = None,
     what: str = "the file",
     instead: str = "",
+    **hub_arguments,
 ) -> Path:
     """`huggingface_hub.hf_hub_download` (its cache, progress bar and `HF_HUB_OFFLINE`), with every failure turned
-    into a [`ConversionError`] that names `repo_id/filename` and says what to do (`instead`: how to do without)."""
+    into a [`ConversionError`] that names `repo_id/filename` and says what to do (`instead`: how to do without).
+    `hub_arguments` (`token`, `force_download`, `subfolder`, `proxies`) go to `hf_hub_download` as given; those left
+    at None are not passed (`proxies`, which huggingface_hub 1.x ignores with a warning, only when set)."""
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import (
         EntryNotFoundError,
@@ -89,7 +92,12 @@ def hub_download(
     try:
         return Path(
             hf_hub_download(
-                repo_id, filename, revision=revision, cache_dir=cache_dir, local_files_only=bool(local_files_only)
+                repo_id,
+                filename,
+                revision=revision,
+                cache_dir=cache_dir,
+                local_files_only=bool(local_files_only),
+                **{name: value for name, value in hub_arguments.items() if value is not None},
             )
         )
     except LocalEntryNotFoundError as error:
@@ -124,9 +132,11 @@ def resolve_checkpoint(
     revision: str | None = None,
     cache_dir: str | os.PathLike | None = None,
     local_files_only: bool | None = None,
+    **hub_arguments,
 ) -> tuple[Path, str | None]:
     """`(local path, repo id or None)` of `checkpoint`: an existing local file, or a Hub repo id whose `filename` is
-    downloaded (or taken from the cache) with `huggingface_hub.hf_hub_download`."""
+    downloaded (or taken from the cache) with `huggingface_hub.hf_hub_download` (`hub_arguments`: see
+    [`hub_download`])."""
     path = Path(checkpoint).expanduser()
     if path.is_file():
         return path, None
@@ -141,7 +151,8 @@ def resolve_checkpoint(
         f" (or fetch https://huggingface.co/{spec}/resolve/{revision or 'main'}/{filename} any other way and pass "
         f"the file in place of {spec})"
     )
-    path = hub_download(spec, filename, revision, cache_dir, local_files_only, "the original checkpoint", instead)
+    what = "the original checkpoint"
+    path = hub_download(spec, filename, revision, cache_dir, local_files_only, what, instead, **hub_arguments)
     return path, spec
 
 

@@ -1,12 +1,13 @@
-"""Independent reference implementation of the ORIGINAL DiffCLIP / CLIP checkpoints.
+"""The independent reference of the ORIGINAL DiffCLIP / CLIP checkpoints: the one copy of the original forward,
+used by the tests (tests/conftest.py puts this folder on the path) and by `convert_diffclip_original_to_hf.py
+--verify`. The package never imports it (nor anything else under conversion/ or tests/).
 
-This module is used by the tests to check ``transformers_diffclip``. It is written directly from
-the facts in ``shared/reference/ORIGINAL_MODEL.md`` and deliberately does NOT import
+It is written directly from the facts in ``shared/reference/ORIGINAL_MODEL.md`` and deliberately does NOT import
 ``transformers`` or ``transformers_diffclip``: only torch, numpy, PIL, ftfy, regex and the stdlib.
 
 Everything here favours clarity over speed: the model math works straight from a state dict with
 the original tensor names, layer norms are written out, and attention is an explicit Python loop
-over (effective) heads.
+over (effective) heads. It computes in the state dict's dtype (float64 for the converter's check).
 
 Public API
 ----------
@@ -46,7 +47,7 @@ EOT_ID = 49407
 NUM_MERGES = 48894
 RMS_NORM_EPS = 1e-5
 
-# tests/reference_original.py -> parents[2] is the directory that holds both the checkout and shared/
+# conversion/reference_original.py -> parents[2] is the directory that holds both the checkout and shared/
 SHARED_DIR = Path(__file__).resolve().parents[2] / "shared"
 LAYOUT_PATH = SHARED_DIR / "reference" / "original_layout.json"
 BPE_PATH = SHARED_DIR / "data" / "bpe_simple_vocab_16e6.txt.gz"

@@ -1,0 +1,231 @@
+# Copyright 2026 The transformers-diffclip authors. Licensed under the Apache License, Version 2.0.
+"""[`build_index`]: embed the images of a source into an index folder and commit a FAISS index over them.
+
+The build is resumable and incremental. Embeddings go to Parquet shards of `shard_size` rows as they are computed;
+an interrupted build loses at most the shard in progress. A later run with the same folder reads the paths already
+embedded (committed or not), embeds only the images it has not seen, and commits: the existing FAISS index gets the
+new vectors added (no rebuild; `rebuild=True` chooses and trains the index again for the new size), or a new one is
+built when there is none yet. New images get ids after the largest id used so far; an image keeps its id.
+
+Several processes (`torchrun --nproc-per-node N -m transformers_diffclip.cli index ...`) split the new images
+round-robin, each writing its own shards; process 0 commits after all have finished.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..core.distributed import rank_world
+from ..core.loading import load_model_and_processor
+from .embed import embed_items, probe_embedding
+from .index import DEFAULT_EXACT_BELOW, SearchIndex, build_faiss_index, read_faiss_index, write_faiss_index
+from .sources import list_images
+from .store import (
+    EMBEDDING_KINDS,
+    FORMAT,
+    FORMAT_VERSION,
+    check_compatible,
+    next_shard_name,
+    read_manifest,
+    read_shards,
+    shard_names,
+    write_manifest,
+    write_shard,
+)
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def _world() -> tuple[int, int]:
+    """`(rank, world)` (core's [`rank_world`]); a process started by torchrun outside a process group first joins
+    one over the CPU (gloo) for the barriers."""
+    _, world = rank_world(from_environment=True)
+    if world > 1 and torch.distributed.is_available() and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("gloo")
+    return rank_world()
+
+
+def _barrier(world: int) -> None:
+    if world > 1:
+        torch.distributed.barrier()
+
+
+def _check_output(folder: Path) -> None:
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"--output {folder} is a file; give a folder for the index.")
+    if folder.is_dir() and read_manifest(folder) is None and any(folder.iterdir()):
+        raise ValueError(
+            f"--output {folder} is a folder that holds other files and no index manifest; give a new or empty folder "
+            "(nothing was written)."
+        )
+
+
+def _model_name(model_name: str | os.PathLike) -> str:
+    name = os.fspath(model_name)
+    return str(Path(name).expanduser().resolve()) if Path(name).expanduser().is_dir() else name
+
+
+def build_index(
+    model: str | os.PathLike,
+    data: str | os.PathLike | Sequence[str],
+    output: str | os.PathLike,
+    *,
+    revision: str | None = None,
+    trust_remote_code: bool = False,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype = "float32",
+    batch_size: int = 64,
+    num_workers: int = 0,
+    shard_size: int = 10_000,
+    exact_below: int = DEFAULT_EXACT_BELOW,
+    factory: str | None = None,
+    rebuild: bool = False,
+    progress: bool = True,
+    loaded: tuple[Any, Any] | None = None,
+) -> SearchIndex | None:
+    """Embed the images of `data` (a folder, a list file, shards or a list; see [`sources.list_images`]) with
+    `model`'s image tower into the index folder `output`, then commit a FAISS index over all of them.
+
+    Args:
+        model: the model's folder, Hub id or original checkpoint (loaded with the package's loader), also the name
+            recorded in the manifest.
+        loaded: an already loaded `(model, processor)` pair for `model` (skips loading).
+        shard_size: embeddings per Parquet shard (the most an interruption loses).
+        exact_below: index sizes below this get exact search; larger ones a compressed index.
+        factory: a FAISS `index_factory` string that overrides the choice (inner product).
+        rebuild: build the FAISS index anew over everything instead of adding the new vectors to it.
+
+    Returns the opened [`SearchIndex`] (on process 0; other processes of a distributed run get `None`). An index
+    folder built with another model or embedding is refused before anything is written.
+    """
+    if shard_size < 1:
+        raise ValueError(f"shard_size must be at least 1, got {shard_size}.")
+    if exact_below < 0:
+        raise ValueError(f"exact_below must be >= 0, got {exact_below}.")
+    folder = Path(output)
+    _check_output(folder)
+    items = list_images(data)
+    name = _model_name(model)
+    if loaded is None:
+        loaded = load_model_and_processor(model, device, dtype, revision=revision, trust_remote_code=trust_remote_code)
+    network, processor = loaded
+    probe = probe_embedding(network, processor)
+    dim = int(probe.shape[0])
+    rank, world = _world()
+
+    manifest = read_manifest(folder)
+    if manifest is not None:
+        check_compatible(manifest, name, "image", dim, probe, folder)
+    elif rank == 0:
+        manifest = {
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "model": name,
+            "revision": revision,
+            "model_type": getattr(network.config, "model_type", None),
+            "embedding": "image",
+            "embedding_description": EMBEDDING_KINDS["image"],
+            "dim": dim,
+            "probe": [float(x) for x in probe],
+            "count": 0,
+            "shards": [],
+            "index": None,
+            "created": _now(),
+        }
+        folder.mkdir(parents=True, exist_ok=True)
+        write_manifest(folder, manifest)
+    _barrier(world)
+    manifest = read_manifest(folder)
+
+    known = read_shards(folder, shard_names(folder), columns=("id", "path"))
+    seen = set(known.paths)
+    pending = [item for item in items if item not in seen]
+    first_id = int(known.ids.max()) + 1 if len(known.ids) else 0
+    mine = list(range(rank, len(pending), world))
+    _barrier(world)  # every process has listed the shards before any writes a new one
+
+    failed: list[dict[str, str]] = []
+    buffer_ids, buffer_paths, buffer_vectors = [], [], []
+
+    def flush(size: int) -> None:
+        """Write the first `size` buffered embeddings as one shard."""
+        vectors = np.concatenate(buffer_vectors)
+        write_shard(folder, next_shard_name(folder, rank), buffer_ids[:size], buffer_paths[:size], vectors[:size])
+        del buffer_ids[:size], buffer_paths[:size]
+        buffer_vectors[:] = [vectors[size:]]
+
+    if mine:
+        batches = embed_items(network, processor, [pending[p] for p in mine], batch_size, num_workers)
+        total = (len(mine) + batch_size - 1) // batch_size
+        shown = progress and rank == 0
+        for positions, vectors, bad in tqdm(
+            batches, disable=not shown, file=sys.stderr, total=total, desc="Embedding images", unit="batch"
+        ):
+            for position, problem in bad:
+                failed.append({"path": pending[mine[position]], "problem": problem})
+                print(f"warning: skipped {pending[mine[position]]}: {problem}", file=sys.stderr)
+            if positions:
+                if not np.isfinite(vectors).all():
+                    raise ValueError(
+                        "The model gave non-finite image embeddings (NaN or infinity); nothing committed."
+                    )
+                buffer_ids.extend(first_id + mine[p] for p in positions)
+                buffer_paths.extend(pending[mine[p]] for p in positions)
+                buffer_vectors.append(vectors)
+                while len(buffer_ids) >= shard_size:
+                    flush(shard_size)
+        if buffer_ids:
+            flush(len(buffer_ids))
+    _barrier(world)
+    if rank == 0:
+        _commit(folder, manifest, exact_below, factory, rebuild, failed)
+    _barrier(world)  # the other processes end when the commit is done
+    return SearchIndex(folder) if rank == 0 else None
+
+
+def _commit(folder: Path, manifest: dict, exact_below: int, factory: str | None, rebuild: bool, failed) -> None:
+    """Add the shards not yet in the FAISS index to it (or build it), write it under a new name, then the
+    manifest that points to it, then remove the old index file."""
+    names = shard_names(folder)
+    committed = list(manifest.get("shards") or [])
+    new = [name for name in names if name not in committed]
+    old = manifest.get("index")
+    if old and not new and not rebuild and factory is None:
+        manifest["failed"] = failed
+        write_manifest(folder, manifest)
+        return
+    if old and not rebuild and factory is None:
+        index = read_faiss_index(folder / old["file"], old)
+        if index.ntotal != manifest["count"]:
+            raise ValueError(f"The index in {folder} is damaged ({old['file']}); run again with --rebuild.")
+        rows = read_shards(folder, new)
+        index.add_with_ids(np.ascontiguousarray(rows.embeddings), rows.ids)
+        info = dict(old, ntotal=int(index.ntotal))
+        if info["kind"] == "compressed":
+            info["recall_measured_at"] = old.get("recall_measured_at", old["ntotal"])
+    else:
+        rows = read_shards(folder, names)
+        if not len(rows.ids):
+            raise ValueError(f"No image of the source could be read, so {folder} has nothing to index.")
+        index, info = build_faiss_index(rows.ids, rows.embeddings, exact_below=exact_below, factory=factory)
+    info["file"] = f"index-{int(index.ntotal):09d}.faiss"
+    info["bytes"] = write_faiss_index(index, folder / info["file"])
+    manifest.update(count=int(index.ntotal), shards=names, index=info, updated=_now(), failed=failed)
+    write_manifest(folder, manifest)
+    for stale in folder.glob("index-*.faiss"):  # the previous index, and any left by an interrupted commit
+        if stale.name != info["file"]:
+            stale.unlink(missing_ok=True)
+
+
+__all__ = ["build_index"]
