@@ -195,6 +195,17 @@ def test_concurrent_classifier_saves_never_mix_files(tmp_path):
     assert loads > 0
 
 
+def test_a_classifier_whose_two_files_come_from_two_saves_is_refused(tmp_path):
+    # same labels, other templates: only the config digest recorded in the weights tells the two saves apart
+    weights = torch.nn.functional.normalize(torch.randn(3, 4, generator=torch.Generator().manual_seed(0)), dim=-1)
+    first = ZeroShotClassifier(weights, ["cat", "dog", "car"], ["a {}."], 4.6).save_pretrained(tmp_path / "first")
+    second = ZeroShotClassifier(weights, ["cat", "dog", "car"], ["b {}."], 4.6).save_pretrained(tmp_path / "second")
+    (second / "classifier.safetensors").write_bytes((first / "classifier.safetensors").read_bytes())
+    with pytest.raises(ValueError, match="come from different saves"):
+        ZeroShotClassifier.from_pretrained(second)
+    assert ZeroShotClassifier.from_pretrained(first).templates == ["a {}."]
+
+
 def test_save_classifier_never_replaces_silently(model, tmp_path, capsys):
     saved = tmp_path / "classifier"
     assert diffclip(_zero_shot(model) + ["--save-classifier", str(saved), "--no-progress"]) == 0

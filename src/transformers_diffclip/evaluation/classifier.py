@@ -4,9 +4,11 @@ names, matched to a data set's classes by name, and applied to any number of ima
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -37,6 +39,18 @@ CLASSIFIER_FILES = (CLASSIFIER_WEIGHTS_NAME, CLASSIFIER_CONFIG_NAME)
 PROBE_AGREEMENT = 0.99
 # exp(logit_scale) must stay finite in float32
 MAX_LOGIT_SCALE = 80.0
+
+
+_TORN_READ_ATTEMPTS = 20
+
+
+def _parse_files(config_bytes: bytes, weights_bytes: bytes) -> tuple[dict, dict, dict]:
+    """`(config, tensors, metadata)` of a classifier's two files, read as bytes."""
+    from safetensors.torch import load
+
+    header_length = int.from_bytes(weights_bytes[:8], "little")
+    header = json.loads(weights_bytes[8 : 8 + header_length].decode("utf-8"))
+    return json.loads(config_bytes.decode("utf-8")), load(weights_bytes), header.get("__metadata__") or {}
 
 
 def _labels_record(labels: Sequence[Label]) -> str:
@@ -199,7 +213,6 @@ class ZeroShotClassifier:
         }
         if self.probe is not None:
             tensors["probe"] = self.probe.detach().float().cpu().contiguous()
-        metadata = {"format": "pt", "labels": _labels_record(self.labels)}
         config = {
             "num_classes": self.num_classes,
             "embed_dim": self.embed_dim,
@@ -207,10 +220,18 @@ class ZeroShotClassifier:
             "templates": self.templates,
             "model_name": self.model_name,
         }
+        config_bytes = (json_text(config) + "\n").encode("utf-8")
+        # the weights record the labels and the exact config file they were saved with, so that a reader never takes
+        # the two files of two saves for one classifier
+        metadata = {
+            "format": "pt",
+            "labels": _labels_record(self.labels),
+            "config_sha256": hashlib.sha256(config_bytes).hexdigest(),
+        }
 
         def write(folder: Path) -> None:
             (folder / CLASSIFIER_WEIGHTS_NAME).write_bytes(save(tensors, metadata=metadata))
-            (folder / CLASSIFIER_CONFIG_NAME).write_text(json_text(config) + "\n", encoding="utf-8")
+            (folder / CLASSIFIER_CONFIG_NAME).write_bytes(config_bytes)
 
         return atomic_directory(directory, write)
 
@@ -237,10 +258,8 @@ class ZeroShotClassifier:
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike) -> ZeroShotClassifier:
-        """Load a classifier written by [`save_pretrained`]."""
-        from safetensors import safe_open
-        from safetensors.torch import load_file
-
+        """Load a classifier written by [`save_pretrained`]. Both files are read whole and checked to come from one
+        save; a read that meets a concurrent save half-way (the folder swapped between the two reads) reads again."""
         directory = Path(directory)
         config_path, weights_path = directory / CLASSIFIER_CONFIG_NAME, directory / CLASSIFIER_WEIGHTS_NAME
         if not config_path.is_file() or not weights_path.is_file():
@@ -248,13 +267,27 @@ class ZeroShotClassifier:
                 f"{directory} is not a saved zero-shot classifier (expected {CLASSIFIER_CONFIG_NAME} and "
                 f"{CLASSIFIER_WEIGHTS_NAME})."
             )
-        try:
-            config = json.loads(config_path.read_text(encoding="utf-8"))
-            tensors = load_file(str(weights_path))
-            with safe_open(str(weights_path), framework="pt") as handle:
-                recorded = (handle.metadata() or {}).get("labels")
-        except Exception as error:  # JSON errors, OSError, safetensors' own error types
-            raise ValueError(f"Cannot read the classifier in {directory}: {error}") from error
+        for attempt in range(_TORN_READ_ATTEMPTS):
+            try:
+                config_bytes, weights_bytes = config_path.read_bytes(), weights_path.read_bytes()
+                config, tensors, metadata = _parse_files(config_bytes, weights_bytes)
+            except FileNotFoundError:  # the folder was swapped between the two reads: read the new one
+                if attempt + 1 < _TORN_READ_ATTEMPTS:
+                    time.sleep(0.05)
+                    continue
+                raise
+            except Exception as error:  # JSON errors, OSError, safetensors' own error types
+                raise ValueError(f"Cannot read the classifier in {directory}: {error}") from error
+            recorded_config = metadata.get("config_sha256")
+            if recorded_config is None or recorded_config == hashlib.sha256(config_bytes).hexdigest():
+                break
+            if attempt + 1 == _TORN_READ_ATTEMPTS:
+                raise ValueError(
+                    f"{directory}: {CLASSIFIER_WEIGHTS_NAME} and {CLASSIFIER_CONFIG_NAME} come from different saves; "
+                    "save it again."
+                )
+            time.sleep(0.05)
+        recorded = metadata.get("labels")
         if recorded is not None and "labels" in config and recorded != _labels_record(config["labels"]):
             raise ValueError(
                 f"{directory}: {CLASSIFIER_WEIGHTS_NAME} was made for other labels than {CLASSIFIER_CONFIG_NAME} "
