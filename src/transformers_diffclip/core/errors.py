@@ -19,14 +19,27 @@ BAD_INPUT_ERRORS = (FileNotFoundError, ValueError, OSError)
 BAD_INPUT, UNEXPECTED, INTERRUPTED = 2, 1, 130
 
 
+def _bare_debug_flags(argv: list[str]) -> list[int]:
+    """Positions of `--debug` given alone. `--debug OPTION` (a value follows) is left alone: the training commands'
+    TrainingArguments have a `--debug` flag of their own that takes one."""
+    return [
+        index
+        for index, argument in enumerate(argv)
+        if argument == DEBUG_FLAG and (index + 1 == len(argv) or argv[index + 1].startswith("-"))
+    ]
+
+
 def debug_requested(argv: list[str] | None = None) -> bool:
+    """Whether tracebacks are shown: `DIFFCLIP_DEBUG` set (not 0/false/no), or a bare `--debug` in `argv`."""
     return os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no") or (
-        argv is not None and DEBUG_FLAG in argv
+        argv is not None and bool(_bare_debug_flags(argv))
     )
 
 
 def without_debug_flag(argv: list[str]) -> list[str]:
-    return [argument for argument in argv if argument != DEBUG_FLAG]
+    """`argv` without its bare `--debug` flags (see [`debug_requested`])."""
+    bare = set(_bare_debug_flags(argv))
+    return [argument for index, argument in enumerate(argv) if index not in bare]
 
 
 def positive_int(text: str) -> int:
