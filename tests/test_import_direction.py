@@ -34,7 +34,7 @@ def layer(module: str) -> int:
         return MODEL
     if parts[0] in CORE_PACKAGES:
         return CORE
-    if parts[0] == "cli" or parts[-1] in ("cli", "__main__"):
+    if parts[0] == "cli" or parts[-1] in ("cli", "__main__") or parts[-1].endswith("_cli"):
         return COMMAND
     if parts[0] in TASK_PACKAGES:
         return TASK
@@ -154,6 +154,7 @@ def test_tasks_meet_through_package_names():
         ("demo.app", TASK),
         ("search.cli", COMMAND),
         ("demo.cli", COMMAND),
+        ("evaluation.suite_cli", COMMAND),
         ("training.run", TASK),
         ("training.cli", COMMAND),
         ("training.__main__", COMMAND),
