@@ -279,13 +279,9 @@ class ZeroShotClassifier:
             except Exception as error:  # JSON errors, OSError, safetensors' own error types
                 raise ValueError(f"Cannot read the classifier in {directory}: {error}") from error
             recorded_config = metadata.get("config_sha256")
-            if recorded_config is None or recorded_config == hashlib.sha256(config_bytes).hexdigest():
+            torn = recorded_config is not None and recorded_config != hashlib.sha256(config_bytes).hexdigest()
+            if not torn or attempt + 1 == _TORN_READ_ATTEMPTS:
                 break
-            if attempt + 1 == _TORN_READ_ATTEMPTS:
-                raise ValueError(
-                    f"{directory}: {CLASSIFIER_WEIGHTS_NAME} and {CLASSIFIER_CONFIG_NAME} come from different saves; "
-                    "save it again."
-                )
             time.sleep(0.05)
         recorded = metadata.get("labels")
         if recorded is not None and "labels" in config and recorded != _labels_record(config["labels"]):
@@ -301,6 +297,11 @@ class ZeroShotClassifier:
                 f"{directory}: {CLASSIFIER_WEIGHTS_NAME} holds weights of shape {tuple(weights.shape)} but "
                 f"{CLASSIFIER_CONFIG_NAME} describes {config.get('num_classes')} classes of dimension "
                 f"{config.get('embed_dim')}; the two files do not belong together."
+            )
+        if torn:  # checked last, so that the more specific messages above come first
+            raise ValueError(
+                f"{directory}: {CLASSIFIER_WEIGHTS_NAME} and {CLASSIFIER_CONFIG_NAME} come from different saves; "
+                "save it again."
             )
         return cls(
             weights,
