@@ -5,8 +5,15 @@ The test files come from the installed release's source distribution, fetched at
 the checkout (tests/_transformers_tests.py); where they cannot be fetched this module is skipped with the reason.
 Every deliberate difference from a stock transformers model is skipped below by name, with its reason (README,
 "transformers' common tests").
+
+In the version matrix (.ci/matrix.py) the same tests run under each transformers release, in venvs where
+transformers_diffclip is not installed: there $DIFFCLIP_COMMON_TESTS_FOLDER names a converted folder, and the classes
+are its remote code (the files copied into Hub folders, which import only torch and transformers), loaded as
+`trust_remote_code` loads them. With $DIFFCLIP_COMMON_TESTS_REQUIRED=1 (CI) a release whose tests cannot be fetched or
+imported fails the run instead of skipping it.
 """
 
+import os
 import re
 import tempfile
 import unittest
@@ -16,10 +23,19 @@ import torch
 import transformers
 
 
+REQUIRED = os.environ.get("DIFFCLIP_COMMON_TESTS_REQUIRED") == "1"
+
+
+def _unavailable(reason):
+    if REQUIRED:
+        raise RuntimeError(f"{reason} (DIFFCLIP_COMMON_TESTS_REQUIRED=1: CI needs these tests)")
+    pytest.skip(reason, allow_module_level=True)
+
+
 try:
     from parameterized import parameterized  # transformers' common tests use it
 except ImportError:
-    pytest.skip("transformers' common tests need `parameterized` (pip install parameterized)", allow_module_level=True)
+    _unavailable("transformers' common tests need `parameterized` (pip install parameterized)")
 
 import _transformers_tests  # noqa: E402
 
@@ -27,19 +43,38 @@ import _transformers_tests  # noqa: E402
 try:
     common, config_common = _transformers_tests.load()
 except (_transformers_tests.FetchError, ImportError, SyntaxError) as error:
-    reason = f"transformers {transformers.__version__}'s common tests are unavailable: {error}"
-    pytest.skip(reason, allow_module_level=True)
+    _unavailable(f"transformers {transformers.__version__}'s common tests are unavailable: {error}")
 
-from transformers_diffclip import (  # noqa: E402
+
+def _diffclip_classes():
+    """The eight classes, from the installed package, or (version matrix) from a converted folder's remote code."""
+    names = ["DiffCLIPConfig", "DiffCLIPTextConfig", "DiffCLIPVisionConfig"]
+    names += ["DiffCLIPModel", "DiffCLIPTextModel", "DiffCLIPTextModelWithProjection"]
+    names += ["DiffCLIPVisionModel", "DiffCLIPVisionModelWithProjection"]
+    folder = os.environ.get("DIFFCLIP_COMMON_TESTS_FOLDER")
+    if not folder:
+        import transformers_diffclip
+
+        return [getattr(transformers_diffclip, name) for name in names]
+    from transformers.dynamic_module_utils import get_class_from_dynamic_module
+
+    def load(name):
+        module = "configuration_diffclip" if name.endswith("Config") else "modeling_diffclip"
+        return get_class_from_dynamic_module(f"{module}.{name}", folder)
+
+    return [load(name) for name in names]
+
+
+(
     DiffCLIPConfig,
-    DiffCLIPModel,
     DiffCLIPTextConfig,
+    DiffCLIPVisionConfig,
+    DiffCLIPModel,
     DiffCLIPTextModel,
     DiffCLIPTextModelWithProjection,
-    DiffCLIPVisionConfig,
     DiffCLIPVisionModel,
     DiffCLIPVisionModelWithProjection,
-)
+) = _diffclip_classes()
 
 
 ModelTesterMixin, ConfigTester = common.ModelTesterMixin, config_common.ConfigTester
