@@ -44,10 +44,16 @@ def is_inside(path, allowed: list[Path], excluded: list[Path]) -> bool:
     return any(path.is_relative_to(root) for root in allowed)
 
 
-def module_locations(module) -> list[str]:
-    """The files / folders a module was loaded from (none for built-in and frozen modules)."""
+def module_locations(module, modules=None) -> list[str]:
+    """The files / folders a module was loaded from (none for built-in and frozen modules). A module object that
+    torch builds at run time names a bare file (`torch.ops`: `_ops.py`); it is located by its top package."""
     locations = []
     file = getattr(module, "__file__", None)
+    if file and not os.path.isabs(file):
+        top = (sys.modules if modules is None else modules).get(module.__name__.partition(".")[0])
+        if top is not None and top is not module:
+            return module_locations(top, modules)
+        return [file]
     if file:
         locations.append(file)
     elif getattr(module, "__path__", None) is not None:  # namespace packages
@@ -63,7 +69,7 @@ def outside(modules=None, path_entries=None) -> list[str]:
     for name, module in sorted(modules.items()):
         if module is None:  # blocked imports (the remote-code suite blocks transformers_diffclip)
             continue
-        for location in module_locations(module):
+        for location in module_locations(module, modules):
             if not is_inside(location, allowed, excluded):
                 found.append(f"{name}: {location}")
     for entry in sys.path if path_entries is None else path_entries:
