@@ -13,6 +13,7 @@ are its remote code (the files copied into Hub folders, which import only torch 
 imported fails the run instead of skipping it.
 """
 
+import inspect
 import os
 import re
 import tempfile
@@ -157,20 +158,23 @@ def with_skips(*tables, patterns=()):
     return apply
 
 
-# ------------------------------------------------------------------------------- older releases (transformers 4.x)
-# The matrix runs these tests under transformers 4.57.6 too, from its own sdist. Its suite tests two features that
-# 5.0 removed and checks config properties with values 5.0 no longer uses; the adaptations, and only these:
-# - head pruning and head masking (`test_head_pruning*`, `test_headmasking`): DiffCLIP has neither, and 4.x's CLIP
-#   tests switch them off the same way (`test_pruning = test_head_masking = False`; unused by 5.x);
-# - `ConfigTester.create_and_test_config_common_properties`: 4.x also builds a config with each common property set
-#   to its index (hidden_size=0, num_attention_heads=1), which DiffCLIP's configs refuse with a clear error by design
-#   (a zero-width tower; differential attention needs an even head count); 4.x runs 5.x's check (the properties
-#   exist) instead.
-TRANSFORMERS_4 = int(transformers.__version__.split(".")[0]) < 5
+# --------------------------------------------------------------------------------------------------- older releases
+# The matrix runs these tests under older releases too (4.57.6, 5.0.0), each from its own sdist. Their suites test
+# features that later releases removed, or check them with values later releases no longer use; the adaptations,
+# and only these:
+# - head pruning and head masking (4.x: `test_head_pruning*`, `test_headmasking`): DiffCLIP has neither, and 4.x's
+#   CLIP tests switch them off the same way (`test_pruning = test_head_masking = False`; unused by 5.x);
+# - `ConfigTester.create_and_test_config_common_properties` (4.x and early 5.x, 5.0.0 included): it also builds a
+#   config with each common property set to its index (hidden_size=0, num_attention_heads=1, projection_dim=0),
+#   which DiffCLIP's configs refuse with a clear error by design (a zero-width tower or projection; differential
+#   attention needs an even head count); there the later releases' check (the properties exist) runs instead.
+INDEX_VALUED_PROPERTIES = "enumerate(common_properties)" in inspect.getsource(
+    ConfigTester.create_and_test_config_common_properties
+)
 
 
 class DiffCLIPConfigTester(ConfigTester):
-    if TRANSFORMERS_4:
+    if INDEX_VALUED_PROPERTIES:
 
         def create_and_test_config_common_properties(self):
             config = self.config_class(**self.inputs_dict)
@@ -318,7 +322,7 @@ class _DifferentialTolerances:
 
 
 class _VisionTests(ModelTesterMixin):
-    test_pruning = test_head_masking = False  # transformers 4.x (see above)
+    test_pruning = test_head_masking = False  # transformers 4.x (see "older releases" above)
     all_model_classes = (DiffCLIPVisionModel, DiffCLIPVisionModelWithProjection)
     differential = True
     test_resize_embeddings = False
@@ -342,7 +346,7 @@ class _VisionTests(ModelTesterMixin):
 
 
 class _TextTests(ModelTesterMixin):
-    test_pruning = test_head_masking = False  # transformers 4.x (see above)
+    test_pruning = test_head_masking = False  # transformers 4.x (see "older releases" above)
     all_model_classes = (DiffCLIPTextModel, DiffCLIPTextModelWithProjection)
     differential = True
 
@@ -357,7 +361,7 @@ class _TextTests(ModelTesterMixin):
 
 
 class _DualTests(ModelTesterMixin):
-    test_pruning = test_head_masking = False  # transformers 4.x (see above)
+    test_pruning = test_head_masking = False  # transformers 4.x (see "older releases" above)
     all_model_classes = (DiffCLIPModel,)
     additional_model_inputs = ["pixel_values"]  # the main input is input_ids; the dual encoder needs both
     differential = True
