@@ -5,8 +5,16 @@ The test files come from the installed release's source distribution, fetched at
 the checkout (tests/_transformers_tests.py); where they cannot be fetched this module is skipped with the reason.
 Every deliberate difference from a stock transformers model is skipped below by name, with its reason (README,
 "transformers' common tests").
+
+In the version matrix (.ci/matrix.py) the same tests run under each transformers release, in venvs where
+transformers_diffclip is not installed: there $DIFFCLIP_COMMON_TESTS_FOLDER names a converted folder, and the classes
+are its remote code (the files copied into Hub folders, which import only torch and transformers), loaded as
+`trust_remote_code` loads them. With $DIFFCLIP_COMMON_TESTS_REQUIRED=1 (CI) a release whose tests cannot be fetched or
+imported fails the run instead of skipping it.
 """
 
+import inspect
+import os
 import re
 import tempfile
 import unittest
@@ -16,10 +24,19 @@ import torch
 import transformers
 
 
+REQUIRED = os.environ.get("DIFFCLIP_COMMON_TESTS_REQUIRED") == "1"
+
+
+def _unavailable(reason):
+    if REQUIRED:
+        raise RuntimeError(f"{reason} (DIFFCLIP_COMMON_TESTS_REQUIRED=1: CI needs these tests)")
+    pytest.skip(reason, allow_module_level=True)
+
+
 try:
     from parameterized import parameterized  # transformers' common tests use it
 except ImportError:
-    pytest.skip("transformers' common tests need `parameterized` (pip install parameterized)", allow_module_level=True)
+    _unavailable("transformers' common tests need `parameterized` (pip install parameterized)")
 
 import _transformers_tests  # noqa: E402
 
@@ -27,19 +44,38 @@ import _transformers_tests  # noqa: E402
 try:
     common, config_common = _transformers_tests.load()
 except (_transformers_tests.FetchError, ImportError, SyntaxError) as error:
-    reason = f"transformers {transformers.__version__}'s common tests are unavailable: {error}"
-    pytest.skip(reason, allow_module_level=True)
+    _unavailable(f"transformers {transformers.__version__}'s common tests are unavailable: {error}")
 
-from transformers_diffclip import (  # noqa: E402
+
+def _diffclip_classes():
+    """The eight classes, from the installed package, or (version matrix) from a converted folder's remote code."""
+    names = ["DiffCLIPConfig", "DiffCLIPTextConfig", "DiffCLIPVisionConfig"]
+    names += ["DiffCLIPModel", "DiffCLIPTextModel", "DiffCLIPTextModelWithProjection"]
+    names += ["DiffCLIPVisionModel", "DiffCLIPVisionModelWithProjection"]
+    folder = os.environ.get("DIFFCLIP_COMMON_TESTS_FOLDER")
+    if not folder:
+        import transformers_diffclip
+
+        return [getattr(transformers_diffclip, name) for name in names]
+    from transformers.dynamic_module_utils import get_class_from_dynamic_module
+
+    def load(name):
+        module = "configuration_diffclip" if name.endswith("Config") else "modeling_diffclip"
+        return get_class_from_dynamic_module(f"{module}.{name}", folder)
+
+    return [load(name) for name in names]
+
+
+(
     DiffCLIPConfig,
-    DiffCLIPModel,
     DiffCLIPTextConfig,
+    DiffCLIPVisionConfig,
+    DiffCLIPModel,
     DiffCLIPTextModel,
     DiffCLIPTextModelWithProjection,
-    DiffCLIPVisionConfig,
     DiffCLIPVisionModel,
     DiffCLIPVisionModelWithProjection,
-)
+) = _diffclip_classes()
 
 
 ModelTesterMixin, ConfigTester = common.ModelTesterMixin, config_common.ConfigTester
@@ -58,6 +94,7 @@ SKIPS_TOWERS = {
     for name in (
         "test_training",
         "test_training_gradient_checkpointing",
+        "test_training_gradient_checkpointing_use_reentrant",  # transformers 4.x's name of the _true case
         "test_training_gradient_checkpointing_use_reentrant_false",
         "test_training_gradient_checkpointing_use_reentrant_true",
     )
@@ -97,7 +134,8 @@ HALF_PRECISION_STANDARD = (
 
 def with_skips(*tables, patterns=()):
     """Class decorator: replaces each named test (or each test matching one of `patterns`, (regex, reason) pairs)
-    with a skip that gives its reason."""
+    with a skip that gives its reason. A name the installed release does not test is left out (not reported as a
+    skip)."""
 
     def skip(cls, name, reason):
         @unittest.skip(reason)
@@ -110,13 +148,46 @@ def with_skips(*tables, patterns=()):
     def apply(cls):
         for table in tables:
             for name, reason in table.items():
-                skip(cls, name, reason)
+                if hasattr(cls, name):
+                    skip(cls, name, reason)
         for pattern, reason in patterns:
             for name in [n for n in dir(cls) if re.fullmatch(pattern, n)]:
                 skip(cls, name, reason)
         return cls
 
     return apply
+
+
+# --------------------------------------------------------------------------------------------------- older releases
+# The matrix runs these tests under older releases too (4.57.6, 5.0.0), each from its own sdist. Their suites test
+# features that later releases removed, or check them with values later releases no longer use; the adaptations,
+# and only these:
+# - head pruning and head masking (4.x: `test_head_pruning*`, `test_headmasking`): DiffCLIP has neither, and 4.x's
+#   CLIP tests switch them off the same way (`test_pruning = test_head_masking = False`; unused by 5.x);
+# - `ConfigTester.create_and_test_config_common_properties` (4.x and early 5.x, 5.0.0 included): it also builds a
+#   config with each common property set to its index (hidden_size=0, num_attention_heads=1, projection_dim=0),
+#   which DiffCLIP's configs refuse with a clear error by design (a zero-width tower or projection; differential
+#   attention needs an even head count); there the later releases' check (the properties exist) runs instead.
+INDEX_VALUED_PROPERTIES = "enumerate(common_properties)" in inspect.getsource(
+    ConfigTester.create_and_test_config_common_properties
+)
+
+
+class DiffCLIPConfigTester(ConfigTester):
+    if INDEX_VALUED_PROPERTIES:
+
+        def create_and_test_config_common_properties(self):
+            config = self.config_class(**self.inputs_dict)
+            common_properties = (
+                ["hidden_size", "num_attention_heads", "num_hidden_layers"]
+                if self.common_properties is None and not self.config_class.sub_configs
+                else self.common_properties
+            )
+            common_properties = list(common_properties or [])
+            if self.has_text_modality:
+                common_properties.append("vocab_size")
+            for prop in common_properties:
+                self.parent.assertTrue(hasattr(config, prop), msg=f"`{prop}` does not exist")
 
 
 # ----------------------------------------------------------------------------------------------------------- testers
@@ -251,13 +322,14 @@ class _DifferentialTolerances:
 
 
 class _VisionTests(ModelTesterMixin):
+    test_pruning = test_head_masking = False  # transformers 4.x (see "older releases" above)
     all_model_classes = (DiffCLIPVisionModel, DiffCLIPVisionModelWithProjection)
     differential = True
     test_resize_embeddings = False
 
     def setUp(self):
         self.model_tester = DiffCLIPVisionModelTester(self, self.differential)
-        self.config_tester = ConfigTester(
+        self.config_tester = DiffCLIPConfigTester(
             self, config_class=DiffCLIPVisionConfig, has_text_modality=False, hidden_size=36, num_attention_heads=4
         )
 
@@ -274,18 +346,22 @@ class _VisionTests(ModelTesterMixin):
 
 
 class _TextTests(ModelTesterMixin):
+    test_pruning = test_head_masking = False  # transformers 4.x (see "older releases" above)
     all_model_classes = (DiffCLIPTextModel, DiffCLIPTextModelWithProjection)
     differential = True
 
     def setUp(self):
         self.model_tester = DiffCLIPTextModelTester(self, self.differential)
-        self.config_tester = ConfigTester(self, config_class=DiffCLIPTextConfig, hidden_size=36, num_attention_heads=4)
+        self.config_tester = DiffCLIPConfigTester(
+            self, config_class=DiffCLIPTextConfig, hidden_size=36, num_attention_heads=4
+        )
 
     def test_config(self):
         self.config_tester.run_common_tests()
 
 
 class _DualTests(ModelTesterMixin):
+    test_pruning = test_head_masking = False  # transformers 4.x (see "older releases" above)
     all_model_classes = (DiffCLIPModel,)
     additional_model_inputs = ["pixel_values"]  # the main input is input_ids; the dual encoder needs both
     differential = True
@@ -295,7 +371,7 @@ class _DualTests(ModelTesterMixin):
 
     def setUp(self):
         self.model_tester = DiffCLIPModelTester(self, self.differential)
-        self.config_tester = ConfigTester(
+        self.config_tester = DiffCLIPConfigTester(
             self,
             config_class=DiffCLIPConfig,
             has_text_modality=False,
