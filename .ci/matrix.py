@@ -159,8 +159,8 @@ def new_venv(path: Path, *, shared_torch: Path | None, log_file: Path, upgrade_p
 
 
 def lock_main(upgrade: bool) -> None:
-    """.ci/locks/main.txt: what `.ci/run` installs (torch + `-e .[dev]`), resolved in a fresh venv."""
-    log("locking the main environment (torch + -e .[dev]) ...")
+    """.ci/locks/main.txt: what `.ci/run` installs (torch + `-e .[dev,docs]`), resolved in a fresh venv."""
+    log("locking the main environment (torch + -e .[dev,docs]) ...")
     with tempfile.TemporaryDirectory(prefix="diffclip-lock-") as work:
         logf = Path(work) / "log.txt"
         try:
@@ -168,7 +168,7 @@ def lock_main(upgrade: bool) -> None:
             constraints = Path(work) / "constraints.txt"
             keep = "" if upgrade or not MAIN_LOCK.is_file() else MAIN_LOCK.read_text()
             constraints.write_text(f"torch=={TORCH}\n{keep}")
-            run([python, "-m", "pip", "install", *QUIET, "-c", constraints, f"torch=={TORCH}", "-e", f"{ROOT}[dev]"],
+            run([python, "-m", "pip", "install", *QUIET, "-c", constraints, f"torch=={TORCH}", "-e", f"{ROOT}[dev,docs]"],
                 log_file=logf)  # fmt: skip
             run([python, "-m", "pip", "check"], log_file=logf)
             pins = freeze(python)
@@ -177,7 +177,7 @@ def lock_main(upgrade: bool) -> None:
             raise CIError(f"{error}{hint}") from None
     if pins.get("torch") != TORCH:
         raise CIError(f"the lock venv got torch {pins.get('torch')}, expected {TORCH}")
-    write_lock(MAIN_LOCK, pins, pins["pip"], "What `.ci/run` installs in the main environment: torch + `-e .[dev]`.")
+    write_lock(MAIN_LOCK, pins, pins["pip"], "What `.ci/run` installs in the main environment: torch + `-e .[dev,docs]`.")
     log(f"wrote {MAIN_LOCK.relative_to(ROOT)} ({len(pins) - 2} pins)")
 
 
@@ -205,7 +205,7 @@ def lock_release(release: str, upgrade: bool) -> None:
 
 
 def check_lock() -> None:
-    """Every distribution that `transformers-diffclip[dev]` needs (transitively) is pinned in the main lock at the
+    """Every distribution that `transformers-diffclip[dev,docs]` needs (transitively) is pinned in the main lock at the
     installed version: a branch that adds a dependency without `bash .ci/lock.sh` fails here, by name."""
     from importlib import metadata
 
@@ -213,7 +213,7 @@ def check_lock() -> None:
 
     pins = read_lock(MAIN_LOCK)
     missing, wrong, seen = [], [], set()
-    todo = [("transformers-diffclip", {"dev"})]
+    todo = [("transformers-diffclip", {"dev", "docs"})]
     while todo:
         name, extras = todo.pop()
         key = (canonical(name), tuple(sorted(extras)))
@@ -241,7 +241,7 @@ def check_lock() -> None:
             + "\n  ".join(missing + wrong)
             + "\nregenerate it with `bash .ci/lock.sh main` (docs/version-matrix.md) and commit it"
         )
-    log(f"lock check: the {len(seen)} requirements of transformers-diffclip[dev] are pinned in .ci/locks/main.txt")
+    log(f"lock check: the {len(seen)} requirements of transformers-diffclip[dev,docs] are pinned in .ci/locks/main.txt")
 
 
 # ------------------------------------------------------------------------------------------------ matrix venvs
@@ -443,7 +443,7 @@ def try_latest(with_main: bool) -> int:
 
     if with_main:
         python = new_venv(work / "venv-main", shared_torch=shared, log_file=logs / "venv-main.log")
-        command = [python, "-m", "pip", "install", *QUIET, "-e", f"{ROOT}[dev]", *torch_req]
+        command = [python, "-m", "pip", "install", *QUIET, "-e", f"{ROOT}[dev,docs]", *torch_req]
         if shared is not None:
             command += ["-c", work / "torch.txt"]
         run(command, log_file=logs / "venv-main.log")
