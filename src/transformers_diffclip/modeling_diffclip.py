@@ -192,13 +192,12 @@ class DiffCLIPVisionEmbeddings(nn.Module):
         new_height, new_width = height // self.patch_size, width // self.patch_size
         if new_height == grid and new_width == grid and not torch.jit.is_tracing():
             return table
-        class_pos, patch_pos = table[:, :1], table[:, 1:]
-        patch_pos = patch_pos.reshape(1, grid, grid, self.embed_dim).permute(0, 3, 1, 2)
+        patch_pos = table[:, 1:].reshape(1, grid, grid, self.embed_dim).permute(0, 3, 1, 2)
         patch_pos = F.interpolate(
             _upcast(patch_pos), size=(new_height, new_width), mode="bicubic", align_corners=False
         ).to(table.dtype)
         patch_pos = patch_pos.permute(0, 2, 3, 1).reshape(1, new_height * new_width, self.embed_dim)
-        return torch.cat([class_pos, patch_pos], dim=1)
+        return torch.cat([table[:, :1], patch_pos], dim=1)  # the class token's entry first
 
     def forward(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> torch.Tensor:
         _check_input("pixel_values", pixel_values, ("batch_size", self.config.num_channels, "height", "width"))
@@ -258,6 +257,8 @@ class DiffCLIPTextEmbeddings(nn.Module):
 # A layer looks its kernel up once per call (`attention_kernel`, from `config._attn_implementation`, so that
 # `attn_implementation=` and `set_attn_implementation` switch it) and calls it. Eager kernels take the additive causal
 # mask; the registry's fused kernels get no mask and `is_causal` instead, which keeps them on their fastest path.
+# Standard kernels take (batch, heads, seq, d) operands and return (batch, seq, heads, d), as transformers' own;
+# differential kernels take the projections, (batch, seq, width) each, and return (batch, seq, pairs, 2d).
 
 
 def _softmax_maps(query, key, attention_mask, scaling: float) -> torch.Tensor:
@@ -269,8 +270,7 @@ def _softmax_maps(query, key, attention_mask, scaling: float) -> torch.Tensor:
 
 
 def eager_attention_forward(module, query, key, value, attention_mask, scaling: float, dropout: float = 0.0, **kwargs):
-    """Standard attention on (batch, heads, seq, dim) inputs; returns the output as (batch, seq, heads, dim_v) and the
-    softmax maps (as CLIP's eager kernel)."""
+    """Standard attention, returning the softmax maps (as CLIP's eager kernel)."""
     attn_weights = F.dropout(_softmax_maps(query, key, attention_mask, scaling), p=dropout, training=module.training)
     return torch.matmul(attn_weights, value).transpose(1, 2).contiguous(), attn_weights
 
@@ -332,9 +332,6 @@ class DiffCLIPAttention(nn.Module):
         )
         attn_output = self.out_proj(attn_output.reshape(batch_size, seq_length, self.embed_dim))
         return attn_output, attn_weights if output_attentions else None
-
-
-# Differential kernels take the projections, (batch, seq, width) each, and return (batch, seq, pairs, 2d).
 
 
 def eager_differential_attention(module, query, key, value, attention_mask, **kwargs):
@@ -443,12 +440,10 @@ class DiffCLIPDifferentialAttention(DiffCLIPAttention):
     | `per_map_attention`              | a name in `wide_value_kernels` ("sdpa") elsewhere      | no            |
     | `value_halves_attention`         | every other registered kernel (flash attention, ...)   | no            |
 
-    On the CPU, PyTorch's SDPA has no fused kernel for values wider than the queries and falls back to its unfused
-    math path, while the combined maps cost one standard attention's products: measured faster
-    (`benchmarks/benchmark_cpu.py`). To call the registry's sdpa on the CPU too, empty `cpu_combined_maps`:
-    `layer.cpu_combined_maps = frozenset()` (or on the class, for every layer). The d-wide value halves suit every
-    kernel; `wide_value_kernels` names those that take the 2d-wide values. Attention dropout is refused by the
-    configuration (the paper defines none for the difference of two maps).
+    On the CPU, PyTorch's SDPA falls back to its unfused math path for values wider than the queries, while the
+    combined maps cost one standard attention's products (measured faster, `benchmarks/benchmark_cpu.py`);
+    `layer.cpu_combined_maps = frozenset()` (or on the class, for every layer) calls the registry's sdpa there too.
+    The configuration refuses attention dropout (the paper defines none for the difference of two maps).
     """
 
     eager_kernel = staticmethod(eager_differential_attention)
@@ -513,10 +508,7 @@ class DiffCLIPEncoderLayer(GradientCheckpointingLayer):
         residual = hidden_states
         # rebinding drops the attention output before the MLP runs, so it does not add to the layer's peak memory
         hidden_states, attn_weights = self.self_attn(
-            self.layer_norm1(hidden_states),
-            attention_mask=attention_mask,
-            output_attentions=output_attentions,
-            **kwargs,
+            self.layer_norm1(hidden_states), attention_mask, output_attentions, **kwargs
         )
         hidden_states = residual + hidden_states
         hidden_states = hidden_states + self.mlp(self.layer_norm2(hidden_states))
@@ -538,17 +530,15 @@ class DiffCLIPEncoder(nn.Module):
         self, inputs_embeds, attention_mask=None, output_attentions=False, output_hidden_states=False, **kwargs
     ) -> BaseModelOutput:
         hidden_states = inputs_embeds
-        all_hidden_states = (hidden_states,) if output_hidden_states else None
-        all_attentions = () if output_attentions else None
+        all_states = (hidden_states,) if output_hidden_states else None
+        all_maps = () if output_attentions else None
         for layer in self.layers:
             hidden_states, attn_weights = layer(hidden_states, attention_mask, output_attentions, **kwargs)
             if output_hidden_states:
-                all_hidden_states += (hidden_states,)
+                all_states += (hidden_states,)
             if output_attentions:
-                all_attentions += (attn_weights,)
-        return BaseModelOutput(
-            last_hidden_state=hidden_states, hidden_states=all_hidden_states, attentions=all_attentions
-        )
+                all_maps += (attn_weights,)
+        return BaseModelOutput(last_hidden_state=hidden_states, hidden_states=all_states, attentions=all_maps)
 
 
 # -------------------------------------------------------------------------------- Pre-trained base
@@ -602,56 +592,37 @@ class DiffCLIPPreTrainedModel(PreTrainedModel):
             if isinstance(module, nn.Embedding):
                 default = ("normal", getattr(self.config, "initializer_range", 0.02) * factor, False, factor)
             weight, scale, zero_bias, bias_factor = getattr(module, "diffclip_init", default)
-            fan_in = module.weight[0].numel()
+            bound = module.weight[0].numel() ** -0.5  # PyTorch's reset_parameters (kaiming-uniform, a=√5): U(±bound)
             if weight == "normal":
                 nn.init.normal_(module.weight, std=scale)
             elif weight == "trunc_normal":
                 nn.init.trunc_normal_(module.weight, std=scale)
-            else:  # PyTorch's reset_parameters (kaiming-uniform, a=√5): U(±fan_in^-0.5)
-                nn.init.uniform_(module.weight, -(fan_in**-0.5) * scale, fan_in**-0.5 * scale)
-            if getattr(module, "bias", None) is not None:
-                if zero_bias:
-                    nn.init.zeros_(module.bias)
-                else:
-                    nn.init.uniform_(module.bias, -(fan_in**-0.5) * bias_factor, fan_in**-0.5 * bias_factor)
+            else:
+                nn.init.uniform_(module.weight, -bound * scale, bound * scale)
+            bias = getattr(module, "bias", None)
+            if bias is not None and zero_bias:
+                nn.init.zeros_(bias)
+            elif bias is not None:
+                nn.init.uniform_(bias, -bound * bias_factor, bound * bias_factor)
 
-    # A single-tower head with a projection: (its output class, the name of the projected embedding in it).
-    _embeds_output = None
+    # The output class of a single-tower head with a projection: its fields are the projected embedding, then the
+    # tower's `last_hidden_state`, `hidden_states` and `attentions`.
+    _projected_output = None
 
     def _tower_forward(self, tower: nn.Module, projection: nn.Linear | None = None, **inputs):
         """The one body of every head: `tower`'s forward, with this model's config as the default of
         `output_attentions` / `output_hidden_states`, and the pooled output projected by `projection` when given
-        (returned as `_embeds_output` where the head sets it)."""
+        (returned as `_projected_output` where the head sets it)."""
         for flag in ("output_attentions", "output_hidden_states"):
             if inputs.get(flag) is None:
                 inputs[flag] = getattr(self.config, flag)
         outputs = tower(**inputs)
         if projection is not None:
             outputs.pooler_output = projection(outputs.pooler_output)
-        if projection is None or self._embeds_output is None:
+        if self._projected_output is None:
             return outputs
-        output_class, embeds = self._embeds_output
-        tower_outputs = {name: value for name, value in outputs.items() if name != "pooler_output"}
-        return output_class(**{embeds: outputs.pooler_output}, **tower_outputs)
-
-
-def _text_pool_index(input_ids: torch.Tensor, eos_token_id: int) -> torch.Tensor:
-    """Position of the pooled token of each row: the first end-of-text token. A row without one (the original
-    tokenizer truncates long texts past it) falls back to the original rule, the position of the largest id."""
-    is_eos = input_ids == eos_token_id
-    first_eos = is_eos.int().argmax(dim=-1)
-    return torch.where(is_eos.any(dim=-1), first_eos, input_ids.argmax(dim=-1))
-
-
-def _check_right_padding(attention_mask: torch.Tensor | None) -> None:
-    """The causal mask makes right padding exact without a padding mask; left padding would not be."""
-    if attention_mask is None or torch.jit.is_tracing() or torch.compiler.is_compiling():
-        return
-    _check_input("attention_mask", attention_mask, ("batch_size", "seq_length"))
-    if bool((attention_mask[:, 1:] > attention_mask[:, :-1]).any()):
-        raise ValueError(
-            "DiffCLIP's text tower expects right padding (the CLIP tokenizer's default); attention_mask shows left "
-            "padding. Tokenize with `padding_side='right'`."
+        return self._projected_output(
+            outputs.pooler_output, outputs.last_hidden_state, outputs.hidden_states, outputs.attentions
         )
 
 
@@ -670,21 +641,29 @@ class DiffCLIPTextTransformer(nn.Module):
         if input_ids is not None and input_ids.dim() == 1:
             input_ids = input_ids.unsqueeze(0)
         _check_input("input_ids", input_ids, ("batch_size", "seq_length"))
-        _check_right_padding(attention_mask)
+        # The causal mask makes right padding exact without a padding mask; left padding would not be.
+        if attention_mask is not None and not (torch.jit.is_tracing() or torch.compiler.is_compiling()):
+            _check_input("attention_mask", attention_mask, ("batch_size", "seq_length"))
+            if bool((attention_mask[:, 1:] > attention_mask[:, :-1]).any()):
+                raise ValueError(
+                    "DiffCLIP's text tower expects right padding (the CLIP tokenizer's default); attention_mask "
+                    "shows left padding. Tokenize with `padding_side='right'`."
+                )
         hidden_states = self.embeddings(input_ids=input_ids, position_ids=position_ids)
         seq_length = input_ids.shape[1]
         # Additive causal mask for the eager kernel; the fused kernels use `is_causal` instead.
         dtype, device = hidden_states.dtype, hidden_states.device
         causal_mask = torch.full((seq_length, seq_length), torch.finfo(dtype).min, dtype=dtype, device=device).triu(1)
-        encoder_outputs = self.encoder(hidden_states, causal_mask[None, None], **kwargs)
-        last_hidden_state = self.final_layer_norm(encoder_outputs.last_hidden_state)
-        pool_index = _text_pool_index(input_ids.to(last_hidden_state.device), self.config.eos_token_id)
+        encoded = self.encoder(hidden_states, causal_mask[None, None], **kwargs)
+        last_hidden_state = self.final_layer_norm(encoded.last_hidden_state)
+        # Pooled: the first end-of-text token of each row; a row without one (the original tokenizer truncates long
+        # texts past it) falls back to the original rule, the largest id.
+        input_ids = input_ids.to(last_hidden_state.device)
+        is_eos = input_ids == self.config.eos_token_id
+        pool_index = torch.where(is_eos.any(dim=-1), is_eos.int().argmax(dim=-1), input_ids.argmax(dim=-1))
         pooled_output = last_hidden_state[torch.arange(len(pool_index), device=pool_index.device), pool_index]
         return BaseModelOutputWithPooling(
-            last_hidden_state=last_hidden_state,
-            pooler_output=pooled_output,
-            hidden_states=encoder_outputs.hidden_states,
-            attentions=encoder_outputs.attentions,
+            last_hidden_state, pooled_output, hidden_states=encoded.hidden_states, attentions=encoded.attentions
         )
 
 
@@ -703,14 +682,12 @@ class DiffCLIPVisionTransformer(nn.Module):
         hidden_states = self.embeddings(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding)
         if self.pre_layernorm is not None:
             hidden_states = self.pre_layernorm(hidden_states)
-        encoder_outputs = self.encoder(hidden_states, None, **kwargs)
+        encoded = self.encoder(hidden_states, None, **kwargs)
         # The final norm covers every token (timm's ViT); the class token is the pooled output.
-        last_hidden_state = self.post_layernorm(encoder_outputs.last_hidden_state)
+        last_hidden_state = self.post_layernorm(encoded.last_hidden_state)
+        pooled_output = last_hidden_state[:, 0]
         return BaseModelOutputWithPooling(
-            last_hidden_state=last_hidden_state,
-            pooler_output=last_hidden_state[:, 0],
-            hidden_states=encoder_outputs.hidden_states,
-            attentions=encoder_outputs.attentions,
+            last_hidden_state, pooled_output, hidden_states=encoded.hidden_states, attentions=encoded.attentions
         )
 
 
@@ -835,7 +812,7 @@ class DiffCLIPTextModel(DiffCLIPPreTrainedModel):
     def __init__(self, config: DiffCLIPTextConfig):
         super().__init__(config)
         self.text_model = DiffCLIPTextTransformer(config)
-        if self._embeds_output is not None:
+        if self._projected_output is not None:
             self.text_projection = _projection(config.hidden_size, config.projection_dim, config.initializer_factor)
         self.post_init()
 
@@ -856,7 +833,7 @@ class DiffCLIPTextModel(DiffCLIPPreTrainedModel):
 class DiffCLIPTextModelWithProjection(DiffCLIPTextModel):
     """The text tower with its projection to the joint space; returns a [`DiffCLIPTextModelOutput`]."""
 
-    _embeds_output = (DiffCLIPTextModelOutput, "text_embeds")
+    _projected_output = DiffCLIPTextModelOutput
 
 
 class DiffCLIPVisionModel(DiffCLIPPreTrainedModel):
@@ -869,7 +846,7 @@ class DiffCLIPVisionModel(DiffCLIPPreTrainedModel):
     def __init__(self, config: DiffCLIPVisionConfig):
         super().__init__(config)
         self.vision_model = DiffCLIPVisionTransformer(config)
-        if self._embeds_output is not None:
+        if self._projected_output is not None:
             self.visual_projection = _projection(config.hidden_size, config.projection_dim, config.initializer_factor)
         self.post_init()
 
@@ -887,7 +864,7 @@ class DiffCLIPVisionModel(DiffCLIPPreTrainedModel):
 class DiffCLIPVisionModelWithProjection(DiffCLIPVisionModel):
     """The vision tower with its projection to the joint space; returns a [`DiffCLIPVisionModelOutput`]."""
 
-    _embeds_output = (DiffCLIPVisionModelOutput, "image_embeds")
+    _projected_output = DiffCLIPVisionModelOutput
 
 
 __all__ = [
