@@ -54,9 +54,8 @@ class DiffCLIPTextModelOutput(ModelOutput):
 
 @dataclass
 class DiffCLIPOutput(ModelOutput):
-    """Output of [`DiffCLIPModel`]: `loss`, the symmetric contrastive loss (with `return_loss=True`);
-    `logits_per_image`, `(image_batch_size, text_batch_size)`, and its transpose `logits_per_text`; `text_embeds`
-    and `image_embeds`, `(batch_size, projection_dim)`, projected and L2-normalised; the towers' outputs."""
+    """Output of [`DiffCLIPModel`]: `loss` (with `return_loss=True`), `logits_per_image` `(images, texts)` and its
+    transpose `logits_per_text`, the projected, L2-normalised `text_embeds` / `image_embeds`, the towers' outputs."""
 
     loss: torch.FloatTensor | None = None
     logits_per_image: torch.FloatTensor | None = None
@@ -72,7 +71,10 @@ class DiffCLIPOutput(ModelOutput):
 
 def contrastive_loss(logits_per_text: torch.Tensor) -> torch.Tensor:
     """Symmetric cross-entropy of a square similarity matrix whose diagonal holds the matching pairs."""
-    targets = torch.arange(logits_per_text.shape[0], device=logits_per_text.device)
+    texts, images = logits_per_text.shape
+    if texts != images:
+        raise ValueError(f"return_loss=True needs matching image-text pairs: got {images} images and {texts} texts.")
+    targets = torch.arange(texts, device=logits_per_text.device)
     return (F.cross_entropy(logits_per_text, targets) + F.cross_entropy(logits_per_text.t(), targets)) / 2
 
 
@@ -137,23 +139,15 @@ class DiffCLIPLayerNorm(nn.LayerNorm):
         return F.layer_norm(inputs, self.normalized_shape, weight, bias, self.eps).to(hidden_states.dtype)
 
 
-class DiffCLIPRMSNorm(nn.Module):
+class DiffCLIPRMSNorm(nn.RMSNorm):
     """RMSNorm with a learned weight (the per-head norm of differential attention), as [`DiffCLIPLayerNorm`];
     `scale`, which multiplies the output, is folded into the weight."""
-
-    def __init__(self, hidden_size: int, eps: float = 1e-5):
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(hidden_size))
-        self.eps = eps
 
     def forward(self, hidden_states: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
         inputs, weight = _norm_operands(hidden_states, self.weight)
         if scale != 1.0:
             weight = weight * scale
-        return F.rms_norm(inputs, (hidden_states.shape[-1],), weight, self.eps).to(hidden_states.dtype)
-
-    def extra_repr(self) -> str:
-        return f"{self.weight.shape[0]}, eps={self.eps}"
+        return F.rms_norm(inputs, self.normalized_shape, weight, self.eps).to(hidden_states.dtype)
 
 
 def _check_input(name: str, tensor: torch.Tensor | None, shape: tuple) -> None:
@@ -185,8 +179,7 @@ class DiffCLIPVisionEmbeddings(nn.Module):
         )
 
     def interpolate_pos_encoding(self, height: int, width: int) -> torch.Tensor:
-        """Position embeddings for a `height`×`width` input: the patch grid's table resized bicubically (as
-        transformers' CLIP and DINO do), the class token's entry unchanged."""
+        """Position embeddings for a `height`×`width` input: the patch grid's table resized bicubically (as CLIP)."""
         table = self.position_embedding.weight.unsqueeze(0)
         grid = int(math.sqrt(self.num_patches))
         new_height, new_width = height // self.patch_size, width // self.patch_size
@@ -336,8 +329,7 @@ class DiffCLIPAttention(nn.Module):
 
 def eager_differential_attention(module, query, key, value, attention_mask, **kwargs):
     """Both softmax maps of every pair written out and combined, `A1 − λ·A2`, then one product with the pair's 2d-wide
-    value head. Returns the combined maps, (batch, pairs, seq, seq): the ones the output is computed from, so they
-    are in the graph (gradient-based attribution differentiates through them)."""
+    value head. Returns these maps, (batch, pairs, seq, seq), in the graph (gradient attribution uses them)."""
     batch_size, seq_length, _ = query.shape
     pairs, head_dim = module.num_pairs, module.head_dim
     query = query.view(batch_size, seq_length, pairs, 2, head_dim).transpose(1, 2)
@@ -396,9 +388,8 @@ def combined_maps_attention(module, query, key, value, attention_mask, **kwargs)
 
 def per_map_attention(module, query, key, value, attention_mask, value_parts=(slice(None),), **kwargs):
     """`A1·V − λ·A2·V`: one call of the registry's kernel per softmax map, over all pairs at once. Call `j` attends
-    with head `2i + j` of every pair `i` (a strided view of the projections, no copy) over the pair's 2d-wide value
-    head (or over each of `value_parts`, concatenated), so the kernel never materialises a map and nothing is copied
-    but the outputs."""
+    with head `2i + j` of every pair `i` (a strided view, no copy) over the pair's 2d-wide value head (or over each of
+    `value_parts`, concatenated): no map is materialised, nothing but the outputs is copied."""
     batch_size, seq_length, _ = query.shape
     pairs, head_dim = module.num_pairs, module.head_dim
     query = query.view(batch_size, seq_length, pairs, 2, head_dim)
@@ -416,8 +407,7 @@ def per_map_attention(module, query, key, value, attention_mask, value_parts=(sl
 
 
 def value_halves_attention(module, query, key, value, attention_mask, **kwargs):
-    """[`per_map_attention`] on the d-wide value halves: for kernels that need values as wide as the queries (flash
-    attention)."""
+    """[`per_map_attention`] on the d-wide value halves, for kernels that need values as wide as the queries."""
     halves = (slice(0, module.head_dim), slice(module.head_dim, None))
     return per_map_attention(module, query, key, value, attention_mask, value_parts=halves, **kwargs)
 
@@ -454,10 +444,9 @@ class DiffCLIPDifferentialAttention(DiffCLIPAttention):
         super().__init__(config, layer_idx, is_causal)
         self.num_pairs = self.num_heads // 2
         self.lambda_init = config.lambda_init_for_layer(layer_idx)
-        self.lambda_q1 = nn.Parameter(torch.zeros(self.head_dim))
-        self.lambda_k1 = nn.Parameter(torch.zeros(self.head_dim))
-        self.lambda_q2 = nn.Parameter(torch.zeros(self.head_dim))
-        self.lambda_k2 = nn.Parameter(torch.zeros(self.head_dim))
+        self.lambda_q1, self.lambda_k1, self.lambda_q2, self.lambda_k2 = (
+            nn.Parameter(torch.zeros(self.head_dim)) for _ in range(4)
+        )
         self.diff_norm = DiffCLIPRMSNorm(2 * self.head_dim, eps=config.rms_norm_eps)
 
     def lambda_full(self) -> torch.Tensor:
@@ -547,13 +536,10 @@ class DiffCLIPEncoder(nn.Module):
 class DiffCLIPPreTrainedModel(PreTrainedModel):
     config_class = DiffCLIPConfig
     base_model_prefix = "diffclip"
-    main_input_name = "input_ids"
     supports_gradient_checkpointing = True
     _no_split_modules = ["DiffCLIPTextEmbeddings", "DiffCLIPVisionEmbeddings", "DiffCLIPEncoderLayer"]
     _supports_sdpa = True
-    _supports_flash_attn = True
-    _supports_flash_attn_2 = True
-    _supports_flex_attn = False
+    _supports_flash_attn = True  # 4.57 reads it beside the older `_supports_flash_attn_2`; 5.x reads only it
     _supports_attention_backend = True
 
     # `from_pretrained`'s hook for names that are not transformers folders: `resolver(name, kwargs) -> (name, kwargs)`.
@@ -570,10 +556,9 @@ class DiffCLIPPreTrainedModel(PreTrainedModel):
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module):
-        """Initialise `module`'s own parameters (transformers calls this per module) as the authors' code initialises
-        a fresh model of this variant (README, "Initialisation"); each Linear, Conv2d and Embedding carries its
-        initialiser from where it is built (`_init_as`). Only `nn.init` functions write, which transformers 5 guards
-        so that a loaded tensor is never overwritten."""
+        """Initialise `module`'s own parameters as the authors' code initialises a fresh model of this variant (README,
+        "Initialisation"), Linear, Conv2d and Embedding layers as tagged where built (`_init_as`). Only `nn.init`
+        functions write, which transformers 5 guards so that a loaded tensor is never overwritten."""
         factor = getattr(self.config, "initializer_factor", 1.0)
         if isinstance(module, (nn.LayerNorm, DiffCLIPRMSNorm)):
             nn.init.ones_(module.weight)
@@ -605,14 +590,12 @@ class DiffCLIPPreTrainedModel(PreTrainedModel):
             elif bias is not None:
                 nn.init.uniform_(bias, -bound * bias_factor, bound * bias_factor)
 
-    # The output class of a single-tower head with a projection: its fields are the projected embedding, then the
-    # tower's `last_hidden_state`, `hidden_states` and `attentions`.
+    # The output class of a head with a projection (fields: the projected embedding, then the tower's other three).
     _projected_output = None
 
     def _tower_forward(self, tower: nn.Module, projection: nn.Linear | None = None, **inputs):
-        """The one body of every head: `tower`'s forward, with this model's config as the default of
-        `output_attentions` / `output_hidden_states`, and the pooled output projected by `projection` when given
-        (returned as `_projected_output` where the head sets it)."""
+        """The one body of every head: `tower`'s forward (this model's config gives the default output flags), the
+        pooled output projected by `projection` when given, returned as `_projected_output` where the head sets it."""
         for flag in ("output_attentions", "output_hidden_states"):
             if inputs.get(flag) is None:
                 inputs[flag] = getattr(self.config, flag)
@@ -656,8 +639,7 @@ class DiffCLIPTextTransformer(nn.Module):
         causal_mask = torch.full((seq_length, seq_length), torch.finfo(dtype).min, dtype=dtype, device=device).triu(1)
         encoded = self.encoder(hidden_states, causal_mask[None, None], **kwargs)
         last_hidden_state = self.final_layer_norm(encoded.last_hidden_state)
-        # Pooled: the first end-of-text token of each row; a row without one (the original tokenizer truncates long
-        # texts past it) falls back to the original rule, the largest id.
+        # Pooled: each row's first end-of-text token, else (the original tokenizer truncates past it) its largest id.
         input_ids = input_ids.to(last_hidden_state.device)
         is_eos = input_ids == self.config.eos_token_id
         pool_index = torch.where(is_eos.any(dim=-1), is_eos.int().argmax(dim=-1), input_ids.argmax(dim=-1))
@@ -717,8 +699,7 @@ class DiffCLIPModel(DiffCLIPPreTrainedModel):
 
     def __init__(self, config: DiffCLIPConfig):
         super().__init__(config)
-        # transformers resolves the kernel of the model's own config; the towers (modules, not sub-models) get theirs
-        # here: what was requested for them, checked, else the same default
+        # the towers (modules, not sub-models) get their kernel here: their own request, checked, else the model's
         for tower in (config.text_config, config.vision_config):
             requested = tower._attn_implementation
             tower._attn_implementation_internal = self._check_and_adjust_attn_implementation(
@@ -744,8 +725,7 @@ class DiffCLIPModel(DiffCLIPPreTrainedModel):
     def get_text_features(
         self, input_ids=None, attention_mask=None, position_ids=None, **kwargs: Unpack[TransformersKwargs]
     ):
-        """Projected (not normalised) text embeddings, returned as the installed transformers' CLIP returns them: see
-        `_features_output` (hidden states and maps as `forward` gives them)."""
+        """Projected (not normalised) text embeddings, in the installed CLIP's return type (`_features_output`)."""
         inputs = dict(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids)
         return self._tower_forward(self.text_model, self.text_projection, **inputs, **kwargs)
 
@@ -783,14 +763,7 @@ class DiffCLIPModel(DiffCLIPPreTrainedModel):
         logits_per_text = logits_per_text * self.logit_scale.exp().to(text_embeds.device)
         logits_per_image = logits_per_text.t()
 
-        loss = None
-        if return_loss:
-            if logits_per_text.shape[0] != logits_per_text.shape[1]:
-                raise ValueError(
-                    "return_loss=True needs matching image-text pairs: got "
-                    f"{logits_per_text.shape[1]} images and {logits_per_text.shape[0]} texts."
-                )
-            loss = contrastive_loss(logits_per_text)
+        loss = contrastive_loss(logits_per_text) if return_loss else None
 
         return DiffCLIPOutput(
             loss=loss,
