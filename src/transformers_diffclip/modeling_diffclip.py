@@ -1,13 +1,9 @@
 # Copyright 2026 The transformers-diffclip authors. Licensed under the Apache License, Version 2.0.
-"""PyTorch DiffCLIP: CLIP with differential attention (arXiv:2503.06626).
+"""PyTorch DiffCLIP: CLIP with differential attention (arXiv:2503.06626), read top to bottom by its section headers.
 
-Reading order: outputs → per-layer initialisers → norms and embeddings → attention (a table of kernels: standard,
-then differential) → the encoder layer both towers share → pre-trained base with `_init_weights` → the towers → the
-dual encoder and the single-tower heads.
-
-This file is copied into Hub folders as remote code. It imports only torch, the standard library,
-transformers' public modules and the configuration beside it, and it runs unchanged on
-transformers 4.57 and 5.x (see `configuration_diffclip._check_transformers_version`).
+This file is copied into Hub folders as remote code. It imports only torch, the standard library, transformers'
+public modules and the configuration beside it, and it runs unchanged on transformers 4.57 and 5.x (see
+`configuration_diffclip._check_transformers_version`).
 """
 
 import functools
@@ -58,17 +54,8 @@ class DiffCLIPTextModelOutput(ModelOutput):
 
 @dataclass
 class DiffCLIPOutput(ModelOutput):
-    """Output of [`DiffCLIPModel`].
-
-    Args:
-        loss (`torch.FloatTensor` of shape `()`, *optional*): symmetric contrastive loss, when `return_loss=True`.
-        logits_per_image (`torch.FloatTensor` of shape `(image_batch_size, text_batch_size)`):
-            `exp(logit_scale) · cos(image, text)`.
-        logits_per_text (`torch.FloatTensor` of shape `(text_batch_size, image_batch_size)`): the transpose.
-        text_embeds, image_embeds (`torch.FloatTensor` of shape `(batch_size, projection_dim)`): the projected,
-            L2-normalised embeddings.
-        text_model_output, vision_model_output ([`~modeling_outputs.BaseModelOutputWithPooling`]): tower outputs.
-    """
+    """Output of [`DiffCLIPModel`]: `loss` (with `return_loss=True`), `logits_per_image` `(images, texts)` and its
+    transpose `logits_per_text`, the projected, L2-normalised `text_embeds` / `image_embeds`, the towers' outputs."""
 
     loss: torch.FloatTensor | None = None
     logits_per_image: torch.FloatTensor | None = None
@@ -84,7 +71,10 @@ class DiffCLIPOutput(ModelOutput):
 
 def contrastive_loss(logits_per_text: torch.Tensor) -> torch.Tensor:
     """Symmetric cross-entropy of a square similarity matrix whose diagonal holds the matching pairs."""
-    targets = torch.arange(logits_per_text.shape[0], device=logits_per_text.device)
+    texts, images = logits_per_text.shape
+    if texts != images:
+        raise ValueError(f"return_loss=True needs matching image-text pairs: got {images} images and {texts} texts.")
+    targets = torch.arange(texts, device=logits_per_text.device)
     return (F.cross_entropy(logits_per_text, targets) + F.cross_entropy(logits_per_text.t(), targets)) / 2
 
 
@@ -135,16 +125,13 @@ def _norm_operands(hidden_states: torch.Tensor, *params: torch.Tensor | None) ->
     dtypes = {t.dtype for t in tensors if t is not None}
     if len(dtypes) == 1:
         return tensors
-    dtype = torch.float32
-    for other in dtypes:
-        dtype = torch.promote_types(dtype, other)
+    dtype = functools.reduce(torch.promote_types, dtypes, torch.float32)
     return [t.to(dtype) if t is not None else None for t in tensors]
 
 
 class DiffCLIPLayerNorm(nn.LayerNorm):
-    """LayerNorm computed in float32 for half-precision inputs, as the original does (see `_norm_operands`);
-    calling the kernel on the input dtype saves two casts of the activations per norm, which on a GPU cost more than
-    the norm. float64 models stay float64."""
+    """LayerNorm accumulated in float32 for half-precision inputs, as the original computes it (`_norm_operands`),
+    without casting the activations (on a GPU two casts cost more than the norm)."""
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         inputs, weight, bias = _norm_operands(hidden_states, self.weight, self.bias)
@@ -152,24 +139,24 @@ class DiffCLIPLayerNorm(nn.LayerNorm):
         return F.layer_norm(inputs, self.normalized_shape, weight, bias, self.eps).to(hidden_states.dtype)
 
 
-class DiffCLIPRMSNorm(nn.Module):
-    """RMSNorm over the last dimension with a learned weight (the per-head norm of differential attention),
-    accumulated in float32 for half-precision inputs (see `_norm_operands`). `scale` multiplies the output; it is
-    folded into the weight so that it costs no pass over the activations."""
-
-    def __init__(self, hidden_size: int, eps: float = 1e-5):
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(hidden_size))
-        self.eps = eps
+class DiffCLIPRMSNorm(nn.RMSNorm):
+    """RMSNorm with a learned weight (the per-head norm of differential attention), as [`DiffCLIPLayerNorm`];
+    `scale`, which multiplies the output, is folded into the weight."""
 
     def forward(self, hidden_states: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
         inputs, weight = _norm_operands(hidden_states, self.weight)
         if scale != 1.0:
             weight = weight * scale
-        return F.rms_norm(inputs, (hidden_states.shape[-1],), weight, self.eps).to(hidden_states.dtype)
+        return F.rms_norm(inputs, self.normalized_shape, weight, self.eps).to(hidden_states.dtype)
 
-    def extra_repr(self) -> str:
-        return f"{self.weight.shape[0]}, eps={self.eps}"
+
+def _check_input(name: str, tensor: torch.Tensor | None, shape: tuple) -> None:
+    """The error of a missing input, or of one whose shape is not `shape` (sizes given by name are free)."""
+    if tensor is None:
+        raise ValueError(f"You have to specify {name}.")
+    fixed = [(got, want) for got, want in zip(tensor.shape, shape) if isinstance(want, int)]
+    if tensor.dim() != len(shape) or any(got != want for got, want in fixed):
+        raise ValueError(f"{name} must have shape ({', '.join(map(str, shape))}), got {tuple(tensor.shape)}.")
 
 
 class DiffCLIPVisionEmbeddings(nn.Module):
@@ -192,27 +179,21 @@ class DiffCLIPVisionEmbeddings(nn.Module):
         )
 
     def interpolate_pos_encoding(self, height: int, width: int) -> torch.Tensor:
-        """Position embeddings for a `height`×`width` input: the patch grid's table resized bicubically (as
-        transformers' CLIP and DINO do), the class token's entry unchanged."""
+        """Position embeddings for a `height`×`width` input: the patch grid's table resized bicubically (as CLIP)."""
         table = self.position_embedding.weight.unsqueeze(0)
         grid = int(math.sqrt(self.num_patches))
         new_height, new_width = height // self.patch_size, width // self.patch_size
         if new_height == grid and new_width == grid and not torch.jit.is_tracing():
             return table
-        class_pos, patch_pos = table[:, :1], table[:, 1:]
-        patch_pos = patch_pos.reshape(1, grid, grid, self.embed_dim).permute(0, 3, 1, 2)
+        patch_pos = table[:, 1:].reshape(1, grid, grid, self.embed_dim).permute(0, 3, 1, 2)
         patch_pos = F.interpolate(
             _upcast(patch_pos), size=(new_height, new_width), mode="bicubic", align_corners=False
         ).to(table.dtype)
         patch_pos = patch_pos.permute(0, 2, 3, 1).reshape(1, new_height * new_width, self.embed_dim)
-        return torch.cat([class_pos, patch_pos], dim=1)
+        return torch.cat([table[:, :1], patch_pos], dim=1)  # the class token's entry first
 
     def forward(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> torch.Tensor:
-        if pixel_values.dim() != 4 or pixel_values.shape[1] != self.config.num_channels:
-            raise ValueError(
-                f"pixel_values must have shape (batch_size, {self.config.num_channels}, height, width), "
-                f"got {tuple(pixel_values.shape)}."
-            )
+        _check_input("pixel_values", pixel_values, ("batch_size", self.config.num_channels, "height", "width"))
         batch_size, _, height, width = pixel_values.shape
         if not interpolate_pos_encoding and (height != self.image_size or width != self.image_size):
             raise ValueError(
@@ -246,12 +227,7 @@ class DiffCLIPTextEmbeddings(nn.Module):
             nn.Embedding(config.max_position_embeddings, config.hidden_size), "normal", 0.01 * factor
         )
 
-    def forward(
-        self,
-        input_ids: torch.LongTensor | None = None,
-        position_ids: torch.LongTensor | None = None,
-        inputs_embeds: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+    def forward(self, input_ids=None, position_ids=None, inputs_embeds=None) -> torch.Tensor:
         seq_length = input_ids.shape[-1] if input_ids is not None else inputs_embeds.shape[-2]
         max_positions = self.position_embedding.num_embeddings
         if seq_length > max_positions:
@@ -274,11 +250,11 @@ class DiffCLIPTextEmbeddings(nn.Module):
 # A layer looks its kernel up once per call (`attention_kernel`, from `config._attn_implementation`, so that
 # `attn_implementation=` and `set_attn_implementation` switch it) and calls it. Eager kernels take the additive causal
 # mask; the registry's fused kernels get no mask and `is_causal` instead, which keeps them on their fastest path.
+# Standard kernels take (batch, heads, seq, d) operands and return (batch, seq, heads, d), as transformers' own;
+# differential kernels take the projections, (batch, seq, width) each, and return (batch, seq, pairs, 2d).
 
 
-def _softmax_maps(
-    query: torch.Tensor, key: torch.Tensor, attention_mask: torch.Tensor | None, scaling: float
-) -> torch.Tensor:
+def _softmax_maps(query, key, attention_mask, scaling: float) -> torch.Tensor:
     """softmax(Q·Kᵀ·scaling + mask), accumulated in float32 for half-precision inputs, in the query's dtype."""
     scores = torch.matmul(query, key.transpose(-1, -2)) * scaling
     if attention_mask is not None:
@@ -287,8 +263,7 @@ def _softmax_maps(
 
 
 def eager_attention_forward(module, query, key, value, attention_mask, scaling: float, dropout: float = 0.0, **kwargs):
-    """Standard attention on (batch, heads, seq, dim) inputs; returns the output as (batch, seq, heads, dim_v) and the
-    softmax maps (as CLIP's eager kernel)."""
+    """Standard attention, returning the softmax maps (as CLIP's eager kernel)."""
     attn_weights = F.dropout(_softmax_maps(query, key, attention_mask, scaling), p=dropout, training=module.training)
     return torch.matmul(attn_weights, value).transpose(1, 2).contiguous(), attn_weights
 
@@ -298,14 +273,6 @@ def _registry_kernel(implementation: str):
     if hasattr(ALL_ATTENTION_FUNCTIONS, "get_interface"):  # transformers >= 5.1 (hub kernels, deprecated names)
         return ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager_attention_forward)
     return ALL_ATTENTION_FUNCTIONS[implementation]  # transformers 4.57, 5.0
-
-
-def _maps_requested(implementation: str) -> None:
-    if implementation != "eager":
-        logger.warning_once(
-            f"`output_attentions=True` is computed with the eager kernel; `{implementation}` never materialises "
-            "attention maps. Load with `attn_implementation='eager'` to silence this message."
-        )
 
 
 class DiffCLIPAttention(nn.Module):
@@ -326,29 +293,32 @@ class DiffCLIPAttention(nn.Module):
             for name in ("q_proj", "k_proj", "v_proj", "out_proj")
         )
 
+    eager_kernel = staticmethod(eager_attention_forward)
+
     def attention_kernel(self, device: torch.device, output_attentions: bool = False):
-        """The kernel of `config._attn_implementation`; the eager kernel when the call asks for the maps (only it
-        materialises them), for that call only."""
+        """The kernel of `config._attn_implementation` on `device`; the eager kernel when the call asks for the maps
+        (only it materialises them), for that call only."""
         implementation = self.config._attn_implementation or "eager"
+        if implementation != "eager" and output_attentions:
+            logger.warning_once(
+                f"`output_attentions=True` is computed with the eager kernel; `{implementation}` never materialises "
+                "attention maps. Load with `attn_implementation='eager'` to silence this message."
+            )
         if implementation == "eager" or output_attentions:
-            _maps_requested(implementation)
-            return eager_attention_forward
+            return self.eager_kernel
+        return self.fused_kernel(implementation, device)
+
+    def fused_kernel(self, implementation: str, device: torch.device):
         return _registry_kernel(implementation)
 
-    def forward(
-        self,
-        hidden_states: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        output_attentions: bool = False,
-        **kwargs,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(self, hidden_states: torch.Tensor, attention_mask=None, output_attentions=False, **kwargs):
         batch_size, seq_length, _ = hidden_states.shape
         shape = (batch_size, seq_length, self.num_heads, self.head_dim)
         query, key, value = (
             p(hidden_states).view(shape).transpose(1, 2) for p in (self.q_proj, self.k_proj, self.v_proj)
         )
         kernel = self.attention_kernel(hidden_states.device, output_attentions)
-        mask = attention_mask if kernel is eager_attention_forward else None  # fused kernels: `is_causal`
+        mask = attention_mask if kernel is self.eager_kernel else None  # fused kernels: `is_causal`
         dropout = self.dropout if self.training else 0.0
         attn_output, attn_weights = kernel(
             self, query, key, value, mask, scaling=self.scaling, dropout=dropout, is_causal=self.is_causal, **kwargs
@@ -357,13 +327,9 @@ class DiffCLIPAttention(nn.Module):
         return attn_output, attn_weights if output_attentions else None
 
 
-# Differential kernels take the projections, (batch, seq, width) each, and return (batch, seq, pairs, 2d).
-
-
 def eager_differential_attention(module, query, key, value, attention_mask, **kwargs):
     """Both softmax maps of every pair written out and combined, `A1 − λ·A2`, then one product with the pair's 2d-wide
-    value head. Returns the combined maps, (batch, pairs, seq, seq): the ones the output is computed from, so they
-    are in the graph (gradient-based attribution differentiates through them)."""
+    value head. Returns these maps, (batch, pairs, seq, seq), in the graph (gradient attribution uses them)."""
     batch_size, seq_length, _ = query.shape
     pairs, head_dim = module.num_pairs, module.head_dim
     query = query.view(batch_size, seq_length, pairs, 2, head_dim).transpose(1, 2)
@@ -382,8 +348,7 @@ _MAP_CHUNK_ELEMENTS = 2**20
 def combined_maps_attention(module, query, key, value, attention_mask, **kwargs):
     """The eager formulation without the maps, in chunks of batch rows and head pairs whose maps hold at most
     `_MAP_CHUNK_ELEMENTS` values: they stay in cache, and memory does not grow with the square of the sequence. Its
-    score and value products cost what standard attention's do, where a fused kernel pays for two 2d-wide value
-    products: the CPU's kernel for sdpa (see `DiffCLIPDifferentialAttention.cpu_combined_maps`)."""
+    products cost what standard attention's do: the CPU's kernel for sdpa (see [`DiffCLIPDifferentialAttention`])."""
     batch_size, seq_length, _ = query.shape
     pairs, head_dim = module.num_pairs, module.head_dim
     query = query.view(batch_size, seq_length, 2 * pairs, head_dim)
@@ -421,21 +386,10 @@ def combined_maps_attention(module, query, key, value, attention_mask, **kwargs)
     return attn_output, None
 
 
-def per_map_attention(module, query, key, value, attention_mask, **kwargs):
+def per_map_attention(module, query, key, value, attention_mask, value_parts=(slice(None),), **kwargs):
     """`A1·V − λ·A2·V`: one call of the registry's kernel per softmax map, over all pairs at once. Call `j` attends
-    with head `2i + j` of every pair `i` (a strided view of the projections, no copy) over the pair's 2d-wide value
-    head, so the kernel never materialises a map and nothing is copied but the outputs."""
-    return _per_map(module, query, key, value, [slice(None)], **kwargs), None
-
-
-def value_halves_attention(module, query, key, value, attention_mask, **kwargs):
-    """As [`per_map_attention`], each map's call split into two on the d-wide value halves: for kernels that need
-    values as wide as the queries (flash attention)."""
-    head_dim = module.head_dim
-    return _per_map(module, query, key, value, [slice(0, head_dim), slice(head_dim, None)], **kwargs), None
-
-
-def _per_map(module, query, key, value, value_parts: list[slice], **kwargs) -> torch.Tensor:
+    with head `2i + j` of every pair `i` (a strided view, no copy) over the pair's 2d-wide value head (or over each of
+    `value_parts`, concatenated): no map is materialised, nothing but the outputs is copied."""
     batch_size, seq_length, _ = query.shape
     pairs, head_dim = module.num_pairs, module.head_dim
     query = query.view(batch_size, seq_length, pairs, 2, head_dim)
@@ -449,7 +403,13 @@ def _per_map(module, query, key, value, value_parts: list[slice], **kwargs) -> t
         parts = [call(query_j, key_j, value[..., part], None)[0] for part in value_parts]
         outputs.append(parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1))  # (batch, seq, pairs, 2d)
     # A1·V − λ·A2·V in one pass over contiguous operands (in a half-precision model λ is rounded to its dtype)
-    return torch.addcmul(outputs[0], outputs[1], module.lambda_full(), value=-1)
+    return torch.addcmul(outputs[0], outputs[1], module.lambda_full(), value=-1), None
+
+
+def value_halves_attention(module, query, key, value, attention_mask, **kwargs):
+    """[`per_map_attention`] on the d-wide value halves, for kernels that need values as wide as the queries."""
+    halves = (slice(0, module.head_dim), slice(module.head_dim, None))
+    return per_map_attention(module, query, key, value, attention_mask, value_parts=halves, **kwargs)
 
 
 class DiffCLIPDifferentialAttention(DiffCLIPAttention):
@@ -470,31 +430,23 @@ class DiffCLIPDifferentialAttention(DiffCLIPAttention):
     | `per_map_attention`              | a name in `wide_value_kernels` ("sdpa") elsewhere      | no            |
     | `value_halves_attention`         | every other registered kernel (flash attention, ...)   | no            |
 
-    Since `(A1 − λ·A2)·V = A1·V − λ·A2·V`, fused kernels run once per map and never materialise a map. On the CPU,
-    PyTorch's SDPA has no fused kernel for values wider than the queries and falls back to its unfused math path,
-    while the combined maps cost one standard attention's products: measured faster with
-    `benchmarks/benchmark_cpu.py`, so sdpa runs `combined_maps_attention` there. To call the registry's sdpa on the
-    CPU too, empty the set: `layer.cpu_combined_maps = frozenset()` (or on the class, for every layer).
-
-    With `output_attentions=True` the returned maps are `A1 − λ·A2`, of shape
-    `(batch_size, num_attention_heads // 2, seq_length, seq_length)`: one map per effective head. Attention dropout
-    is refused by the configuration (the paper defines none for the difference of two maps).
+    On the CPU, PyTorch's SDPA falls back to its unfused math path for values wider than the queries, while the
+    combined maps cost one standard attention's products (measured faster, `benchmarks/benchmark_cpu.py`);
+    `layer.cpu_combined_maps = frozenset()` (or on the class, for every layer) calls the registry's sdpa there too.
+    The configuration refuses attention dropout (the paper defines none for the difference of two maps).
     """
 
-    # Registry kernels that the CPU replaces with `combined_maps_attention` (see the class docstring).
+    eager_kernel = staticmethod(eager_differential_attention)
     cpu_combined_maps = frozenset({"sdpa"})
-    # Registry kernels that take values wider than the queries; any other kernel gets the d-wide value halves,
-    # which every attention kernel accepts (flash attention requires them).
     wide_value_kernels = frozenset({"sdpa"})
 
     def __init__(self, config: DiffCLIPTextConfig | DiffCLIPVisionConfig, layer_idx: int = 0, is_causal: bool = False):
         super().__init__(config, layer_idx, is_causal)
         self.num_pairs = self.num_heads // 2
         self.lambda_init = config.lambda_init_for_layer(layer_idx)
-        self.lambda_q1 = nn.Parameter(torch.zeros(self.head_dim))
-        self.lambda_k1 = nn.Parameter(torch.zeros(self.head_dim))
-        self.lambda_q2 = nn.Parameter(torch.zeros(self.head_dim))
-        self.lambda_k2 = nn.Parameter(torch.zeros(self.head_dim))
+        self.lambda_q1, self.lambda_k1, self.lambda_q2, self.lambda_k2 = (
+            nn.Parameter(torch.zeros(self.head_dim)) for _ in range(4)
+        )
         self.diff_norm = DiffCLIPRMSNorm(2 * self.head_dim, eps=config.rms_norm_eps)
 
     def lambda_full(self) -> torch.Tensor:
@@ -503,23 +455,13 @@ class DiffCLIPDifferentialAttention(DiffCLIPAttention):
         lambda_2 = torch.exp(torch.dot(_upcast(self.lambda_q2), _upcast(self.lambda_k2)))
         return lambda_1 - lambda_2 + self.lambda_init
 
-    def attention_kernel(self, device: torch.device, output_attentions: bool = False):
-        """The differential kernel for `config._attn_implementation` on `device` (the table in the class docstring)."""
-        implementation = self.config._attn_implementation or "eager"
-        if implementation == "eager" or output_attentions:
-            _maps_requested(implementation)
-            return eager_differential_attention
+    def fused_kernel(self, implementation: str, device: torch.device):
+        """The differential kernel for a registered `implementation` on `device` (the table in the class docstring)."""
         if device.type == "cpu" and implementation in self.cpu_combined_maps:
             return combined_maps_attention
         return per_map_attention if implementation in self.wide_value_kernels else value_halves_attention
 
-    def forward(
-        self,
-        hidden_states: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        output_attentions: bool = False,
-        **kwargs,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(self, hidden_states: torch.Tensor, attention_mask=None, output_attentions=False, **kwargs):
         batch_size, seq_length, _ = hidden_states.shape
         kernel = self.attention_kernel(hidden_states.device, output_attentions)
         query, key, value = (p(hidden_states) for p in (self.q_proj, self.k_proj, self.v_proj))
@@ -551,20 +493,11 @@ class DiffCLIPEncoderLayer(GradientCheckpointingLayer):
         self.mlp = DiffCLIPMLP(config)
         self.layer_norm2 = DiffCLIPLayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
-    def forward(
-        self,
-        hidden_states: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        output_attentions: bool = False,
-        **kwargs,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(self, hidden_states: torch.Tensor, attention_mask=None, output_attentions=False, **kwargs):
         residual = hidden_states
         # rebinding drops the attention output before the MLP runs, so it does not add to the layer's peak memory
         hidden_states, attn_weights = self.self_attn(
-            self.layer_norm1(hidden_states),
-            attention_mask=attention_mask,
-            output_attentions=output_attentions,
-            **kwargs,
+            self.layer_norm1(hidden_states), attention_mask, output_attentions, **kwargs
         )
         hidden_states = residual + hidden_states
         hidden_states = hidden_states + self.mlp(self.layer_norm2(hidden_states))
@@ -583,25 +516,18 @@ class DiffCLIPEncoder(nn.Module):
         self.gradient_checkpointing = False
 
     def forward(
-        self,
-        inputs_embeds: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        output_attentions: bool = False,
-        output_hidden_states: bool = False,
-        **kwargs,
+        self, inputs_embeds, attention_mask=None, output_attentions=False, output_hidden_states=False, **kwargs
     ) -> BaseModelOutput:
         hidden_states = inputs_embeds
-        all_hidden_states = (hidden_states,) if output_hidden_states else None
-        all_attentions = () if output_attentions else None
+        all_states = (hidden_states,) if output_hidden_states else None
+        all_maps = () if output_attentions else None
         for layer in self.layers:
             hidden_states, attn_weights = layer(hidden_states, attention_mask, output_attentions, **kwargs)
             if output_hidden_states:
-                all_hidden_states += (hidden_states,)
+                all_states += (hidden_states,)
             if output_attentions:
-                all_attentions += (attn_weights,)
-        return BaseModelOutput(
-            last_hidden_state=hidden_states, hidden_states=all_hidden_states, attentions=all_attentions
-        )
+                all_maps += (attn_weights,)
+        return BaseModelOutput(last_hidden_state=hidden_states, hidden_states=all_states, attentions=all_maps)
 
 
 # -------------------------------------------------------------------------------- Pre-trained base
@@ -610,21 +536,16 @@ class DiffCLIPEncoder(nn.Module):
 class DiffCLIPPreTrainedModel(PreTrainedModel):
     config_class = DiffCLIPConfig
     base_model_prefix = "diffclip"
-    main_input_name = "input_ids"
     supports_gradient_checkpointing = True
     _no_split_modules = ["DiffCLIPTextEmbeddings", "DiffCLIPVisionEmbeddings", "DiffCLIPEncoderLayer"]
     _supports_sdpa = True
-    _supports_flash_attn = True
-    _supports_flash_attn_2 = True
-    _supports_flex_attn = False
+    _supports_flash_attn = True  # 4.57 reads it beside the older `_supports_flash_attn_2`; 5.x reads only it
     _supports_attention_backend = True
 
     # `from_pretrained`'s hook for names that are not transformers folders: `resolver(name, kwargs) -> (name, kwargs)`.
-    # None in this file, so a Hub folder's copy loads transformers folders only; the installed package sets it to
-    # `transformers_diffclip.original.resolve_from_pretrained`, which takes the authors' training-format checkpoints
-    # (`hammh0a/DiffCLIP_ViTB16_CC12M`, a local `checkpoint_best.pt`), converted once and cached, downloaded with
-    # every Hub argument of the call (revision, cache_dir, token, force_download, local_files_only, subfolder,
-    # proxies).
+    # None here, so a Hub folder's copy loads transformers folders only; the installed package sets
+    # `transformers_diffclip.original.resolve_from_pretrained`: the authors' training-format checkpoints (a Hub repo,
+    # a local `checkpoint_best.pt`), converted once and cached, downloaded with every Hub argument of the call.
     checkpoint_resolver = None
 
     @classmethod
@@ -635,10 +556,8 @@ class DiffCLIPPreTrainedModel(PreTrainedModel):
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module):
-        """Initialise `module`'s own parameters as the authors' code initialises a fresh model of this variant
-        (README, "Initialisation"). Only a module's own parameters: transformers 5 calls this for remote code only
-        with modules owning parameters that a load left missing, 4.57 with every module not fully loaded; so each
-        Linear, Conv2d and Embedding carries its initialiser from where it is built (`_init_as`). Only `nn.init`
+        """Initialise `module`'s own parameters as the authors' code initialises a fresh model of this variant (README,
+        "Initialisation"), Linear, Conv2d and Embedding layers as tagged where built (`_init_as`). Only `nn.init`
         functions write, which transformers 5 guards so that a loaded tensor is never overwritten."""
         factor = getattr(self.config, "initializer_factor", 1.0)
         if isinstance(module, (nn.LayerNorm, DiffCLIPRMSNorm)):
@@ -658,54 +577,35 @@ class DiffCLIPPreTrainedModel(PreTrainedModel):
             if isinstance(module, nn.Embedding):
                 default = ("normal", getattr(self.config, "initializer_range", 0.02) * factor, False, factor)
             weight, scale, zero_bias, bias_factor = getattr(module, "diffclip_init", default)
-            fan_in = module.weight[0].numel()
+            bound = module.weight[0].numel() ** -0.5  # PyTorch's reset_parameters (kaiming-uniform, a=√5): U(±bound)
             if weight == "normal":
                 nn.init.normal_(module.weight, std=scale)
             elif weight == "trunc_normal":
                 nn.init.trunc_normal_(module.weight, std=scale)
-            else:  # PyTorch's reset_parameters (kaiming-uniform, a=√5): U(±fan_in^-0.5)
-                nn.init.uniform_(module.weight, -(fan_in**-0.5) * scale, fan_in**-0.5 * scale)
-            if getattr(module, "bias", None) is not None:
-                if zero_bias:
-                    nn.init.zeros_(module.bias)
-                else:
-                    nn.init.uniform_(module.bias, -(fan_in**-0.5) * bias_factor, fan_in**-0.5 * bias_factor)
+            else:
+                nn.init.uniform_(module.weight, -bound * scale, bound * scale)
+            bias = getattr(module, "bias", None)
+            if bias is not None and zero_bias:
+                nn.init.zeros_(bias)
+            elif bias is not None:
+                nn.init.uniform_(bias, -bound * bias_factor, bound * bias_factor)
+
+    # The output class of a head with a projection (fields: the projected embedding, then the tower's other three).
+    _projected_output = None
 
     def _tower_forward(self, tower: nn.Module, projection: nn.Linear | None = None, **inputs):
-        """The one body of every head: `tower`'s forward, with this model's config as the default of
-        `output_attentions` / `output_hidden_states`, and the pooled output projected by `projection` when given."""
+        """The one body of every head: `tower`'s forward (this model's config gives the default output flags), the
+        pooled output projected by `projection` when given, returned as `_projected_output` where the head sets it."""
         for flag in ("output_attentions", "output_hidden_states"):
             if inputs.get(flag) is None:
                 inputs[flag] = getattr(self.config, flag)
         outputs = tower(**inputs)
         if projection is not None:
             outputs.pooler_output = projection(outputs.pooler_output)
-        return outputs
-
-
-def _text_pool_index(input_ids: torch.Tensor, eos_token_id: int) -> torch.Tensor:
-    """Position of the pooled token of each row: the first end-of-text token. A row without one (the original
-    tokenizer truncates long texts past it) falls back to the original rule, the position of the largest id."""
-    is_eos = input_ids == eos_token_id
-    first_eos = is_eos.int().argmax(dim=-1)
-    return torch.where(is_eos.any(dim=-1), first_eos, input_ids.argmax(dim=-1))
-
-
-def _check_right_padding(attention_mask: torch.Tensor | None) -> None:
-    """The causal mask makes right padding exact without a padding mask; left padding would not be."""
-    if attention_mask is None or torch.jit.is_tracing():
-        return
-    compiler = getattr(torch, "compiler", None)
-    if compiler is not None and compiler.is_compiling():
-        return
-    if attention_mask.dim() != 2:
-        raise ValueError(
-            f"attention_mask must have shape (batch_size, seq_length), got {tuple(attention_mask.shape)}."
-        )
-    if bool((attention_mask[:, 1:] > attention_mask[:, :-1]).any()):
-        raise ValueError(
-            "DiffCLIP's text tower expects right padding (the CLIP tokenizer's default); attention_mask shows left "
-            "padding. Tokenize with `padding_side='right'`."
+        if self._projected_output is None:
+            return outputs
+        return self._projected_output(
+            outputs.pooler_output, outputs.last_hidden_state, outputs.hidden_states, outputs.attentions
         )
 
 
@@ -720,40 +620,32 @@ class DiffCLIPTextTransformer(nn.Module):
         self.encoder = DiffCLIPEncoder(config, is_causal=True)
         self.final_layer_norm = DiffCLIPLayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
-    def forward(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        position_ids: torch.Tensor | None = None,
-        output_attentions: bool = False,
-        output_hidden_states: bool = False,
-        **kwargs,
-    ) -> BaseModelOutputWithPooling:
-        if input_ids is None:
-            raise ValueError("You have to specify input_ids.")
-        if input_ids.dim() == 1:
+    def forward(self, input_ids, attention_mask=None, position_ids=None, **kwargs) -> BaseModelOutputWithPooling:
+        if input_ids is not None and input_ids.dim() == 1:
             input_ids = input_ids.unsqueeze(0)
-        if input_ids.dim() != 2:
-            raise ValueError(f"input_ids must have shape (batch_size, seq_length), got {tuple(input_ids.shape)}.")
-        _check_right_padding(attention_mask)
+        _check_input("input_ids", input_ids, ("batch_size", "seq_length"))
+        # The causal mask makes right padding exact without a padding mask; left padding would not be.
+        if attention_mask is not None and not (torch.jit.is_tracing() or torch.compiler.is_compiling()):
+            _check_input("attention_mask", attention_mask, ("batch_size", "seq_length"))
+            if bool((attention_mask[:, 1:] > attention_mask[:, :-1]).any()):
+                raise ValueError(
+                    "DiffCLIP's text tower expects right padding (the CLIP tokenizer's default); attention_mask "
+                    "shows left padding. Tokenize with `padding_side='right'`."
+                )
         hidden_states = self.embeddings(input_ids=input_ids, position_ids=position_ids)
         seq_length = input_ids.shape[1]
         # Additive causal mask for the eager kernel; the fused kernels use `is_causal` instead.
         dtype, device = hidden_states.dtype, hidden_states.device
         causal_mask = torch.full((seq_length, seq_length), torch.finfo(dtype).min, dtype=dtype, device=device).triu(1)
-        encoder_outputs = self.encoder(
-            hidden_states, causal_mask[None, None], output_attentions, output_hidden_states, **kwargs
-        )
-        last_hidden_state = self.final_layer_norm(encoder_outputs.last_hidden_state)
-        pool_index = _text_pool_index(input_ids.to(last_hidden_state.device), self.config.eos_token_id)
-        pooled_output = last_hidden_state[
-            torch.arange(last_hidden_state.shape[0], device=pool_index.device), pool_index
-        ]
+        encoded = self.encoder(hidden_states, causal_mask[None, None], **kwargs)
+        last_hidden_state = self.final_layer_norm(encoded.last_hidden_state)
+        # Pooled: each row's first end-of-text token, else (the original tokenizer truncates past it) its largest id.
+        input_ids = input_ids.to(last_hidden_state.device)
+        is_eos = input_ids == self.config.eos_token_id
+        pool_index = torch.where(is_eos.any(dim=-1), is_eos.int().argmax(dim=-1), input_ids.argmax(dim=-1))
+        pooled_output = last_hidden_state[torch.arange(len(pool_index), device=pool_index.device), pool_index]
         return BaseModelOutputWithPooling(
-            last_hidden_state=last_hidden_state,
-            pooler_output=pooled_output,
-            hidden_states=encoder_outputs.hidden_states,
-            attentions=encoder_outputs.attentions,
+            last_hidden_state, pooled_output, hidden_states=encoded.hidden_states, attentions=encoded.attentions
         )
 
 
@@ -768,27 +660,16 @@ class DiffCLIPVisionTransformer(nn.Module):
         self.encoder = DiffCLIPEncoder(config)
         self.post_layernorm = DiffCLIPLayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
-    def forward(
-        self,
-        pixel_values: torch.Tensor,
-        interpolate_pos_encoding: bool = False,
-        output_attentions: bool = False,
-        output_hidden_states: bool = False,
-        **kwargs,
-    ) -> BaseModelOutputWithPooling:
-        if pixel_values is None:
-            raise ValueError("You have to specify pixel_values.")
+    def forward(self, pixel_values, interpolate_pos_encoding=False, **kwargs) -> BaseModelOutputWithPooling:
         hidden_states = self.embeddings(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding)
         if self.pre_layernorm is not None:
             hidden_states = self.pre_layernorm(hidden_states)
-        encoder_outputs = self.encoder(hidden_states, None, output_attentions, output_hidden_states, **kwargs)
+        encoded = self.encoder(hidden_states, None, **kwargs)
         # The final norm covers every token (timm's ViT); the class token is the pooled output.
-        last_hidden_state = self.post_layernorm(encoder_outputs.last_hidden_state)
+        last_hidden_state = self.post_layernorm(encoded.last_hidden_state)
+        pooled_output = last_hidden_state[:, 0]
         return BaseModelOutputWithPooling(
-            last_hidden_state=last_hidden_state,
-            pooler_output=last_hidden_state[:, 0],
-            hidden_states=encoder_outputs.hidden_states,
-            attentions=encoder_outputs.attentions,
+            last_hidden_state, pooled_output, hidden_states=encoded.hidden_states, attentions=encoded.attentions
         )
 
 
@@ -811,17 +692,14 @@ else:
 
 
 class DiffCLIPModel(DiffCLIPPreTrainedModel):
-    """DiffCLIP: both towers, their projections and the learned temperature.
-
-    Similarities are `exp(logit_scale) · cos(image, text)`; `return_loss=True` adds the symmetric contrastive loss.
-    """
+    """DiffCLIP: both towers, their projections and the learned temperature. Similarities are
+    `exp(logit_scale) · cos(image, text)`; `return_loss=True` adds the symmetric contrastive loss."""
 
     config_class = DiffCLIPConfig
 
     def __init__(self, config: DiffCLIPConfig):
         super().__init__(config)
-        # transformers resolves the kernel of the model's own config; the towers (modules, not sub-models) get theirs
-        # here: what was requested for them, checked, else the same default
+        # the towers (modules, not sub-models) get their kernel here: their own request, checked, else the model's
         for tower in (config.text_config, config.vision_config):
             requested = tower._attn_implementation
             tower._attn_implementation_internal = self._check_and_adjust_attn_implementation(
@@ -847,9 +725,7 @@ class DiffCLIPModel(DiffCLIPPreTrainedModel):
     def get_text_features(
         self, input_ids=None, attention_mask=None, position_ids=None, **kwargs: Unpack[TransformersKwargs]
     ):
-        """Projected (not normalised) text embeddings. Like the installed transformers' CLIP: on transformers 5 a
-        `BaseModelOutputWithPooling` whose `pooler_output` is the embedding (a tuple when `return_dict` or the config's
-        `return_dict` is False; hidden states and maps as `forward` gives them), on 4.x the tensor itself."""
+        """Projected (not normalised) text embeddings, in the installed CLIP's return type (`_features_output`)."""
         inputs = dict(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids)
         return self._tower_forward(self.text_model, self.text_projection, **inputs, **kwargs)
 
@@ -887,14 +763,7 @@ class DiffCLIPModel(DiffCLIPPreTrainedModel):
         logits_per_text = logits_per_text * self.logit_scale.exp().to(text_embeds.device)
         logits_per_image = logits_per_text.t()
 
-        loss = None
-        if return_loss:
-            if logits_per_text.shape[0] != logits_per_text.shape[1]:
-                raise ValueError(
-                    "return_loss=True needs matching image-text pairs: got "
-                    f"{logits_per_text.shape[1]} images and {logits_per_text.shape[0]} texts."
-                )
-            loss = contrastive_loss(logits_per_text)
+        loss = contrastive_loss(logits_per_text) if return_loss else None
 
         return DiffCLIPOutput(
             loss=loss,
@@ -912,12 +781,11 @@ class DiffCLIPTextModel(DiffCLIPPreTrainedModel):
 
     config_class = DiffCLIPTextConfig
     _no_split_modules = ["DiffCLIPTextEmbeddings", "DiffCLIPEncoderLayer"]
-    _with_projection = False
 
     def __init__(self, config: DiffCLIPTextConfig):
         super().__init__(config)
         self.text_model = DiffCLIPTextTransformer(config)
-        if self._with_projection:
+        if self._projected_output is not None:
             self.text_projection = _projection(config.hidden_size, config.projection_dim, config.initializer_factor)
         self.post_init()
 
@@ -930,39 +798,28 @@ class DiffCLIPTextModel(DiffCLIPPreTrainedModel):
     @can_return_tuple
     def forward(
         self, input_ids=None, attention_mask=None, position_ids=None, **kwargs: Unpack[TransformersKwargs]
-    ) -> BaseModelOutputWithPooling:
+    ) -> BaseModelOutputWithPooling | DiffCLIPTextModelOutput:
         inputs = dict(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids)
-        return self._tower_forward(self.text_model, **inputs, **kwargs)
+        return self._tower_forward(self.text_model, getattr(self, "text_projection", None), **inputs, **kwargs)
 
 
 class DiffCLIPTextModelWithProjection(DiffCLIPTextModel):
-    """The text tower with its projection to the joint space."""
+    """The text tower with its projection to the joint space; returns a [`DiffCLIPTextModelOutput`]."""
 
-    _with_projection = True
-
-    @can_return_tuple
-    def forward(
-        self, input_ids=None, attention_mask=None, position_ids=None, **kwargs: Unpack[TransformersKwargs]
-    ) -> DiffCLIPTextModelOutput:
-        inputs = dict(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids)
-        outputs = self._tower_forward(self.text_model, self.text_projection, **inputs, **kwargs)
-        tower = {name: value for name, value in outputs.items() if name != "pooler_output"}
-        return DiffCLIPTextModelOutput(text_embeds=outputs.pooler_output, **tower)
+    _projected_output = DiffCLIPTextModelOutput
 
 
 class DiffCLIPVisionModel(DiffCLIPPreTrainedModel):
-    """The DiffCLIP vision tower without projection; usable as an image encoder (`output_hidden_states=True` gives
-    every layer's tokens)."""
+    """The vision tower without projection (an image encoder: `output_hidden_states=True` gives all tokens)."""
 
     config_class = DiffCLIPVisionConfig
     main_input_name = "pixel_values"
     _no_split_modules = ["DiffCLIPVisionEmbeddings", "DiffCLIPEncoderLayer"]
-    _with_projection = False
 
     def __init__(self, config: DiffCLIPVisionConfig):
         super().__init__(config)
         self.vision_model = DiffCLIPVisionTransformer(config)
-        if self._with_projection:
+        if self._projected_output is not None:
             self.visual_projection = _projection(config.hidden_size, config.projection_dim, config.initializer_factor)
         self.post_init()
 
@@ -972,24 +829,15 @@ class DiffCLIPVisionModel(DiffCLIPPreTrainedModel):
     @can_return_tuple
     def forward(
         self, pixel_values=None, interpolate_pos_encoding=False, **kwargs: Unpack[TransformersKwargs]
-    ) -> BaseModelOutputWithPooling:
+    ) -> BaseModelOutputWithPooling | DiffCLIPVisionModelOutput:
         inputs = dict(pixel_values=pixel_values, interpolate_pos_encoding=interpolate_pos_encoding)
-        return self._tower_forward(self.vision_model, **inputs, **kwargs)
+        return self._tower_forward(self.vision_model, getattr(self, "visual_projection", None), **inputs, **kwargs)
 
 
 class DiffCLIPVisionModelWithProjection(DiffCLIPVisionModel):
-    """The vision tower with its projection to the joint space."""
+    """The vision tower with its projection to the joint space; returns a [`DiffCLIPVisionModelOutput`]."""
 
-    _with_projection = True
-
-    @can_return_tuple
-    def forward(
-        self, pixel_values=None, interpolate_pos_encoding=False, **kwargs: Unpack[TransformersKwargs]
-    ) -> DiffCLIPVisionModelOutput:
-        inputs = dict(pixel_values=pixel_values, interpolate_pos_encoding=interpolate_pos_encoding)
-        outputs = self._tower_forward(self.vision_model, self.visual_projection, **inputs, **kwargs)
-        tower = {name: value for name, value in outputs.items() if name != "pooler_output"}
-        return DiffCLIPVisionModelOutput(image_embeds=outputs.pooler_output, **tower)
+    _projected_output = DiffCLIPVisionModelOutput
 
 
 __all__ = [
