@@ -268,11 +268,11 @@ def eager_attention_forward(module, query, key, value, attention_mask, scaling: 
     return torch.matmul(attn_weights, value).transpose(1, 2).contiguous(), attn_weights
 
 
-def _registry_kernel(implementation: str):
-    """transformers' kernel registered as `implementation`, looked up as transformers' own models look it up."""
+def _registry_kernel(module: nn.Module):
+    """The registry's kernel for the module's config, read as 4.57's `set_attn_implementation` requires to switch."""
     if hasattr(ALL_ATTENTION_FUNCTIONS, "get_interface"):  # transformers >= 5.1 (hub kernels, deprecated names)
-        return ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager_attention_forward)
-    return ALL_ATTENTION_FUNCTIONS[implementation]  # transformers 4.57, 5.0
+        return ALL_ATTENTION_FUNCTIONS.get_interface(module.config._attn_implementation, eager_attention_forward)
+    return ALL_ATTENTION_FUNCTIONS[module.config._attn_implementation]  # transformers 4.57, 5.0
 
 
 class DiffCLIPAttention(nn.Module):
@@ -309,7 +309,7 @@ class DiffCLIPAttention(nn.Module):
         return self.fused_kernel(implementation, device)
 
     def fused_kernel(self, implementation: str, device: torch.device):
-        return _registry_kernel(implementation)
+        return _registry_kernel(self)
 
     def forward(self, hidden_states: torch.Tensor, attention_mask=None, output_attentions=False, **kwargs):
         batch_size, seq_length, _ = hidden_states.shape
@@ -395,7 +395,7 @@ def per_map_attention(module, query, key, value, attention_mask, value_parts=(sl
     query = query.view(batch_size, seq_length, pairs, 2, head_dim)
     key = key.view(batch_size, seq_length, pairs, 2, head_dim)
     value = value.view(batch_size, seq_length, pairs, 2 * head_dim).transpose(1, 2)
-    kernel = _registry_kernel(module.config._attn_implementation)
+    kernel = _registry_kernel(module)
     call = functools.partial(kernel, module, scaling=module.scaling, is_causal=module.is_causal, **kwargs)
     outputs = []
     for j in (0, 1):

@@ -4,7 +4,8 @@ library, the shared torch install, or the code under test -- never from the pare
 Used as a pytest plugin by the matrix (`python -m pytest -p isolation ...`, with this folder on PYTHONPATH; see
 .ci/matrix.py): when the session ends, after the suite imported everything it needs, the plugin checks
 `sys.modules` and `sys.path`, writes a JSON report to $DIFFCLIP_ISOLATION_REPORT and fails the run (exit status 1)
-on any module from elsewhere. Allowed besides the venv and the standard library: the checkout's tests/ folder and
+on any module from elsewhere. Allowed besides the venv and the standard library: the checkout's tests/ and conversion/
+folders (the code under test: conversion/reference_original.py is the tests' reference of the original model) and
 the folders named in $DIFFCLIP_ISOLATION_ALLOW (the shared torch install, the fixture folders, the remote-code
 module cache, the fetched transformers tests), which the matrix sets.
 """
@@ -19,6 +20,7 @@ from pathlib import Path
 
 
 TESTS_DIR = Path(__file__).resolve().parents[1]
+CONVERSION_DIR = TESTS_DIR.parent / "conversion"  # the reference of the original forward (tests/conftest.py)
 
 
 def _resolved(path) -> Path:
@@ -27,9 +29,9 @@ def _resolved(path) -> Path:
 
 def allowed_roots() -> tuple[list[Path], list[Path]]:
     """(allowed folders, folders excluded from them): the venv, the base standard library without its
-    site-packages, tests/, and $DIFFCLIP_ISOLATION_ALLOW."""
+    site-packages, tests/, conversion/, and $DIFFCLIP_ISOLATION_ALLOW."""
     stdlib = {_resolved(sysconfig.get_paths()[key]) for key in ("stdlib", "platstdlib")}
-    allowed = [_resolved(sys.prefix), *stdlib, TESTS_DIR]
+    allowed = [_resolved(sys.prefix), *stdlib, TESTS_DIR, CONVERSION_DIR]
     allowed += [_resolved(p) for p in os.environ.get("DIFFCLIP_ISOLATION_ALLOW", "").split(os.pathsep) if p]
     # the base interpreter's own site-packages live inside its standard library folder
     excluded = [folder / name for folder in stdlib for name in ("site-packages", "dist-packages")]
