@@ -268,13 +268,6 @@ def eager_attention_forward(module, query, key, value, attention_mask, scaling: 
     return torch.matmul(attn_weights, value).transpose(1, 2).contiguous(), attn_weights
 
 
-def _registry_kernel(module: nn.Module):
-    """The registry's kernel for the module's config, read as 4.57's `set_attn_implementation` requires to switch."""
-    if hasattr(ALL_ATTENTION_FUNCTIONS, "get_interface"):  # transformers >= 5.1 (hub kernels, deprecated names)
-        return ALL_ATTENTION_FUNCTIONS.get_interface(module.config._attn_implementation, eager_attention_forward)
-    return ALL_ATTENTION_FUNCTIONS[module.config._attn_implementation]  # transformers 4.57, 5.0
-
-
 class DiffCLIPAttention(nn.Module):
     """Standard multi-head attention (the CLIP baselines' layers), with separate q/k/v/out projections."""
 
@@ -309,7 +302,13 @@ class DiffCLIPAttention(nn.Module):
         return self.fused_kernel(implementation, device)
 
     def fused_kernel(self, implementation: str, device: torch.device):
-        return _registry_kernel(self)
+        return self.registry_kernel()
+
+    def registry_kernel(self):
+        """transformers' kernel for the config (read so: 4.57 lets `set_attn_implementation` switch only then)."""
+        if hasattr(ALL_ATTENTION_FUNCTIONS, "get_interface"):  # transformers >= 5.1 (hub kernels, deprecated names)
+            return ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation, eager_attention_forward)
+        return ALL_ATTENTION_FUNCTIONS[self.config._attn_implementation]  # transformers 4.57, 5.0
 
     def forward(self, hidden_states: torch.Tensor, attention_mask=None, output_attentions=False, **kwargs):
         batch_size, seq_length, _ = hidden_states.shape
@@ -395,7 +394,7 @@ def per_map_attention(module, query, key, value, attention_mask, value_parts=(sl
     query = query.view(batch_size, seq_length, pairs, 2, head_dim)
     key = key.view(batch_size, seq_length, pairs, 2, head_dim)
     value = value.view(batch_size, seq_length, pairs, 2 * head_dim).transpose(1, 2)
-    kernel = _registry_kernel(module)
+    kernel = module.registry_kernel()
     call = functools.partial(kernel, module, scaling=module.scaling, is_causal=module.is_causal, **kwargs)
     outputs = []
     for j in (0, 1):
