@@ -189,48 +189,18 @@ def _random_tensor(name: str, shape: tuple[int, ...], generator: torch.Generator
 
 def make_original_state_dict(
     *,
-    diff_vision: bool = True,
-    diff_text: bool = True,
-    vision_width: int = 768,
-    vision_layers: int = 12,
-    vision_heads: int = 12,
-    patch_size: int = 16,
-    image_size: int = 224,
-    vision_mlp_ratio: int = 4,
-    text_width: int = 512,
-    text_layers: int = 12,
-    text_heads: int = 8,
-    context_length: int = 77,
-    vocab_size: int = 49408,
-    embed_dim: int = 512,
     seed: int = 0,
     prefix: str = "module.",
     dtype: torch.dtype = torch.float32,
-    text_mlp_ratio: int = 4,
     shapes_only: bool = False,
+    **sizes,
 ) -> dict[str, torch.Tensor]:
-    """Random weights under the exact original key names and shapes.
+    """Random weights under the exact original key names and shapes (``sizes``: ``original_shapes``' keywords).
 
     ``prefix`` is prepended to every key (the released files use ``"module."``). With
     ``shapes_only=True`` the tensors live on the meta device (no memory, no random numbers).
     """
-    shapes = original_shapes(
-        diff_vision=diff_vision,
-        diff_text=diff_text,
-        vision_width=vision_width,
-        vision_layers=vision_layers,
-        vision_heads=vision_heads,
-        patch_size=patch_size,
-        image_size=image_size,
-        vision_mlp_ratio=vision_mlp_ratio,
-        text_width=text_width,
-        text_layers=text_layers,
-        text_heads=text_heads,
-        context_length=context_length,
-        vocab_size=vocab_size,
-        embed_dim=embed_dim,
-        text_mlp_ratio=text_mlp_ratio,
-    )
+    shapes = original_shapes(**sizes)
     state_dict: dict[str, torch.Tensor] = {}
     if shapes_only:
         for name, shape in shapes.items():
