@@ -1,5 +1,5 @@
 """Writes attention_paths.json: what every attention path of the model computed before the kernel table (main at
-b944eaf), for tests/test_fast_paths.py::test_every_path_equals_the_recorded_outputs.
+b944eaf), for tests/model/test_fast_paths.py::test_every_path_equals_the_recorded_outputs.
 
 Run once with that code on the path: `git show b944eaf:src/... ` or a checkout of b944eaf:
     PYTHONPATH=<checkout of b944eaf>/src python tests/golden/write_attention_paths.py
