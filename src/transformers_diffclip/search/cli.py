@@ -68,8 +68,9 @@ def _run_search(args: argparse.Namespace) -> int:
     from .searcher import Searcher
 
     searcher = Searcher(args.index, args.model, **_loader_options(args))
-    hits = searcher.search_text(args.text, args.top_k) if args.text is not None else None
-    if hits is None:
+    if args.text is not None:
+        hits = searcher.search_text(args.text, args.top_k)
+    else:
         hits = searcher.search_image(args.image, args.top_k)
     if args.json:
         print(json_text([hit.to_dict() for hit in hits]))
