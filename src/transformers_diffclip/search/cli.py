@@ -68,8 +68,9 @@ def _run_search(args: argparse.Namespace) -> int:
     from .searcher import Searcher
 
     searcher = Searcher(args.index, args.model, **_loader_options(args))
-    hits = searcher.search_text(args.text, args.top_k) if args.text is not None else None
-    if hits is None:
+    if args.text is not None:
+        hits = searcher.search_text(args.text, args.top_k)
+    else:
         hits = searcher.search_image(args.image, args.top_k)
     if args.json:
         print(json_text([hit.to_dict() for hit in hits]))
@@ -77,6 +78,12 @@ def _run_search(args: argparse.Namespace) -> int:
         for hit in hits:
             print(f"{hit.score:.4f}  {hit.path}")
     return 0
+
+
+def _add_device_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--device` and `--dtype`, the same for both commands."""
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    parser.add_argument("--dtype", default="float32", choices=sorted(DTYPES), help="model dtype (default: float32)")
 
 
 def register_cli(subparsers: argparse._SubParsersAction) -> None:
@@ -97,8 +104,7 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
         "(x.tar, a brace pattern such as 'shards/{00000..00009}.tar', or a folder of .tar files)",
     )
     parser.add_argument("--output", required=True, metavar="INDEX_DIR", help="the index folder (created or resumed)")
-    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
-    parser.add_argument("--dtype", default="float32", choices=sorted(DTYPES), help="model dtype (default: float32)")
+    _add_device_arguments(parser)
     parser.add_argument("--batch-size", type=positive_int, default=64, help="images per batch (default: 64)")
     parser.add_argument("--num-workers", type=int, default=0, help="DataLoader processes reading images (default: 0)")
     parser.add_argument(
@@ -132,6 +138,5 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     search.add_argument("--model", help="the model to embed the query with (default: the index's; must match it)")
     search.add_argument("--revision", help="Hub branch, tag or commit of --model")
     search.add_argument("--trust-remote-code", action="store_true", help="as for the other commands")
-    search.add_argument("--device", default="auto", help="cpu, cuda, ... (default: cuda if available)")
-    search.add_argument("--dtype", default="float32", choices=sorted(DTYPES), help="model dtype (default: float32)")
+    _add_device_arguments(search)
     search.set_defaults(func=_run_search)
