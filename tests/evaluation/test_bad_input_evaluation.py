@@ -342,3 +342,12 @@ def test_attention_map_output_is_checked_before_the_model_loads(tmp_path, capsys
     code = diffclip(argv + ["--output", str(tmp_path)])
     err = capsys.readouterr().err
     assert code == 2 and f"--output {tmp_path}: it is a folder" in err and "Traceback" not in err
+
+
+def test_zero_shot_reads_the_classifier_before_the_model_loads(tmp_path, capsys):
+    """A folder that holds no classifier is named before any model loads (the model here does not exist)."""
+    not_a_classifier = tmp_path / "empty"
+    not_a_classifier.mkdir()
+    argv = ["zero-shot", "--model", str(tmp_path / "no-model"), "--classifier", str(not_a_classifier)]
+    _, line = _fails(argv + [str(_image(tmp_path / "a.png"))], capsys)
+    assert f"{not_a_classifier} is not a saved zero-shot classifier" in line

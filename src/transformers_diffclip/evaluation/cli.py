@@ -103,11 +103,10 @@ def _templates_from_args(args: argparse.Namespace) -> list[str]:
     return templates or [DEFAULT_TEMPLATE]
 
 
-def _load_or_build_classifier(args, model, processor, labels, templates, saved=None) -> ZeroShotClassifier:
-    if args.classifier:
-        classifier = saved or ZeroShotClassifier.from_pretrained(args.classifier)
-        classifier.check_model(model, processor, source=f"The classifier {args.classifier}")
-        return classifier
+def _load_or_build_classifier(args, model, processor, labels, templates, saved) -> ZeroShotClassifier:
+    if saved is not None:
+        saved.check_model(model, processor, source=f"The classifier {args.classifier}")
+        return saved
     return ZeroShotClassifier.from_model(
         model,
         processor,
@@ -134,10 +133,11 @@ def _run_zero_shot(args: argparse.Namespace) -> int:
     check_image_sources(args.images)
     if args.save_classifier:  # before the model loads
         ZeroShotClassifier.check_save_target(args.save_classifier, overwrite=args.overwrite)
+    saved = ZeroShotClassifier.from_pretrained(args.classifier) if args.classifier else None  # before the model
     if labels is not None:
         _warn_duplicates(labels)
     model, processor = load_model_from_args(args)
-    classifier = _load_or_build_classifier(args, model, processor, labels, templates)
+    classifier = _load_or_build_classifier(args, model, processor, labels, templates, saved)
     if args.save_classifier:
         classifier.save_pretrained(args.save_classifier, overwrite=args.overwrite)
         print(f"Saved the classifier ({classifier.num_classes} classes) to {args.save_classifier}", file=sys.stderr)
@@ -175,7 +175,7 @@ def _run_eval_zero_shot(args: argparse.Namespace) -> int:
         saved.class_order(data.labels, source=args.classnames or f"the folders of {args.data}")
     _warn_duplicates(data.labels)
     model, processor = load_model_from_args(args)
-    classifier = _load_or_build_classifier(args, model, processor, data.labels, templates, saved=saved)
+    classifier = _load_or_build_classifier(args, model, processor, data.labels, templates, saved)
     report = evaluate_zero_shot(
         model,
         processor,

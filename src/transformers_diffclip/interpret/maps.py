@@ -79,8 +79,15 @@ def vision_tower(model: nn.Module) -> nn.Module:
     return tower
 
 
-def _has_text_tower(model: nn.Module) -> bool:
-    return getattr(model, "text_model", None) is not None and getattr(model, "visual_projection", None) is not None
+def _check_dual_encoder(model: nn.Module) -> None:
+    """Refuse a model that is not a dual encoder (text-conditioned maps need both towers): a model without a vision
+    tower is named as such first (see [`vision_tower`]), then one without a text tower."""
+    vision_tower(model)
+    if getattr(model, "text_model", None) is None or getattr(model, "visual_projection", None) is None:
+        raise ValueError(
+            f"{type(model).__name__} has no text tower; text-conditioned maps need a dual encoder (e.g. "
+            "DiffCLIPModel). Use the class-token map for a vision tower."
+        )
 
 
 def preprocess_image(processor, image: str | os.PathLike | Image.Image) -> tuple[torch.Tensor, Image.Image]:
@@ -204,17 +211,12 @@ def text_attention_gradients(
     similarities. The gradients are autograd's, through the maps the model returns under the eager kernel (the
     maps its output is computed from); the parameters' `.grad` are left untouched.
     """
-    if not _has_text_tower(model):
-        raise ValueError(
-            f"{type(model).__name__} has no text tower; text-conditioned maps need a dual encoder (e.g. "
-            "DiffCLIPModel). Use the class-token map for a vision tower."
-        )
+    _check_dual_encoder(model)
     if pixel_values.shape[0] != input_ids.shape[0]:
         raise ValueError(
             f"pixel_values and input_ids must pair up row by row, got {pixel_values.shape[0]} images and "
             f"{input_ids.shape[0]} texts."
         )
-    vision_tower(model)
     device, dtype = model_device_dtype(model)
     # an input that requires grad keeps the maps in the graph even when every parameter is frozen
     pixel_values = pixel_values.to(device=device, dtype=dtype).detach().requires_grad_(True)
@@ -289,12 +291,7 @@ def text_relevance_maps(
         start_layer: first layer whose attention enters the relevance (0: all layers; -1: the last only).
     """
     texts = _check_texts(texts)
-    if not _has_text_tower(model):
-        vision_tower(model)  # a text-only model: say that there is no vision tower first
-        raise ValueError(
-            f"{type(model).__name__} has no text tower; text-conditioned maps need a dual encoder (e.g. "
-            "DiffCLIPModel). Use the class-token map for a vision tower."
-        )
+    _check_dual_encoder(model)
     tokenizer = tokenizer_of(processor)
     if tokenizer is None:
         raise ValueError("Text-conditioned maps need a processor with a tokenizer.")
