@@ -20,8 +20,9 @@ from ..core.images import IMAGE_EXTENSIONS, ImageError, image_key, is_url, open_
 
 
 SHARD_SEPARATOR = "#"
-# The image members of a webdataset sample, in the order they are preferred (the layout img2dataset writes).
-SHARD_IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
+# The image members of a webdataset sample, in the order they are preferred: core.images' one extension list
+# without the dots, as training.shards reads shards.
+SHARD_IMAGE_EXTENSIONS = tuple(extension[1:] for extension in IMAGE_EXTENSIONS)
 
 
 def _is_shard_spec(text: str) -> bool:
