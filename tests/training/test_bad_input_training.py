@@ -128,3 +128,12 @@ def test_skip_bad_rows_counts_every_row_it_drops(data, tmp_path, capsys):
     assert training.main(argv) == 0
     assert "skipped 2 bad row(s) of the train split" in capsys.readouterr().out
     assert json.loads((tmp_path / "out" / "train_results.json").read_text())["train_skipped_rows"] == 2
+
+
+@pytest.mark.parametrize("text", ["learning_rate: [1, 2\n", "- a list\n"])
+def test_a_broken_yaml_arguments_file_is_one_line_and_exit_code_2(text, tmp_path, capsys):
+    arguments = tmp_path / "args.yaml"
+    arguments.write_text(text)
+    assert training.main([str(arguments)]) == 2
+    err = capsys.readouterr().err
+    assert str(arguments) in err and "Traceback" not in err and len(err.strip().splitlines()) == 1

@@ -42,11 +42,17 @@ def parse_arguments(argv: list[str] | None = None, prog: str = "diffclip-finetun
         if path.suffix == ".json":
             import json
 
-            values = json.loads(path.read_text(encoding="utf-8"))
+            parse, errors = json.loads, (json.JSONDecodeError,)
         else:
             import yaml
 
-            values = yaml.safe_load(path.read_text(encoding="utf-8"))
+            parse, errors = yaml.safe_load, (yaml.YAMLError,)
+        try:
+            values = parse(path.read_text(encoding="utf-8"))
+        except (*errors, UnicodeDecodeError) as error:
+            raise ValueError(f"{path} is not a readable arguments file: {' '.join(str(error).split())}") from error
+        if not isinstance(values, dict):
+            raise ValueError(f"{path} must hold a mapping of flag names to values, not {type(values).__name__}.")
         defaults = PRETRAINING_RECIPE if prog == "diffclip-pretrain" else {}
         return parser.parse_dict({**defaults, **values})
     return parser.parse_args_into_dataclasses(args=argv)
