@@ -141,6 +141,7 @@ def _run_suite(args) -> int:
         args.num_workers,
         not args.no_progress,
         args.probe_device,
+        text_batch_size=args.text_batch_size,
     )
     for path in outputs["_files"]:
         print(path)
