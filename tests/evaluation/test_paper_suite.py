@@ -337,3 +337,20 @@ def test_output_is_checked_before_the_data_and_the_model(world, tmp_path, capsys
     error = capsys.readouterr().err
     assert "--output-dir" in error and f"{not_a_folder} is not a folder" in error and "missing.yaml" not in error
     assert loaded == [] and not_a_folder.read_text() == "x"
+
+
+def test_a_dataset_spec_reads_each_split_once(tmp_path, monkeypatch):
+    from transformers_diffclip.evaluation import paper_tasks
+
+    opened = []
+
+    def counting_open_split(data, split, *args, **kwargs):
+        opened.append(split)
+        return open_split(data, split, *args, **kwargs)
+
+    monkeypatch.setattr(paper_tasks, "open_split", counting_open_split)
+    spec = paper_tasks.DatasetSpec(name="fruit", data=str(write_split_folders(tmp_path / "fruit")))
+    spec.check(("train", "test"), "classification")
+    train, test = spec.split("train"), spec.split("test")
+    assert spec.split("train") is train and train.split == "train" and test.split == "test"
+    assert sorted(opened) == ["test", "train"]

@@ -168,9 +168,9 @@ def detect_layout(root: Path) -> str:
     elif root.is_dir():
         if (root / "Questions.csv").is_file():
             return "mmvp"
-        if any((sub / "nshards.txt").is_file() for sub in _subfolders(root)):
-            return "webdataset"
         subfolders = _subfolders(root)
+        if any((sub / "nshards.txt").is_file() for sub in subfolders):
+            return "webdataset"
         if (root / "train").is_dir() and (root / "test").is_dir():
             return "split_folders"
         if subfolders and any(_has_images(sub) or _subfolders(sub) for sub in subfolders):

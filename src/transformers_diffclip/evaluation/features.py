@@ -265,7 +265,7 @@ def _encode_samples(
     chunks, targets = cache.load_parts(manifest, tag)
     done = len(targets)
     total = split.num_samples
-    if total is None and split.shards is not None:
+    if total is None and split.shards is not None and progress:  # the count only sizes the progress bar
         total = count_webdataset_samples(split)
     if total is not None:
         total = len(range(rank, total, world))

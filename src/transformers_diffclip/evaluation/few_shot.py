@@ -37,7 +37,7 @@ def class_indices(labels: torch.Tensor, classes: Sequence[int]) -> list[torch.Te
     return [torch.nonzero(labels == c).flatten() for c in classes]
 
 
-def check_episode_setup(train_labels, test_labels, way: int, shot: int, class_names: Sequence[str] | None = None):
+def check_episode_setup(train_labels, way: int, shot: int, class_names: Sequence[str] | None = None):
     """The distinct training classes; an error when there are fewer than `way`, or when a class has fewer training
     images than `shot` (named, with its count)."""
     train_labels = torch.as_tensor(train_labels).long()
@@ -69,10 +69,12 @@ def sample_episodes(
     shot: int = SHOTS,
     query: int = QUERIES,
     seed: int = DEFAULT_SEED,
+    class_names: Sequence[str] | None = None,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """`(support indices into train, query indices into test)` per episode (see the module docstring): support
-    grouped by class, `shot` per class, in the order the classes were drawn."""
-    classes = check_episode_setup(train_labels, test_labels, way, shot)
+    grouped by class, `shot` per class, in the order the classes were drawn. The setup is checked (see
+    `check_episode_setup`; `class_names` name the short classes) when the first episode is drawn."""
+    classes = check_episode_setup(train_labels, way, shot, class_names)
     train_of = class_indices(train_labels, classes)
     test_of = class_indices(test_labels, classes)
     generator = torch.Generator().manual_seed(int(seed))
@@ -120,11 +122,10 @@ def few_shot(
     check_finite(train_features, "train image")
     check_finite(test_features, "test image")
     train_labels, test_labels = torch.as_tensor(train_labels).long(), torch.as_tensor(test_labels).long()
-    check_episode_setup(train_labels, test_labels, way, shot, class_names)
     train_features, test_features = train_features.float(), test_features.float()
     accuracies = torch.empty(episodes, dtype=torch.float32)
     for i, (support, queries) in enumerate(
-        sample_episodes(train_labels, test_labels, episodes, way, shot, query, seed)
+        sample_episodes(train_labels, test_labels, episodes, way, shot, query, seed, class_names)
     ):
         if len(queries) == 0:
             raise ValueError("An episode drew classes without any test image: every class needs test images.")

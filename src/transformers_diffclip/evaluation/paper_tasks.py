@@ -9,7 +9,7 @@ metrics)."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import torch
@@ -85,9 +85,13 @@ class DatasetSpec:
     templates: Any = None  # a file, a list, or None (the dataset's own, else "a photo of a {}.")
     image_root: str | None = None
     metric: str | None = None  # linear probe: acc1 or mean_per_class_recall (default: the paper's for the name)
+    opened: dict = field(default_factory=dict, init=False, repr=False, compare=False)  # splits read, by name
 
     def split(self, split: str) -> Split:
-        return open_split(self.data, split, self.classnames, self.key, self.image_root)
+        """The split, read once (layout, files, fingerprint) for the check and every task and model after it."""
+        if split not in self.opened:
+            self.opened[split] = open_split(self.data, split, self.classnames, self.key, self.image_root)
+        return self.opened[split]
 
     def check(self, splits: Sequence[str], task: str | None = None) -> None:
         """Open `splits` (layout, class names, files) and check they hold `task`'s kind of data (`classification`,
@@ -327,7 +331,7 @@ def dataset_spec(name: str, entry: str | Mapping[str, Any]) -> DatasetSpec:
         return DatasetSpec(name=name, data=entry)
     if not isinstance(entry, Mapping) or "data" not in entry:
         raise ValueError(f"Dataset {name!r}: expected a 'data' path or id, got {entry!r}.")
-    allowed = set(DatasetSpec.__dataclass_fields__) - {"name"}
+    allowed = {f.name for f in fields(DatasetSpec) if f.init} - {"name"}
     unknown = sorted(set(entry) - allowed)
     if unknown:
         raise ValueError(

@@ -260,6 +260,7 @@ def run_suite(
     progress: bool = False,
     probe_device: str | None = None,
     charts: bool = True,
+    text_batch_size: int = 256,
 ) -> dict[str, Any]:
     """Run every task of `suite` for every model (loaded one at a time by `load_model`), then write the task
     JSONs, `report.md` and the charts into `output_dir`. Returns `{task: the task's JSON}`."""
@@ -273,7 +274,9 @@ def run_suite(
     samples: dict[str, dict] = {task: {} for task in suite.tasks}
     for entry in suite.models:
         model, processor = load_model(entry)
-        run = ModelRun(model, processor, entry.model, entry.revision, cache, batch_size, 256, num_workers, progress)
+        run = ModelRun(
+            model, processor, entry.model, entry.revision, cache, batch_size, text_batch_size, num_workers, progress
+        )
         for task, value in suite.tasks.items():
             per_dataset, per_samples = {}, {}
             if task == "ood":

@@ -15,7 +15,7 @@ from ..core.loading import add_model_arguments
 from .arguments import add_runtime_arguments, load_model_from_args
 from .datasets import open_split
 from .features import FEATURE_KINDS, FeatureCache, default_cache_dir, encode_split, manifest_metadata
-from .few_shot import EPISODES, QUERIES, SHOTS, WAYS
+from .few_shot import DEFAULT_SEED, EPISODES, QUERIES, SHOTS, WAYS
 from .linear_probe import MAX_ITER, PENALTIES
 from .paper_tasks import DatasetSpec, ModelRun, run_few_shot, run_linear_probe, run_mmvp
 from .reports import report_metadata
@@ -141,6 +141,7 @@ def _run_suite(args) -> int:
         args.num_workers,
         not args.no_progress,
         args.probe_device,
+        text_batch_size=args.text_batch_size,
     )
     for path in outputs["_files"]:
         print(path)
@@ -256,7 +257,7 @@ def register_cli(subparsers: argparse._SubParsersAction, tasks: argparse._SubPar
     few.add_argument("--way", type=positive_int, default=WAYS)
     few.add_argument("--shot", type=positive_int, default=SHOTS)
     few.add_argument("--query", type=positive_int, default=QUERIES)
-    few.add_argument("--seed", type=int, default=0)
+    few.add_argument("--seed", type=int, default=DEFAULT_SEED)
     _add_common(few)
     few.set_defaults(func=_run_few_shot)
 
