@@ -8,7 +8,7 @@ from pathlib import Path
 from transformers import HfArgumentParser
 
 from ..core.errors import debug_requested, run_command, without_debug_flag
-from .run import PRETRAINING_RECIPE, DataTrainingArguments, ModelArguments, run
+from .run import PRETRAINING_RECIPE, DataTrainingArguments, ModelArguments, launch_defaults, run
 from .trainer import DiffCLIPTrainingArguments
 
 
@@ -27,9 +27,14 @@ def build_parser(prog: str = "diffclip-finetune") -> HfArgumentParser:
     parser = HfArgumentParser((ModelArguments, DataTrainingArguments, DiffCLIPTrainingArguments))
     parser.prog = prog
     parser.description = _DESCRIPTIONS[prog]
-    if prog == "diffclip-pretrain":
-        parser.set_defaults(**PRETRAINING_RECIPE)
+    parser.set_defaults(**_defaults(prog))
     return parser
+
+
+def _defaults(prog: str) -> dict:
+    """What the command's arguments default to beyond TrainingArguments: the recipe for `diffclip-pretrain`, and
+    `use_cpu` when several processes were launched on a machine without GPUs ([`launch_defaults`])."""
+    return {**(PRETRAINING_RECIPE if prog == "diffclip-pretrain" else {}), **launch_defaults()}
 
 
 def parse_arguments(argv: list[str] | None = None, prog: str = "diffclip-finetune"):
@@ -53,8 +58,7 @@ def parse_arguments(argv: list[str] | None = None, prog: str = "diffclip-finetun
             raise ValueError(f"{path} is not a readable arguments file: {' '.join(str(error).split())}") from error
         if not isinstance(values, dict):
             raise ValueError(f"{path} must hold a mapping of flag names to values, not {type(values).__name__}.")
-        defaults = PRETRAINING_RECIPE if prog == "diffclip-pretrain" else {}
-        return parser.parse_dict({**defaults, **values})
+        return parser.parse_dict({**_defaults(prog), **values})
     return parser.parse_args_into_dataclasses(args=argv)
 
 
