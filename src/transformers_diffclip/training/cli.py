@@ -8,7 +8,14 @@ from pathlib import Path
 from transformers import HfArgumentParser
 
 from ..core.errors import debug_requested, run_command, without_debug_flag
-from .run import PRETRAINING_RECIPE, DataTrainingArguments, ModelArguments, launch_defaults, run
+from .run import (
+    PRETRAINING_RECIPE,
+    DataTrainingArguments,
+    ModelArguments,
+    launch_defaults,
+    leave_process_group,
+    run,
+)
 from .trainer import DiffCLIPTrainingArguments
 
 
@@ -70,6 +77,7 @@ def main(argv: list[str] | None = None, prog: str = "diffclip-finetune") -> int:
 
     def command() -> int:
         run(*parse_arguments(argv, prog))
+        leave_process_group()
         return 0
 
     return run_command(prog, command, debug=debug)

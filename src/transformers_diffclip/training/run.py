@@ -468,9 +468,21 @@ def run(model_args: ModelArguments, data_args: DataTrainingArguments, training_a
     for split, count in skipped.items():
         if count:
             print(f"diffclip-finetune: skipped {count} bad row(s) of the {split} split (--skip_bad_rows)")
-    if hasattr(trainer, "end"):
-        trainer.end()
     return results
+
+
+def leave_process_group() -> None:
+    """End this process's part in the process group of a multi-process run, once [`run`] has returned (what the
+    commands do last). Not inside `run`: the DDP wrapper's reducer holds the group, and gloo's group destructor
+    deadlocks when that last reference goes after the group was destroyed (a process then hung at exit, after
+    saving); by now the trainer and its wrapper are gone."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 # The pre-training recipe of the released models (ORIGINAL_MODEL.md, the authors' SLIP-style `main.py`): the
