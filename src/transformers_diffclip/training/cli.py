@@ -8,6 +8,7 @@ from pathlib import Path
 from transformers import HfArgumentParser
 
 from ..core.errors import debug_requested, run_command, without_debug_flag
+from .arguments import DiffCLIPTrainingArguments
 from .run import (
     PRETRAINING_RECIPE,
     DataTrainingArguments,
@@ -16,7 +17,6 @@ from .run import (
     leave_process_group,
     run,
 )
-from .trainer import DiffCLIPTrainingArguments
 
 
 _DESCRIPTIONS = {

@@ -16,6 +16,7 @@ from ..configuration_diffclip import DiffCLIPConfig
 from ..core.loading import inspect_model, load_model, load_processor
 from ..modeling_diffclip import DiffCLIPModel
 from ..original import resolve_pretrained
+from .arguments import apply_global_batch_size
 from .data import (
     IMAGE_AUGMENTATIONS,
     DiffCLIPDataCollator,
@@ -24,7 +25,7 @@ from .data import (
 )
 from .saving import finished_training, save_final_model
 from .shards import ImageTextShards, ShardLoader, expand_shards, resume_position
-from .trainer import DiffCLIPTrainer, apply_global_batch_size, freeze_towers
+from .trainer import DiffCLIPTrainer, freeze_towers
 
 
 _DATA_FILE_BUILDERS = {".csv": "csv", ".json": "json", ".jsonl": "json"}
