@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 from pathlib import Path
 
@@ -214,7 +215,7 @@ def failure_hook(tmp_path) -> dict:
     folder = tmp_path / "hook"
     folder.mkdir()
     (folder / "sitecustomize.py").write_text(FAILURE_HOOK)
-    return {"PYTHONPATH": str(folder)}
+    return {"PYTHONPATH": os.pathsep.join(filter(None, [str(folder), os.environ.get("PYTHONPATH")]))}
 
 
 def rescue_lines(done) -> list[tuple[str, Path]]:
