@@ -121,7 +121,7 @@ def test_torchrun_finetune_saves_the_model_one_process_trains(one_process, two_p
     assert json.loads((two_processes / "train_results.json").read_text())["train_skipped_rows"] == 0
 
 
-def test_torchrun_finetune_checkpoints_and_resumes(two_processes, data, tmp_path):
+def test_torchrun_finetune_checkpoints_and_resumes(data, tmp_path):
     """--save_strategy steps: checkpoints of a two-process run hold both processes' RNG states; resuming from one
     under torchrun ends with the model of the uninterrupted run."""
     straight = tmp_path / "straight"
