@@ -5,8 +5,10 @@ accelerate: DDP, FSDP).
 Modules: `losses` (the contrastive loss with negatives from every process, the same loss in chunks for batches
 larger than memory (GradCache), in-batch retrieval ranks), `data` (checking rows, lazy image loading, the
 training augmentation, the collator), `shards` (streamed webdataset shards: the split across processes and
-workers, shuffles, bad samples, resuming), `trainer` (`DiffCLIPTrainingArguments`, the logit-scale clamp, the
-original learning-rate schedule, zero-shot accuracy at every evaluation, `DiffCLIPTrainer`), `run` (what the
+workers, shuffles, bad samples, resuming), `trainer` (`DiffCLIPTrainer`, the Trainer glue), `arguments`
+(`DiffCLIPTrainingArguments`), `callbacks` (the logit-scale clamp), `fsdp` (the shardable logit scale), `schedule`
+(the original learning-rate schedule), `zero_shot` (zero-shot accuracy at every evaluation), `saving` (the final
+save and the rescue of the weights when it fails), `run` (what the
 commands do with their arguments; [`PRETRAINING_RECIPE`], the recipe of the released models, is the defaults of
 `diffclip-pretrain`) and `cli` (the `diffclip-finetune` and `diffclip-pretrain` commands, `training.cli.main`).
 
@@ -29,6 +31,8 @@ distributed engine) is the standard `TrainingArguments`. Gradient accumulation a
 negatives: each micro-batch is contrasted against the micro-batches of the same step on the other processes.
 """
 
+from .arguments import DiffCLIPTrainingArguments
+from .callbacks import LogitScaleClampCallback
 from .data import (
     CAPTION,
     IMAGE,
@@ -38,6 +42,7 @@ from .data import (
     prepare_image_caption_dataset,
     random_resized_crop_box,
 )
+from .fsdp import make_logit_scale_shardable
 from .losses import (
     chunked_contrastive_backward,
     compute_retrieval_metrics,
@@ -54,19 +59,10 @@ from .run import (
     load_model_and_processor,
     run,
 )
+from .schedule import get_original_schedule, original_learning_rate
 from .shards import ImageTextShards, ShardLoader, StreamCountsCallback, expand_shards
-from .trainer import (
-    DiffCLIPTrainer,
-    DiffCLIPTrainingArguments,
-    LogitScaleClampCallback,
-    ZeroShotEvaluation,
-    decay_parameter_names,
-    freeze_towers,
-    gathered_loss_hook,
-    get_original_schedule,
-    make_logit_scale_shardable,
-    original_learning_rate,
-)
+from .trainer import DiffCLIPTrainer, decay_parameter_names, freeze_towers, gathered_loss_hook
+from .zero_shot import ZeroShotEvaluation
 
 
 __all__ = [

@@ -8,8 +8,15 @@ from pathlib import Path
 from transformers import HfArgumentParser
 
 from ..core.errors import debug_requested, run_command, without_debug_flag
-from .run import PRETRAINING_RECIPE, DataTrainingArguments, ModelArguments, run
-from .trainer import DiffCLIPTrainingArguments
+from .arguments import DiffCLIPTrainingArguments
+from .run import (
+    PRETRAINING_RECIPE,
+    DataTrainingArguments,
+    ModelArguments,
+    launch_defaults,
+    leave_process_group,
+    run,
+)
 
 
 _DESCRIPTIONS = {
@@ -27,9 +34,14 @@ def build_parser(prog: str = "diffclip-finetune") -> HfArgumentParser:
     parser = HfArgumentParser((ModelArguments, DataTrainingArguments, DiffCLIPTrainingArguments))
     parser.prog = prog
     parser.description = _DESCRIPTIONS[prog]
-    if prog == "diffclip-pretrain":
-        parser.set_defaults(**PRETRAINING_RECIPE)
+    parser.set_defaults(**_defaults(prog))
     return parser
+
+
+def _defaults(prog: str) -> dict:
+    """What the command's arguments default to beyond TrainingArguments: the recipe for `diffclip-pretrain`, and
+    `use_cpu` when several processes were launched on a machine without GPUs ([`launch_defaults`])."""
+    return {**(PRETRAINING_RECIPE if prog == "diffclip-pretrain" else {}), **launch_defaults()}
 
 
 def parse_arguments(argv: list[str] | None = None, prog: str = "diffclip-finetune"):
@@ -53,8 +65,7 @@ def parse_arguments(argv: list[str] | None = None, prog: str = "diffclip-finetun
             raise ValueError(f"{path} is not a readable arguments file: {' '.join(str(error).split())}") from error
         if not isinstance(values, dict):
             raise ValueError(f"{path} must hold a mapping of flag names to values, not {type(values).__name__}.")
-        defaults = PRETRAINING_RECIPE if prog == "diffclip-pretrain" else {}
-        return parser.parse_dict({**defaults, **values})
+        return parser.parse_dict({**_defaults(prog), **values})
     return parser.parse_args_into_dataclasses(args=argv)
 
 
@@ -66,6 +77,7 @@ def main(argv: list[str] | None = None, prog: str = "diffclip-finetune") -> int:
 
     def command() -> int:
         run(*parse_arguments(argv, prog))
+        leave_process_group()
         return 0
 
     return run_command(prog, command, debug=debug)

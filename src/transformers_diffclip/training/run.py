@@ -4,7 +4,6 @@
 
 import codecs
 import os
-import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,18 +13,19 @@ from transformers.trainer_utils import get_last_checkpoint
 from transformers.utils import logging
 
 from ..configuration_diffclip import DiffCLIPConfig
-from ..core.files import publish_into
 from ..core.loading import inspect_model, load_model, load_processor
 from ..modeling_diffclip import DiffCLIPModel
 from ..original import resolve_pretrained
+from .arguments import apply_global_batch_size
 from .data import (
     IMAGE_AUGMENTATIONS,
     DiffCLIPDataCollator,
     RandomResizedCropTransform,
     prepare_image_caption_dataset,
 )
+from .saving import finished_training, save_final_model
 from .shards import ImageTextShards, ShardLoader, expand_shards, resume_position
-from .trainer import DiffCLIPTrainer, apply_global_batch_size, freeze_towers
+from .trainer import DiffCLIPTrainer, freeze_towers
 
 
 _DATA_FILE_BUILDERS = {".csv": "csv", ".json": "json", ".jsonl": "json"}
@@ -326,32 +326,37 @@ def _resume_checkpoint(training_args: TrainingArguments) -> str | None:
     return last
 
 
-# Weights files of an earlier save that a new save (in another format or sharding) would leave behind.
-_STALE_WEIGHTS = (
-    "model*.safetensors",
-    "model.safetensors.index.json",
-    "pytorch_model*.bin",
-    "pytorch_model.bin.index.json",
-)
-_SAVING = ".diffclip-saving"
+def _launched_processes() -> int:
+    """How many processes torchrun or `accelerate launch` started for this run (their `WORLD_SIZE`); 1 otherwise."""
+    try:
+        return max(int(os.environ.get("WORLD_SIZE", "1")), 1)
+    except ValueError:
+        return 1
 
 
-def save_final_model(trainer, output_dir: str) -> None:
-    """The trained model, its remote code and the processor (loads with trust_remote_code=True), saved into
-    `output_dir` without ever leaving a folder that loads as a mix of two models: everything is written into
-    `output_dir/.diffclip-saving` first, then moved into place with `config.json` last ([`publish_into`]). A model
-    already in `output_dir` (a rerun) stays intact until the new one is complete, and is then replaced; a kill in
-    between leaves a folder without `config.json`, which refuses to load."""
-    output = Path(output_dir)
-    saving = output / _SAVING
-    if trainer.is_world_process_zero() and saving.exists():
-        shutil.rmtree(saving)  # what a killed save left
-    trainer.accelerator.wait_for_everyone()
-    trainer.save_model(str(saving))
-    trainer.accelerator.wait_for_everyone()
-    if trainer.is_world_process_zero():
-        publish_into(output, saving, "config.json", _STALE_WEIGHTS)
-    trainer.accelerator.wait_for_everyone()
+def launch_defaults() -> dict:
+    """Defaults of the training commands that depend on how they were launched: several processes on a machine
+    without an accelerator (torchrun or `accelerate launch` on CPUs) train on the CPUs, as one data-parallel run
+    (`use_cpu`, gloo). Without it Trainer finds no device to distribute over, and every process would train alone
+    on all the data and write the same --output_dir."""
+    import torch
+
+    if _launched_processes() < 2:
+        return {}
+    accelerator = getattr(torch, "accelerator", None)  # torch >= 2.6: CUDA, MPS, XPU, ...
+    available = accelerator.is_available() if accelerator is not None else torch.cuda.is_available()
+    return {} if available else {"use_cpu": True}
+
+
+def _check_launch(training_args: TrainingArguments) -> None:
+    """Refuse, before any work, a run whose processes would not train together."""
+    launched = _launched_processes()
+    if launched > 1 and training_args.world_size != launched:
+        raise ValueError(
+            f"{launched} processes were launched, but the Trainer runs each one alone (world size "
+            f"{training_args.world_size}): each would train on all the data and write the same --output_dir. On a "
+            "machine without GPUs pass --use_cpu true (the default there); check the launcher's device settings."
+        )
 
 
 def _announce_replacement(training_args: TrainingArguments) -> None:
@@ -371,6 +376,7 @@ def run(model_args: ModelArguments, data_args: DataTrainingArguments, training_a
     `training_args` may be plain `TrainingArguments` or [`DiffCLIPTrainingArguments`] (the recipe's arguments)."""
     if not (training_args.do_train or training_args.do_eval):
         raise ValueError("Nothing to do: pass --do_train and/or --do_eval.")
+    _check_launch(training_args)
     logging.set_verbosity(training_args.get_process_log_level())
     set_seed(training_args.seed)
 
@@ -435,7 +441,13 @@ def run(model_args: ModelArguments, data_args: DataTrainingArguments, training_a
     )
     results = {}
     if training_args.do_train:
-        train_result = trainer.train(resume_from_checkpoint=checkpoint)
+        try:
+            train_result = trainer.train(resume_from_checkpoint=checkpoint)
+        except Exception as error:
+            if not finished_training(trainer):
+                raise
+            save_final_model(trainer, training_args.output_dir, failure=error)  # rescues the weights, raises
+            raise
         save_final_model(trainer, training_args.output_dir)
         metrics = dict(train_result.metrics)
         loader = trainer.callback_handler.train_dataloader
@@ -457,9 +469,21 @@ def run(model_args: ModelArguments, data_args: DataTrainingArguments, training_a
     for split, count in skipped.items():
         if count:
             print(f"diffclip-finetune: skipped {count} bad row(s) of the {split} split (--skip_bad_rows)")
-    if hasattr(trainer, "end"):
-        trainer.end()
     return results
+
+
+def leave_process_group() -> None:
+    """End this process's part in the process group of a multi-process run, once [`run`] has returned (what the
+    commands do last). Not inside `run`: the DDP wrapper's reducer holds the group, and gloo's group destructor
+    deadlocks when that last reference goes after the group was destroyed (a process then hung at exit, after
+    saving); by now the trainer and its wrapper are gone."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 # The pre-training recipe of the released models (ORIGINAL_MODEL.md, the authors' SLIP-style `main.py`): the

@@ -1,68 +1,48 @@
 # Copyright 2026 The transformers-diffclip authors. Licensed under the Apache License, Version 2.0.
-"""Trainer glue: the logit-scale clamp, tower freezing, the gathered loss inside the forward, FSDP's shardable logit
-scale, the original weight-decay groups and learning-rate schedule, zero-shot accuracy at every evaluation, the
-training arguments of the recipe and `DiffCLIPTrainer`."""
+"""Trainer glue: `DiffCLIPTrainer` (the gathered loss inside the forward, the original weight-decay groups, the
+recipe's schedule and zero-shot evaluation, streamed shards), tower freezing and the gathered-loss hook. The pieces
+it uses live by concern: `arguments` (`DiffCLIPTrainingArguments`), `callbacks` (the logit-scale clamp), `fsdp`
+(the shardable logit scale), `schedule` (the original learning-rate schedule), `zero_shot` (zero-shot accuracy)."""
 
 import contextlib
-import dataclasses
 import functools
-import math
 import re
-from dataclasses import dataclass, field
 
 import torch
-from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers import Trainer
 from transformers.trainer_utils import has_length
 from transformers.utils import ModelOutput, logging
 
-from ..core.distributed import rank_world
-from ..core.text_files import load_class_names, load_templates
 from ..modeling_diffclip import DiffCLIPModel
+from .arguments import DiffCLIPTrainingArguments, apply_global_batch_size
+from .callbacks import LogitScaleClampCallback
 from .data import CAPTION, IMAGE
+from .fsdp import make_logit_scale_shardable
 from .losses import (
     chunked_contrastive_backward,
     compute_retrieval_metrics,
     distributed_contrastive_loss,
     retrieval_ranks,
 )
+from .schedule import get_original_schedule
 from .shards import ImageTextShards, ShardLoader, StreamCountsCallback
+from .zero_shot import ZeroShotEvaluation
 
 
 logger = logging.get_logger(__name__)
 
-
-# --------------------------------------------------------------------------------------------------
-# Trainer glue
-# --------------------------------------------------------------------------------------------------
-
-
-def _logit_scale_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:
-    return [p for name, p in model.named_parameters() if name.rsplit(".", 1)[-1] == "logit_scale"]
-
-
-class LogitScaleClampCallback(TrainerCallback):
-    """Clamps the model's `logit_scale` (a log) to at most `max_value` after every optimizer step, as the original
-    training did (ln 100: similarities are scaled by at most 100).
-
-    `max_value` defaults to the model's `config.max_logit_scale`. The clamp is elementwise on the parameter's data,
-    so it also works where the parameter is sharded (FSDP with `use_orig_params`, FSDP2).
-    """
-
-    def __init__(self, max_value: float | None = None):
-        self.max_value = max_value
-
-    def on_optimizer_step(self, args, state, control, model=None, **kwargs):
-        if model is None:
-            return
-        max_value = self.max_value
-        if max_value is None:
-            config = getattr(model, "config", None)
-            max_value = getattr(config, "max_logit_scale", None)
-        if max_value is None:
-            return
-        with torch.no_grad():
-            for parameter in _logit_scale_parameters(model):
-                parameter.data.clamp_(max=max_value)
+__all__ = [
+    "DiffCLIPTrainer",
+    "DiffCLIPTrainingArguments",
+    "LogitScaleClampCallback",
+    "ZeroShotEvaluation",
+    "apply_global_batch_size",
+    "decay_parameter_names",
+    "freeze_towers",
+    "gathered_loss_hook",
+    "get_original_schedule",
+    "make_logit_scale_shardable",
+]
 
 
 def freeze_towers(model: DiffCLIPModel, vision: bool = False, text: bool = False) -> None:
@@ -96,34 +76,6 @@ def gathered_loss_hook(model: torch.nn.Module):
         handle.remove()
 
 
-def _logit_scale_as_scalar(module, state_dict, prefix, local_metadata):
-    key = prefix + "logit_scale"
-    if key in state_dict and state_dict[key].shape == (1,):
-        state_dict[key] = state_dict[key].reshape(())
-
-
-def _logit_scale_as_vector(module, state_dict, prefix, local_metadata, strict, missing, unexpected, errors):
-    key = prefix + "logit_scale"
-    if key in state_dict and state_dict[key].dim() == 0:
-        state_dict[key] = state_dict[key].reshape(1)
-
-
-def make_logit_scale_shardable(model: DiffCLIPModel) -> DiffCLIPModel:
-    """Store `model.logit_scale` as a 1-element vector instead of a scalar, in place, for FSDP.
-
-    FSDP (1 and 2) refuses 0-dimensional parameters ("Change logit_scale to a 1D tensor with numel equal to 1").
-    The forward broadcasts either shape the same way. State dicts keep the scalar: `state_dict()` (and so
-    `save_pretrained` and Trainer checkpoints) writes it as a scalar and `load_state_dict` accepts a scalar, so saved
-    folders load into an ordinary `DiffCLIPModel`. [`DiffCLIPTrainer`] calls this when FSDP is enabled.
-    """
-    parameter = model.logit_scale
-    if parameter.dim() == 0:
-        model.logit_scale = torch.nn.Parameter(parameter.detach().reshape(1), requires_grad=parameter.requires_grad)
-        model.register_state_dict_post_hook(_logit_scale_as_scalar)
-        model.register_load_state_dict_pre_hook(_logit_scale_as_vector)
-    return model
-
-
 _WRAPPER_PREFIXES = re.compile(r"(^|\.)(_fsdp_wrapped_module|_checkpoint_wrapped_module|_orig_mod|module)\.")
 
 
@@ -144,196 +96,6 @@ def decay_parameter_names(model: torch.nn.Module) -> set[str]:
         for name, parameter in model.named_parameters()
         if parameter.dim() >= 2 or name.endswith("class_embedding")
     }
-
-
-# --------------------------------------------------------------------------------------------------
-# The original learning-rate schedule
-# --------------------------------------------------------------------------------------------------
-
-
-def original_learning_rate(
-    step: int, base_lr: float, num_warmup_steps: int, num_training_steps: int, start_lr: float, final_lr: float
-) -> float:
-    """The learning rate of optimizer step `step` (0-based) in the original (SLIP) schedule: `num_warmup_steps`
-    evenly spaced values from `start_lr` to `base_lr` (both ends included), then a cosine from `base_lr` down
-    towards `final_lr` over the remaining steps (`final_lr` itself is reached one step after the last)."""
-    if step < num_warmup_steps:
-        if num_warmup_steps == 1:
-            return start_lr
-        return start_lr + (base_lr - start_lr) * step / (num_warmup_steps - 1)
-    decay_steps = num_training_steps - num_warmup_steps
-    if decay_steps <= 0 or step >= num_training_steps:
-        return final_lr
-    progress = (step - num_warmup_steps) / decay_steps
-    return final_lr + 0.5 * (base_lr - final_lr) * (1 + math.cos(math.pi * progress))
-
-
-def _lr_factor(step, base_lr, **kwargs):
-    return original_learning_rate(step, base_lr, **kwargs) / base_lr
-
-
-def get_original_schedule(
-    optimizer: torch.optim.Optimizer,
-    num_warmup_steps: int,
-    num_training_steps: int,
-    start_lr: float = 0.0,
-    final_lr: float = 0.0,
-) -> torch.optim.lr_scheduler.LambdaLR:
-    """A `LambdaLR` that sets every parameter group's learning rate to [`original_learning_rate`] of the group's
-    initial learning rate; `scheduler.step()` after every optimizer step, as Trainer does."""
-    for group in optimizer.param_groups:
-        group.setdefault("initial_lr", group["lr"])
-        if group["initial_lr"] <= 0:
-            raise ValueError("The original learning-rate schedule needs a positive --learning_rate.")
-    kwargs = dict(
-        num_warmup_steps=num_warmup_steps, num_training_steps=num_training_steps, start_lr=start_lr, final_lr=final_lr
-    )
-    groups = optimizer.param_groups
-    factors = [functools.partial(_lr_factor, base_lr=group["initial_lr"], **kwargs) for group in groups]
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factors)
-
-
-# --------------------------------------------------------------------------------------------------
-# Zero-shot accuracy during training
-# --------------------------------------------------------------------------------------------------
-
-
-class ZeroShotEvaluation:
-    """Zero-shot top-1/top-5 accuracy on an ImageFolder tree, computed with the code of `diffclip eval zero-shot`
-    ([`~transformers_diffclip.evaluation.evaluate_zero_shot`]), so the numbers logged during training are the
-    numbers that command gives for the same model.
-
-    The folder is scanned and the class names and templates are read once, here (a bad path fails before training
-    starts). Every call rebuilds the classifier from the model's current text tower. With several processes the
-    images are split between them and the hit counts summed.
-
-    Args:
-        data_dir: `DIR/<class folder>/**/<image>`.
-        class_names: a class-name file (text, one per line; or JSON, see `key`), matched to the folders as
-            `diffclip eval zero-shot --classnames` does; default: the folder names.
-        templates: a template file with `{}` (text or JSON); default: the command's default template.
-        key: the entry of JSON class-name/template files that hold several (e.g. `imagenet`).
-        batch_size: images per batch.
-        num_workers: DataLoader worker processes reading the images.
-    """
-
-    def __init__(self, data_dir, class_names=None, templates=None, key=None, batch_size: int = 64, num_workers=0):
-        from ..evaluation import find_image_folder
-
-        names = load_class_names(class_names, key) if class_names else None
-        self.templates = load_templates(templates, key) if templates else None
-        self.data = find_image_folder(data_dir, names, source=str(class_names or ""))
-        self.batch_size, self.num_workers = batch_size, num_workers
-
-    def __call__(self, model: torch.nn.Module, processor) -> dict[str, float]:
-        """`{"zeroshot_top1": ..., "zeroshot_top5": ...}` (fractions) of `model` (unwrapped) now."""
-        from ..evaluation import evaluate_zero_shot
-
-        rank, world_size = rank_world()
-        shard = dataclasses.replace(self.data, samples=self.data.samples[rank::world_size])
-        device = next(model.parameters()).device
-        counts = torch.zeros(3, dtype=torch.float64, device=device)  # top-1 hits, top-5 hits, images
-        was_training = model.training
-        model.eval()
-        try:
-            if shard.samples:
-                kwargs = {} if self.templates is None else {"templates": self.templates}
-                with torch.no_grad():
-                    report = evaluate_zero_shot(
-                        model, processor, shard, batch_size=self.batch_size, num_workers=self.num_workers, **kwargs
-                    )
-                count = report["num_images"]
-                counts += torch.tensor([report["top1"] * count, report["top5"] * count, count], device=device)
-        finally:
-            model.train(was_training)
-        if world_size > 1:
-            torch.distributed.all_reduce(counts)
-        top1, top5, count = counts.round().tolist()
-        return {"zeroshot_top1": top1 / count, "zeroshot_top5": top5 / count}
-
-
-# --------------------------------------------------------------------------------------------------
-# Training arguments of the recipe
-# --------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class DiffCLIPTrainingArguments(TrainingArguments):
-    """`TrainingArguments` and the arguments of contrastive pre-training that [`DiffCLIPTrainer`] reads."""
-
-    contrastive_chunk_size: int | None = field(
-        default=None,
-        metadata={
-            "help": "Compute the contrastive loss of the whole batch holding activations for only this many pairs "
-            "at a time (GradCache): same loss and gradients, one extra forward pass."
-        },
-    )
-    global_batch_size: int | None = field(
-        default=None,
-        metadata={
-            "help": "Pairs per contrastive batch over all processes (the negatives of each pair); sets "
-            "--per_device_train_batch_size to this / number of processes."
-        },
-    )
-    warmup_epochs: float | None = field(
-        default=None,
-        metadata={
-            "help": "Warm-up length in epochs of the training data (used unless --warmup_steps or --warmup_ratio "
-            "is given: diffclip-pretrain sets 1 epoch, an explicit --warmup_steps still wins)."
-        },
-    )
-    warmup_start_lr: float | None = field(
-        default=None,
-        metadata={
-            "help": "Use the original schedule: linear warm-up from this learning rate, then cosine to "
-            "--final_learning_rate (needs --lr_scheduler_type cosine)."
-        },
-    )
-    final_learning_rate: float | None = field(
-        default=None,
-        metadata={"help": "Use the original schedule: the cosine ends at this learning rate instead of 0."},
-    )
-    zero_shot_eval_dir: str | None = field(
-        default=None,
-        metadata={"help": "Image folder (one sub-folder per class): log zero-shot top-1/top-5 at every evaluation."},
-    )
-    zero_shot_classnames: str | None = field(
-        default=None, metadata={"help": "Class names of --zero_shot_eval_dir (as `diffclip eval zero-shot`)."}
-    )
-    zero_shot_templates: str | None = field(
-        default=None, metadata={"help": "Prompt templates of the zero-shot evaluation (text or JSON file)."}
-    )
-    zero_shot_key: str | None = field(
-        default=None, metadata={"help": "Entry of JSON class-name/template files that hold several (e.g. imagenet)."}
-    )
-
-    def __post_init__(self):
-        super().__post_init__()
-        for name in ("contrastive_chunk_size", "global_batch_size"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ValueError(f"--{name} must be a positive integer, got {value}.")
-        if self.warmup_epochs is not None and self.warmup_epochs < 0:
-            raise ValueError(f"--warmup_epochs must be >= 0, got {self.warmup_epochs}.")
-        for name in ("warmup_start_lr", "final_learning_rate"):
-            value = getattr(self, name)
-            if value is not None and not 0 <= value <= self.learning_rate:
-                raise ValueError(f"--{name} must be in [0, --learning_rate = {self.learning_rate}], got {value}.")
-        scheduler = str(getattr(self.lr_scheduler_type, "value", self.lr_scheduler_type))
-        if self.uses_original_schedule and scheduler != "cosine":
-            raise ValueError(
-                "--warmup_start_lr/--final_learning_rate define the original cosine schedule; pass "
-                f"--lr_scheduler_type cosine (got {self.lr_scheduler_type}), or leave them out (diffclip-pretrain "
-                "sets them as its recipe: use diffclip-finetune, the same command without the recipe, for another "
-                "schedule)."
-            )
-        for name in ("zero_shot_classnames", "zero_shot_templates", "zero_shot_key"):
-            if getattr(self, name) is not None and self.zero_shot_eval_dir is None:
-                raise ValueError(f"--{name} needs --zero_shot_eval_dir.")
-
-    @property
-    def uses_original_schedule(self) -> bool:
-        return self.warmup_start_lr is not None or self.final_learning_rate is not None
 
 
 class DiffCLIPTrainer(Trainer):
@@ -556,23 +318,3 @@ class DiffCLIPTrainer(Trainer):
             output.metrics.update(self._zero_shot_metrics(self._zero_shot_prefix))
             self._zero_shot_prefix = None  # once per evaluate(), even over several eval datasets
         return output
-
-
-def apply_global_batch_size(args) -> None:
-    """With `--global_batch_size` (a [`DiffCLIPTrainingArguments`] field), set `per_device_train_batch_size` to
-    `global_batch_size / world_size`. Idempotent; called before anything builds batches (the streamed training set
-    makes its own) and again by [`DiffCLIPTrainer`]."""
-    if not getattr(args, "global_batch_size", None):
-        return
-    world_size = max(args.world_size, 1)
-    if args.global_batch_size % world_size:
-        raise ValueError(
-            f"--global_batch_size {args.global_batch_size} is not a multiple of the {world_size} processes."
-        )
-    per_device = args.global_batch_size // world_size
-    if per_device != args.per_device_train_batch_size:
-        logger.info(
-            f"--global_batch_size {args.global_batch_size} over {world_size} process(es): "
-            f"per_device_train_batch_size = {per_device}."
-        )
-    args.per_device_train_batch_size = per_device
