@@ -1,14 +1,13 @@
 """Thin images (issue 27, probe 1): the pixel limit alone let a 2 KB PNG of 1,000,000 x 1 pixels through, and the
 processors' shortest-edge resize then made it 224 x 224,000,000. The aspect ratio is bounded too, read from the
-header before anything is decoded; every command refuses such an image with one line and exit code 2, in bounded
-time."""
+header before anything is decoded; every command refuses such an image with one line and exit code 2, before
+decoding it."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
-import time
 
 import pytest
 from PIL import Image
@@ -26,7 +25,6 @@ def test_thin_images_are_refused_before_decoding(tmp_path, size, monkeypatch):
     path = _thin(tmp_path / "thin.png", size)
     loaded = []
     monkeypatch.setattr(Image.Image, "load", lambda self: loaded.append(self.size))  # nothing may be decoded
-    start = time.monotonic()
     with pytest.raises(
         ImageError,
         match=rf"thin\.png: {size[0]} x {size[1]} pixels has an aspect ratio of .* more "
@@ -37,7 +35,7 @@ def test_thin_images_are_refused_before_decoding(tmp_path, size, monkeypatch):
         probe_image(path)
     with pytest.raises(ImageError, match="aspect ratio"):
         open_image({"path": "member.png", "bytes": path.read_bytes()})
-    assert time.monotonic() - start < 5 and not loaded
+    assert not loaded
 
 
 def test_the_aspect_limit_is_inclusive_and_can_be_changed(tmp_path, monkeypatch):
@@ -67,7 +65,6 @@ def test_the_zero_shot_command_refuses_a_thin_image_in_one_line(tmp_path):
     thin = _thin(tmp_path / "thin.png", (1_000_000, 1))
     command = [os.path.join(os.path.dirname(sys.executable), "diffclip"), "zero-shot", str(thin)]
     command += ["--labels", "a cat,a dog", "--model", str(tmp_path / "model"), "--device", "cpu"]
-    start = time.monotonic()
     result = subprocess.run(
         command, capture_output=True, text=True, timeout=300, env=os.environ | {"HF_HUB_OFFLINE": "1"}
     )
@@ -78,4 +75,3 @@ def test_the_zero_shot_command_refuses_a_thin_image_in_one_line(tmp_path):
         "thin.png: 1000000 x 1 pixels has an aspect ratio of 1,000,000:1, more than the limit of 100:1 "
         "(DIFFCLIP_MAX_IMAGE_ASPECT)"
     ), errors
-    assert time.monotonic() - start < 120
