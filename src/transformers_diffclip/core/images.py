@@ -165,7 +165,7 @@ def _connector(url: str, allow_private: bool):
     """A `socket.create_connection` for `http.client` that resolves the host once, refuses (unless
     `allow_private`) when any of its addresses is private, and connects to an address it checked."""
 
-    def create_connection(address, timeout=socket._GLOBAL_DEFAULT_TIMEOUT, source_address=None):
+    def create_connection(address, timeout=None, source_address=None):
         host, port = address
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         if not allow_private and any(is_private_address(info[4][0]) for info in infos):
@@ -177,7 +177,7 @@ def _connector(url: str, allow_private: bool):
         for family, kind, protocol, _, sockaddr in infos:
             sock = socket.socket(family, kind, protocol)
             try:
-                if timeout is not socket._GLOBAL_DEFAULT_TIMEOUT:
+                if isinstance(timeout, (int, float)):  # else http.client's "no timeout given" marker
                     sock.settimeout(timeout)
                 if source_address:
                     sock.bind(source_address)
