@@ -128,3 +128,18 @@ def test_the_command_refuses_a_picture_too_big_before_loading_a_model(tmp_path, 
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and error[0].startswith("diffclip attention-map: error: ") and says in error[0], error
     assert not (tmp_path / "maps.png").exists()
+
+
+def test_the_demo_draws_a_100000_character_query(tiny, monkeypatch):
+    """The demo's "Where it looks" tab (held at 100 % CPU for 15 minutes by such a query before)."""
+    from transformers_diffclip.core.loading import load_model_and_processor
+    from transformers_diffclip.demo.logic import ModelCache, ModelPair, attention_figure
+
+    loaded = load_model_and_processor(str(tiny / "model"), "cpu")
+    cache = ModelCache(loader=lambda *args, **kwargs: loaded)
+    counter = _Counting(monkeypatch)
+    figure = attention_figure(
+        cache, ModelPair("a", "b"), Image.open(tiny / "photo.png").convert("RGB"), query="cat " * 25000
+    )
+    assert figure.size == render_module.grid_size(2, 3, 224)
+    assert counter.calls <= 6 * 14
