@@ -242,6 +242,24 @@ def test_bad_labels_get_a_message_in_the_page(setup, page):
     page.get_by_text("is empty").first.wait_for()
 
 
+@pytest.mark.parametrize("kind", ["not an image", "thin"])
+def test_a_bad_upload_gets_a_message_in_the_page(setup, page, tmp_path, kind):
+    """Gradio decoded uploads itself (a bare "Error" for a file that is no image, no pixel limit); the page now
+    opens them with the commands' limits and says what is wrong (issue 27)."""
+    bad = tmp_path / f"{kind.replace(' ', '-')}.png"
+    if kind == "thin":
+        Image.new("L", (1, 100_000), 50).save(bad)
+    else:
+        bad.write_text("these are my notes, not a picture")
+    page.get_by_role("tab", name="Zero-shot").click()
+    _upload(page, bad)
+    _field(page, "labels").fill("a cat, a dog")
+    page.locator("#classify").click()
+    says = "aspect ratio of 100,000:1" if kind == "thin" else "cannot identify image file"
+    page.get_by_text("The uploaded file cannot be used as an image").first.wait_for()
+    page.get_by_text(says, exact=False).first.wait_for()
+
+
 def test_screenshots_were_written(setup):
     names = sorted(path.name for path in setup["shots"].glob("*.png"))
     assert names == ["search.png", "where-it-looks.png", "zero-shot.png"]

@@ -8,13 +8,26 @@ Limits (each overridable by an environment variable, read when an image is opene
 - `DIFFCLIP_URL_TIMEOUT` (seconds, default 30): the whole download of one image URL, connection to last byte;
 - `DIFFCLIP_MAX_IMAGE_BYTES` (default 64 MiB): the size of one downloaded image;
 - `DIFFCLIP_MAX_IMAGE_PIXELS` (default 8192 × 8192 = 67,108,864): width × height of any image, read from its
-  header before it is decoded.
+  header before it is decoded;
+- `DIFFCLIP_MAX_IMAGE_ASPECT` (default 100): the longer side over the shorter one, also read from the header. The
+  processors resize the shorter side to the model's input size `S` before cropping, so an image of aspect ratio `r`
+  becomes `r · S²` pixels: without this bound a 2 KB PNG of 1,000,000 × 1 pixels is under the pixel limit and
+  grows to 224 × 224,000,000 pixels when resized. With it, what is resized is at most `100 · S²` pixels.
+
+URLs of loopback, private, link-local, multicast, reserved and unspecified addresses can be refused
+(`allow_private_urls=False`, what the demo page does unless told otherwise): every address the host name resolves
+to is checked, the connection goes to the address checked (a second DNS answer cannot switch it), redirects are
+checked the same way, and the refusal reads the same whatever listens at the address. `DIFFCLIP_ALLOW_PRIVATE_URLS=1`
+allows them everywhere (trusted local use). The commands allow them: a local user may fetch `http://localhost`.
 """
 
 from __future__ import annotations
 
+import http.client
 import io
+import ipaddress
 import os
+import socket
 import threading
 import time
 import urllib.request
@@ -31,11 +44,14 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".
 URL_TIMEOUT = 30.0
 MAX_IMAGE_BYTES = 64 * 2**20
 MAX_IMAGE_PIXELS = 8192 * 8192
-URL_TIMEOUT_ENV, MAX_IMAGE_BYTES_ENV, MAX_IMAGE_PIXELS_ENV = (
+MAX_IMAGE_ASPECT = 100.0
+URL_TIMEOUT_ENV, MAX_IMAGE_BYTES_ENV, MAX_IMAGE_PIXELS_ENV, MAX_IMAGE_ASPECT_ENV = (
     "DIFFCLIP_URL_TIMEOUT",
     "DIFFCLIP_MAX_IMAGE_BYTES",
     "DIFFCLIP_MAX_IMAGE_PIXELS",
+    "DIFFCLIP_MAX_IMAGE_ASPECT",
 )
+ALLOW_PRIVATE_URLS_ENV = "DIFFCLIP_ALLOW_PRIVATE_URLS"
 _CHUNK = 64 * 1024
 
 
@@ -65,6 +81,16 @@ def max_image_pixels() -> int:
     return _limit(MAX_IMAGE_PIXELS_ENV, MAX_IMAGE_PIXELS)
 
 
+def max_image_aspect() -> float:
+    return _limit(MAX_IMAGE_ASPECT_ENV, MAX_IMAGE_ASPECT, float)
+
+
+def private_urls_allowed() -> bool:
+    """Whether `DIFFCLIP_ALLOW_PRIVATE_URLS` is set (not 0/false/no): URLs of local and private addresses allowed
+    everywhere, the demo page included."""
+    return os.environ.get(ALLOW_PRIVATE_URLS_ENV, "").strip().lower() not in ("", "0", "false", "no")
+
+
 class ImageError(ValueError):
     """An image that cannot be opened; the message names it (its path, URL or `<image bytes>`)."""
 
@@ -84,7 +110,9 @@ def _resolve(path: str | os.PathLike, root: str | os.PathLike | None) -> Path:
     return resolved
 
 
-def _handle(source: Any, root: str | os.PathLike | None, timeout: float | None) -> tuple[Any, str]:
+def _handle(
+    source: Any, root: str | os.PathLike | None, timeout: float | None, allow_private_urls: bool = True
+) -> tuple[Any, str]:
     """`(what PIL opens, the image's name for messages)`; raises [`ImageError`] for a source that is no image."""
     data = source
     if isinstance(source, dict):
@@ -95,7 +123,7 @@ def _handle(source: Any, root: str | os.PathLike | None, timeout: float | None) 
     if not isinstance(data, (str, os.PathLike)) or not str(data).strip():
         raise ImageError(f"No image (got {source!r})")
     if is_url(str(data)):
-        return io.BytesIO(download(str(data), timeout)), str(data)
+        return io.BytesIO(download(str(data), timeout, allow_private_urls=allow_private_urls)), str(data)
     path = _resolve(data, root)
     if path.is_dir():
         raise ImageError(f"Cannot read image {path}: it is a folder, not an image file")
@@ -104,10 +132,111 @@ def _handle(source: Any, root: str | os.PathLike | None, timeout: float | None) 
     return path, str(path)
 
 
-def _download(url: str, deadline: float, max_bytes: int, outcome: dict) -> None:
+# --------------------------------------------------------------------------------------------------
+# URLs
+# --------------------------------------------------------------------------------------------------
+
+
+class _RefusedAddress(ImageError):
+    """A URL whose host resolves to an address that is not fetched (see [`is_private_address`])."""
+
+
+def is_private_address(address: str) -> bool:
+    """Whether `address` (an IPv4 or IPv6 address, as `getaddrinfo` gives it) is loopback, private, link-local,
+    multicast, reserved, unspecified or otherwise not a global address, also when an IPv6 address embeds one (IPv4
+    mapped, 6to4, Teredo)."""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    embedded = []
+    if isinstance(ip, ipaddress.IPv6Address):
+        embedded = [a for a in (ip.ipv4_mapped, ip.sixtofour, *(ip.teredo or ())) if a is not None]
+    return any(
+        not a.is_global
+        or a.is_loopback
+        or a.is_private
+        or a.is_link_local
+        or a.is_multicast
+        or a.is_reserved
+        or a.is_unspecified
+        for a in (ip, *embedded)
+    )
+
+
+def _connector(url: str, allow_private: bool):
+    """A `socket.create_connection` for `http.client` that resolves the host once, refuses (unless
+    `allow_private`) when any of its addresses is private, and connects to an address it checked."""
+
+    def create_connection(address, timeout=None, source_address=None):
+        host, port = address
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        if not allow_private and any(is_private_address(info[4][0]) for info in infos):
+            raise _RefusedAddress(
+                f"Cannot read image {url}: it (or a redirect) leads to a local, private or reserved network "
+                f"address, which is not fetched here ({ALLOW_PRIVATE_URLS_ENV}=1 allows it for trusted local use)"
+            )
+        error: OSError | None = None
+        for family, kind, protocol, _, sockaddr in infos:
+            sock = socket.socket(family, kind, protocol)
+            try:
+                if isinstance(timeout, (int, float)):  # else http.client's "no timeout given" marker
+                    sock.settimeout(timeout)
+                if source_address:
+                    sock.bind(source_address)
+                sock.connect(sockaddr)
+                return sock
+            except OSError as failure:
+                sock.close()
+                error = failure
+        raise error or OSError(f"{host} has no address")
+
+    return create_connection
+
+
+def _pinned(connection_class, create_connection):
+    def make(host, **kwargs):
+        connection = connection_class(host, **kwargs)
+        connection._create_connection = create_connection  # http.client's hook for opening the socket
+        return connection
+
+    return make
+
+
+def _opener(url: str, allow_private: bool) -> urllib.request.OpenerDirector:
+    """http(s) only (a redirect to `file:` or `ftp:` is an error), every connection through [`_connector`];
+    without `allow_private`, no proxy (the address checked is the one connected to)."""
+    create_connection = _connector(url, allow_private)
+
+    class HTTPHandler(urllib.request.HTTPHandler):
+        def http_open(self, request):
+            return self.do_open(_pinned(http.client.HTTPConnection, create_connection), request)
+
+    handlers = [
+        HTTPHandler(),
+        urllib.request.HTTPRedirectHandler(),
+        urllib.request.HTTPDefaultErrorHandler(),
+        urllib.request.HTTPErrorProcessor(),
+        urllib.request.UnknownHandler(),
+    ]
+    if hasattr(urllib.request, "HTTPSHandler"):
+
+        class HTTPSHandler(urllib.request.HTTPSHandler):
+            def https_open(self, request):
+                connection = _pinned(http.client.HTTPSConnection, create_connection)
+                return self.do_open(connection, request, context=self._context)
+
+        handlers.append(HTTPSHandler())
+    if allow_private:
+        handlers.append(urllib.request.ProxyHandler())
+    opener = urllib.request.OpenerDirector()
+    for handler in handlers:
+        opener.add_handler(handler)
+    return opener
+
+
+def _download(url: str, deadline: float, max_bytes: int, allow_private: bool, outcome: dict) -> None:
     request = urllib.request.Request(url, headers={"User-Agent": "transformers-diffclip"})
     try:
-        with urllib.request.urlopen(request, timeout=max(deadline - time.monotonic(), 0.01)) as response:
+        opener = _opener(url, allow_private)
+        with opener.open(request, timeout=max(deadline - time.monotonic(), 0.01)) as response:
             length = response.headers.get("Content-Length")
             if length is not None and length.strip().isdigit() and int(length) > max_bytes:
                 raise ImageError(
@@ -133,15 +262,18 @@ def _download(url: str, deadline: float, max_bytes: int, outcome: dict) -> None:
         outcome["error"] = ImageError(f"Cannot read image {url}: {error}")
 
 
-def download(url: str, timeout: float | None = None) -> bytes:
+def download(url: str, timeout: float | None = None, allow_private_urls: bool = True) -> bytes:
     """The bytes at an http(s) `url`, bounded in total time (`timeout`, default [`url_timeout`]: connection to last
-    byte, however slowly the server sends) and size ([`max_image_bytes`]). Raises [`ImageError`] naming the URL."""
+    byte, however slowly the server sends) and size ([`max_image_bytes`]). Without `allow_private_urls` (and unless
+    `DIFFCLIP_ALLOW_PRIVATE_URLS` is set), a URL or redirect to a local or private address is refused before any
+    connection (see the module docstring). Raises [`ImageError`] naming the URL."""
     timeout = url_timeout() if timeout is None else timeout
+    allow_private = allow_private_urls or private_urls_allowed()
     max_bytes = max_image_bytes()
     deadline = time.monotonic() + timeout
     outcome: dict = {}
     # A daemon thread: a server that stalls a single read past the deadline cannot hold the command.
-    worker = threading.Thread(target=_download, args=(url, deadline, max_bytes, outcome), daemon=True)
+    worker = threading.Thread(target=_download, args=(url, deadline, max_bytes, allow_private, outcome), daemon=True)
     worker.start()
     worker.join(timeout + 1.0)
     if "error" in outcome:
@@ -154,17 +286,30 @@ def download(url: str, timeout: float | None = None) -> bytes:
 
 
 def check_pixels(size: tuple[int, int], name: str) -> None:
-    """Refuse an image of `size = (width, height)` above [`max_image_pixels`]."""
+    """Refuse an image of `size = (width, height)` above [`max_image_pixels`], or whose longer side is more than
+    [`max_image_aspect`] times its shorter side (what the processors' shortest-edge resize would blow up)."""
+    width, height = size
     limit = max_image_pixels()
-    if size[0] * size[1] > limit:
+    if width * height > limit:
         raise ImageError(
-            f"Cannot read image {name}: {size[0]} x {size[1]} pixels is more than the limit of {limit} pixels "
+            f"Cannot read image {name}: {width} x {height} pixels is more than the limit of {limit} pixels "
             f"({MAX_IMAGE_PIXELS_ENV})"
+        )
+    if min(width, height) < 1:
+        raise ImageError(f"Cannot read image {name}: it is {width} x {height} pixels (empty)")
+    aspect, aspect_limit = max(width, height) / min(width, height), max_image_aspect()
+    if aspect > aspect_limit:
+        shown = f"{aspect:,.1f}".removesuffix(".0")
+        raise ImageError(
+            f"Cannot read image {name}: {width} x {height} pixels has an aspect ratio of {shown}:1, more than the "
+            f"limit of {aspect_limit:g}:1 ({MAX_IMAGE_ASPECT_ENV})"
         )
 
 
-def _read(source: Any, root: str | os.PathLike | None, timeout: float | None, decode: bool) -> Image.Image | None:
-    handle, name = _handle(source, root, timeout)
+def _read(
+    source: Any, root: str | os.PathLike | None, timeout: float | None, decode: bool, allow_private_urls: bool = True
+) -> Image.Image | None:
+    handle, name = _handle(source, root, timeout, allow_private_urls)
     try:
         with Image.open(handle) as image:
             check_pixels(image.size, name)
@@ -178,22 +323,37 @@ def _read(source: Any, root: str | os.PathLike | None, timeout: float | None, de
         raise ImageError(f"Cannot read image {name}: {error}") from error
 
 
-def open_image(source: Any, *, root: str | os.PathLike | None = None, timeout: float | None = None) -> Image.Image:
+def open_image(
+    source: Any,
+    *,
+    root: str | os.PathLike | None = None,
+    timeout: float | None = None,
+    allow_private_urls: bool = True,
+) -> Image.Image:
     """An RGB PIL image from a PIL image, a local path (relative paths are taken from `root` when given), an
     http(s) URL, raw bytes or a `{"path", "bytes"}` dict. A missing local file raises [`ImageNotFoundError`], any
-    other failure an [`ImageError`], each naming the image. URLs and pixels are bounded (see the module docstring).
+    other failure an [`ImageError`], each naming the image. URLs and pixels are bounded, and URLs of local or private
+    addresses refused without `allow_private_urls` (see the module docstring).
     """
     if isinstance(source, Image.Image):
         check_pixels(source.size, "<PIL image>")
         return source.convert("RGB")
-    return _read(source, root, timeout, decode=True)
+    return _read(source, root, timeout, True, allow_private_urls)
 
 
-def probe_image(source: Any, *, root: str | os.PathLike | None = None, timeout: float | None = None) -> None:
+def probe_image(
+    source: Any,
+    *,
+    root: str | os.PathLike | None = None,
+    timeout: float | None = None,
+    allow_private_urls: bool = True,
+) -> None:
     """Check cheaply that `source` is an image [`open_image`] can open: it exists and PIL recognises its header
     (nothing is decoded). Raises what [`open_image`] raises."""
-    if not isinstance(source, Image.Image):
-        _read(source, root, timeout, decode=False)
+    if isinstance(source, Image.Image):
+        check_pixels(source.size, "<PIL image>")
+    else:
+        _read(source, root, timeout, False, allow_private_urls)
 
 
 def check_image_sources(sources: Sequence[str]) -> None:
@@ -260,10 +420,13 @@ __all__ = [
     "check_pixels",
     "download",
     "image_key",
+    "is_private_address",
     "is_url",
+    "max_image_aspect",
     "max_image_bytes",
     "max_image_pixels",
     "open_image",
+    "private_urls_allowed",
     "probe_image",
     "scan_images",
     "url_timeout",

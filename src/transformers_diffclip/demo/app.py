@@ -39,6 +39,28 @@ def _gradio():
     return gradio
 
 
+def _undecoded(component):
+    """`component` (a `gr.Image`) made to hand the page's functions the uploaded file's path, undecoded: Gradio's own
+    preprocessing decodes the whole upload with PIL (no pixel limit, a bare "Error" for a file that is no image), so
+    the file is opened by [`read_upload`] instead, with the commands' limits and messages. (The method is replaced on
+    the instance: a subclass of a Gradio component makes Gradio write a `.pyi` file beside this module.)"""
+    import base64
+    import binascii
+
+    def preprocess(payload):
+        if payload is None:
+            return None
+        if payload.url and payload.url.startswith("data:"):  # an API client's inline image
+            try:
+                return base64.b64decode(payload.url.partition(",")[2], validate=False)
+            except (binascii.Error, ValueError):
+                return b""
+        return payload.path
+
+    component.preprocess = preprocess
+    return component
+
+
 INTRO = (
     "# DiffCLIP beside CLIP\n"
     "DiffCLIP is CLIP with differential attention in both towers (Hammoud & Ghanem, 2025). Give an image, then "
@@ -54,9 +76,11 @@ def build_demo(
     examples: Sequence[str] = (),
     cache: ModelCache | None = None,
     trust_remote_code: bool = False,
+    allow_private_urls: bool = False,
 ):
     """The page as a `gradio.Blocks` (call `.launch()` on it). `model`/`baseline` add a pair to the released
-    CC12M and CC3M pairs and make it the default; `index` is a `diffclip index` folder for the search tab."""
+    CC12M and CC3M pairs and make it the default; `index` is a `diffclip index` folder for the search tab. Image URLs
+    of local, private or reserved addresses are refused unless `allow_private_urls` (trusted local use)."""
     gr = _gradio()
     import pandas as pd
 
@@ -78,7 +102,7 @@ def build_demo(
 
     def run_zero_shot(upload, url, labels_text, pair_name, progress=gr.Progress(track_tqdm=True)):  # noqa: B008
         try:
-            image = pick_image(upload, url)
+            image = pick_image(upload, url, allow_private_urls)
             labels = parse_labels(labels_text)
             pair = load_pair(pair_name, progress)
             rows = zero_shot_table(cache, pair, image, labels)
@@ -100,7 +124,7 @@ def build_demo(
         progress=gr.Progress(track_tqdm=True),  # noqa: B008
     ):
         try:
-            image = pick_image(upload, url)
+            image = pick_image(upload, url, allow_private_urls)
             layer = whole_number(layer, "Layer")
             head = whole_number(head, "Head")
             start_layer = whole_number(start_layer, "Text map from layer")
@@ -131,8 +155,10 @@ def build_demo(
     with gr.Blocks(title="DiffCLIP beside CLIP", analytics_enabled=False) as demo:
         gr.Markdown(INTRO)
         with gr.Row():
-            upload = gr.Image(
-                label="Image", type="pil", image_mode="RGB", sources=["upload", "clipboard"], elem_id="image"
+            upload = _undecoded(
+                gr.Image(
+                    label="Image", type="filepath", image_mode=None, sources=["upload", "clipboard"], elem_id="image"
+                )
             )
             with gr.Column():
                 url = gr.Textbox(label="…or an image URL", placeholder="https://…", elem_id="image-url")
@@ -189,8 +215,8 @@ def build_demo(
                 )
                 with gr.Row():
                     search_text = gr.Textbox(label="Text query", elem_id="search-text")
-                    search_image = gr.Image(
-                        label="…or a query image", type="pil", image_mode="RGB", elem_id="search-image"
+                    search_image = _undecoded(
+                        gr.Image(label="…or a query image", type="filepath", image_mode=None, elem_id="search-image")
                     )
                 top_k = gr.Slider(1, MAX_TOP_K, value=8, step=1, label="Results", elem_id="top-k")
                 go = gr.Button("Search", variant="primary", elem_id="search")

@@ -26,6 +26,7 @@ def _run_demo(args: argparse.Namespace) -> int:
         device=args.device,
         examples=examples,
         trust_remote_code=args.trust_remote_code,
+        allow_private_urls=args.allow_private_urls,
     )
     if args.preload:
         for name in {args.model, args.baseline} - {None}:
@@ -50,6 +51,13 @@ def register_cli(subparsers) -> None:
     parser.add_argument("--port", type=int, default=7860, help="port (default: 7860)")
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
     parser.add_argument("--trust-remote-code", action="store_true", help="as for the other commands")
+    parser.add_argument(
+        "--allow-private-urls",
+        action="store_true",
+        help="let the page's URL box fetch images from loopback, private and link-local addresses (trusted local "
+        "use only: a public page would let visitors reach this machine and its network; also "
+        "DIFFCLIP_ALLOW_PRIVATE_URLS=1)",
+    )
     parser.add_argument("--preload", action="store_true", help="load --model and --baseline before serving")
     parser.add_argument("--quiet", action="store_true", help="do not print Gradio's start-up lines")
     parser.set_defaults(func=_run_demo)

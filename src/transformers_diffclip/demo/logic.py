@@ -16,7 +16,7 @@ from typing import Any
 from PIL import Image
 
 from ..core.files import json_text
-from ..core.images import is_url, open_image
+from ..core.images import ImageError, is_url, open_image
 from ..core.loading import image_processor_of, load_model_and_processor
 from ..evaluation import ZeroShotClassifier, duplicate_labels, encode_pixel_values, parse_label_list
 from ..interpret import (
@@ -109,17 +109,34 @@ def model_pairs(model: str | None = None, baseline: str | None = None) -> dict[s
 # --------------------------------------------------------------------------------------------------
 
 
-def pick_image(upload: Image.Image | None, url: str | None) -> Image.Image:
-    """The uploaded image, else the image at `url`; a clear `ValueError` when there is neither or it fails."""
+def read_upload(upload: Any) -> Image.Image:
+    """An uploaded image (the file Gradio stored, raw bytes, or a PIL image) opened by the commands' one image opener,
+    with the same limits (pixels and aspect ratio read from the header before decoding); a clear `ValueError` for a
+    file that is no image, an empty file or a decompression bomb, naming the file by its own name only."""
+    try:
+        return open_image(upload)
+    except (OSError, ValueError) as error:
+        message = str(error)
+        if isinstance(upload, (str, os.PathLike)):  # not the server's upload folder: the file's name
+            message = message.replace(str(upload), Path(upload).name)
+        if isinstance(error, ImageError):
+            message = message.removeprefix("Cannot read image ")
+        raise ValueError(f"The uploaded file cannot be used as an image: {message}") from None
+
+
+def pick_image(upload: Any, url: str | None, allow_private_urls: bool = False) -> Image.Image:
+    """The uploaded image (see [`read_upload`]), else the image at `url`; a clear `ValueError` when there is neither
+    or it fails. URLs that lead to local, private or reserved addresses are refused unless `allow_private_urls`
+    (or `DIFFCLIP_ALLOW_PRIVATE_URLS=1`): a public page must not reach the machine it runs on."""
     if upload is not None:
-        return upload.convert("RGB")
+        return read_upload(upload)
     url = (url or "").strip()
     if not url:
         raise ValueError("Give an image first: upload one, pick an example, or paste an image URL.")
     if not is_url(url):
         raise ValueError(f"{url!r} is not an http(s) URL; upload the image instead.")
     try:
-        return open_image(url, timeout=15)
+        return open_image(url, timeout=15, allow_private_urls=allow_private_urls)
     except (OSError, ValueError) as error:
         raise ValueError(f"Could not get an image from {url}: {error}") from error
 
@@ -276,6 +293,8 @@ class SearchTab:
             raise ValueError("Give a text query or a query image, not both (clear one of them).")
         if not 1 <= top_k <= MAX_TOP_K:
             raise ValueError(f"Top-k must be between 1 and {MAX_TOP_K}, got {top_k}.")
+        if image is not None:
+            image = read_upload(image)  # before the index and its model load
         searcher = self.searcher()
         return searcher.search_text(text, top_k) if text else searcher.search_image(image, top_k)
 
@@ -304,6 +323,7 @@ __all__ = [
     "parse_labels",
     "pick_image",
     "probabilities_json",
+    "read_upload",
     "thumbnail",
     "whole_number",
     "zero_shot_probabilities",

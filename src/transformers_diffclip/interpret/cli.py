@@ -10,16 +10,17 @@ from pathlib import Path
 from ..core.files import atomic_write_bytes, check_output_file
 from ..core.loading import add_model_arguments
 from .maps import METHODS, attention_map_rows
-from .render import render_attention_grid
+from .render import check_grid, render_attention_grid
 
 
 def _run_cli(args: argparse.Namespace) -> int:
     check_output_file(args.output)  # before any model loads
     if not 0.0 <= args.alpha <= 1.0:
         raise ValueError(f"--alpha must be in [0, 1], got {args.alpha}.")
-    if args.cell_size < 8:
-        raise ValueError(f"--cell-size must be at least 8 pixels, got {args.cell_size}.")
     names = [args.model] + ([args.compare_model] if args.compare_model else [])
+    texts = args.text or []
+    maps = len(texts) + (1 if args.class_token or not texts else 0)
+    check_grid(len(names), 1 + maps, args.cell_size, flag="--cell-size")  # before any model loads
     rows = attention_map_rows(
         names,
         args.image,
