@@ -47,6 +47,15 @@ def _save_tiny(folder: Path, seed: int = 0, projection_dim: int = 16, text_noise
     return folder
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models run faster on one thread than on several fighting over a shared machine's cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     return _save_tiny(tmp_path_factory.mktemp("tiny") / "model")
@@ -363,3 +372,36 @@ def test_an_image_file_named_like_a_shard_sample_is_a_file(tiny, tmp_path):
     assert sorted(index.paths.values()) == [str(named), str(folder / "y.png")]
     hit = Searcher(index, device="cpu").search_image(str(named), 1)[0]
     assert hit.path == str(named) and hit.score == pytest.approx(1.0, abs=1e-5)
+
+
+@pytest.mark.slow
+def test_a_build_killed_with_sigkill_resumes_to_a_clean_build(tiny, tmp_path):
+    """What held stays held: `diffclip index` killed (SIGKILL) mid-build leaves its lock file behind; the next run
+    takes the lock, embeds only what is missing, and ends with exactly the index a clean build gives."""
+    import signal
+    import time
+
+    photos = tmp_path / "many"
+    for i in range(100):
+        _random_image(photos / f"{i:03d}.png", seed=i, size=(24, 24))
+    output = tmp_path / "index"
+    argv = _index_argv(tiny, photos, output, "--batch-size", "2", "--shard-size", "2", "--device", "cpu")
+    environment = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    run = subprocess.Popen([sys.executable, "-m", "transformers_diffclip.cli", *argv], env=environment)
+    deadline = time.monotonic() + 300
+    while len(list((output / "embeddings").glob("part-*.parquet"))) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    run.send_signal(signal.SIGKILL)
+    run.wait(60)
+    assert json.loads((output / "manifest.json").read_text())["index"] is None  # killed before its commit
+    assert (output / ".diffclip-index.lock").exists()
+    kept = {path.name: path.stat().st_mtime_ns for path in (output / "embeddings").glob("part-*.parquet")}
+    resumed = build_index(tiny, photos, output, batch_size=16, shard_size=2, progress=False)
+    assert {name: (output / "embeddings" / name).stat().st_mtime_ns for name in kept} == kept  # none rewritten
+    clean = build_index(tiny, photos, tmp_path / "clean", batch_size=16, shard_size=2, progress=False)
+    assert resumed.paths == clean.paths
+    query = np.random.default_rng(0).normal(size=16)
+    got, want = resumed.search(query, 100)[0], clean.search(query, 100)[0]
+    assert [hit.id for hit in got] == [hit.id for hit in want]
+    np.testing.assert_allclose([hit.score for hit in got], [hit.score for hit in want], atol=1e-6)
+    assert not (output / ".diffclip-index.lock").exists()
