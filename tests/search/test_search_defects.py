@@ -312,6 +312,25 @@ def test_a_truncated_or_empty_faiss_file_is_one_line(built, capsys, cut):
     assert "damaged" in _search(built, capsys)
 
 
+def test_a_faiss_file_with_bytes_added_or_other_ids_is_refused_when_opened(built, capsys):
+    """A FAISS file that FAISS still reads but that is not the one committed: bytes appended (another size than the
+    manifest records), or the same vectors under other ids (written here with FAISS directly)."""
+    import faiss
+
+    faiss_file = next(built.glob("index-*.faiss"))
+    original = faiss_file.read_bytes()
+    faiss_file.write_bytes(original + b"\0" * 8)
+    assert faiss.read_index(str(faiss_file)).ntotal == 12  # FAISS alone takes it
+    assert "replaced" in _search(built, capsys)
+    _, _, vectors = _stored_rows(built)
+    other = faiss.index_factory(16, "IDMap2,Flat", faiss.METRIC_INNER_PRODUCT)
+    other.add_with_ids(vectors, np.arange(100, 112))
+    data = faiss.serialize_index(other).tobytes()
+    assert len(data) == len(original)
+    faiss_file.write_bytes(data)
+    assert "other ids than its committed shards" in _search(built, capsys)
+
+
 def test_a_manifest_path_out_of_the_folder_is_never_opened_or_echoed(built, tmp_path, capsys):
     secret = tmp_path / "secret.faiss"
     secret.write_bytes(b"SECRETBYTES" * 10)
