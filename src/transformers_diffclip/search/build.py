@@ -82,9 +82,10 @@ def shown_name(item: str) -> str:
     return item.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
-def storable_items(items: list[str]) -> tuple[list[str], list[dict[str, str]]]:
+def storable_items(items: list[str], announce: bool = True) -> tuple[list[str], list[dict[str, str]]]:
     """`(items, refused)`: the items whose names can be stored (UTF-8), and a `{"path", "problem"}` for each that
-    cannot (a file named with bytes that are not UTF-8), each named on stderr; skipped, so a rerun works."""
+    cannot (a file named with bytes that are not UTF-8), each named on stderr (when `announce`); skipped, so a
+    rerun works."""
     kept, refused = [], []
     for item in items:
         try:
@@ -92,7 +93,8 @@ def storable_items(items: list[str]) -> tuple[list[str], list[dict[str, str]]]:
         except UnicodeEncodeError:
             problem = "its name is not UTF-8 text, which the index cannot store; rename the file"
             refused.append({"path": shown_name(item), "problem": problem})
-            print(f"warning: skipped {shown_name(item)}: {problem}", file=sys.stderr)
+            if announce:
+                print(f"warning: skipped {shown_name(item)}: {problem}", file=sys.stderr)
         else:
             kept.append(item)
     return kept, refused
@@ -147,63 +149,70 @@ def build_index(
     if exact_below < 0:
         raise ValueError(f"exact_below must be >= 0, got {exact_below}.")
     folder = Path(output)
-    check_output(folder)
-    items, refused = storable_items(list_images(data))
+    check_output(folder, locked=False)  # and again under the lock
+    rank, world = _world()
+    items, refused = storable_items(list_images(data), announce=rank == 0)
     name = _model_name(model)
     if loaded is None:
         loaded = load_model_and_processor(model, device, dtype, revision=revision, trust_remote_code=trust_remote_code)
     network, processor = loaded
-    probe, probe_text = probe_embeddings(network, processor)
-    dim = int(probe.shape[0])
+    probes = probe_embeddings(network, processor)
     if factory is not None:
-        new_faiss_index(factory, dim)
-    rank, world = _world()
+        new_faiss_index(factory, int(probes[0].shape[0]))
+    # Everything decided from here on (which images are new, their ids, the shard names) comes from what the folder
+    # holds under its writer lock, taken by process 0 for all the processes of a distributed build.
     with writer_lock(folder) if rank == 0 else contextlib.nullcontext():
+        if rank == 0:
+            check_output(folder)
         _barrier(world)  # the other processes wait while process 0 waits for the lock
-        return _build_locked(
-            folder,
-            items,
-            refused,
-            name,
-            revision,
-            network,
-            processor,
-            (probe, probe_text),
-            rank,
-            world,
-            batch_size,
-            num_workers,
-            shard_size,
-            exact_below,
-            factory,
-            rebuild,
-            progress,
-        )
+        manifest = _open_manifest(folder, name, revision, network, probes, rank, world)
+        seen, first_id = next_free_ids(folder)
+        pending = [item for item in items if item not in seen]
+        mine = list(range(rank, len(pending), world))
+        _barrier(world)  # every process has listed the shards before any writes a new one
+
+        failed: list[dict[str, str]] = list(refused)
+        buffer_ids, buffer_paths, buffer_vectors = [], [], []
+
+        def flush(size: int) -> None:
+            """Write the first `size` buffered embeddings as one shard."""
+            vectors = np.concatenate(buffer_vectors)
+            write_shard(folder, next_shard_name(folder, rank), buffer_ids[:size], buffer_paths[:size], vectors[:size])
+            del buffer_ids[:size], buffer_paths[:size]
+            buffer_vectors[:] = [vectors[size:]]
+
+        if mine:
+            batches = embed_items(network, processor, [pending[p] for p in mine], batch_size, num_workers)
+            total = (len(mine) + batch_size - 1) // batch_size
+            shown = progress and rank == 0
+            for positions, vectors, bad in tqdm(
+                batches, disable=not shown, file=sys.stderr, total=total, desc="Embedding images", unit="batch"
+            ):
+                for position, problem in bad:
+                    failed.append({"path": pending[mine[position]], "problem": problem})
+                    print(f"warning: skipped {pending[mine[position]]}: {problem}", file=sys.stderr)
+                if positions:
+                    if not np.isfinite(vectors).all():
+                        raise ValueError(
+                            "The model gave non-finite image embeddings (NaN or infinity); nothing committed."
+                        )
+                    buffer_ids.extend(first_id + mine[p] for p in positions)
+                    buffer_paths.extend(pending[mine[p]] for p in positions)
+                    buffer_vectors.append(vectors)
+                    while len(buffer_ids) >= shard_size:
+                        flush(shard_size)
+            if buffer_ids:
+                flush(len(buffer_ids))
+        _barrier(world)
+        if rank == 0:
+            _commit(folder, manifest, exact_below, factory, rebuild, failed)
+        _barrier(world)  # the other processes end when the commit is done
+    return SearchIndex(folder) if rank == 0 else None
 
 
-def _build_locked(
-    folder,
-    items,
-    refused,
-    name,
-    revision,
-    network,
-    processor,
-    probes,
-    rank,
-    world,
-    batch_size,
-    num_workers,
-    shard_size,
-    exact_below,
-    factory,
-    rebuild,
-    progress,
-) -> SearchIndex | None:
-    """The build under the writer lock: everything it decides (which images are new, their ids, the shard names)
-    comes from what the folder holds now."""
+def _open_manifest(folder: Path, name: str, revision, network, probes, rank: int, world: int) -> dict:
+    """The folder's manifest, checked against the model (both towers), or a new one written by process 0."""
     probe, probe_text = probes
-    check_output(folder)
     manifest = read_manifest(folder)
     if manifest is not None:
         text_checked = check_compatible(manifest, name, "image", probe, probe_text, folder)
@@ -229,51 +238,7 @@ def _build_locked(
         folder.mkdir(parents=True, exist_ok=True)
         write_manifest(folder, manifest)
     _barrier(world)
-    if rank != 0:
-        manifest = read_manifest(folder)
-
-    seen, first_id = next_free_ids(folder)
-    pending = [item for item in items if item not in seen]
-    mine = list(range(rank, len(pending), world))
-    _barrier(world)  # every process has listed the shards before any writes a new one
-
-    failed: list[dict[str, str]] = list(refused)
-    buffer_ids, buffer_paths, buffer_vectors = [], [], []
-
-    def flush(size: int) -> None:
-        """Write the first `size` buffered embeddings as one shard."""
-        vectors = np.concatenate(buffer_vectors)
-        write_shard(folder, next_shard_name(folder, rank), buffer_ids[:size], buffer_paths[:size], vectors[:size])
-        del buffer_ids[:size], buffer_paths[:size]
-        buffer_vectors[:] = [vectors[size:]]
-
-    if mine:
-        batches = embed_items(network, processor, [pending[p] for p in mine], batch_size, num_workers)
-        total = (len(mine) + batch_size - 1) // batch_size
-        shown = progress and rank == 0
-        for positions, vectors, bad in tqdm(
-            batches, disable=not shown, file=sys.stderr, total=total, desc="Embedding images", unit="batch"
-        ):
-            for position, problem in bad:
-                failed.append({"path": pending[mine[position]], "problem": problem})
-                print(f"warning: skipped {pending[mine[position]]}: {problem}", file=sys.stderr)
-            if positions:
-                if not np.isfinite(vectors).all():
-                    raise ValueError(
-                        "The model gave non-finite image embeddings (NaN or infinity); nothing committed."
-                    )
-                buffer_ids.extend(first_id + mine[p] for p in positions)
-                buffer_paths.extend(pending[mine[p]] for p in positions)
-                buffer_vectors.append(vectors)
-                while len(buffer_ids) >= shard_size:
-                    flush(shard_size)
-        if buffer_ids:
-            flush(len(buffer_ids))
-    _barrier(world)
-    if rank == 0:
-        _commit(folder, manifest, exact_below, factory, rebuild, failed)
-    _barrier(world)  # the other processes end when the commit is done
-    return SearchIndex(folder) if rank == 0 else None
+    return manifest if rank == 0 else read_manifest(folder)
 
 
 def _commit(folder: Path, manifest: dict, exact_below: int, factory: str | None, rebuild: bool, failed) -> None:

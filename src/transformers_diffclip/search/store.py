@@ -263,12 +263,16 @@ def read_shards(
     return rows
 
 
-def check_output(folder: Path) -> None:
+def check_output(folder: Path, locked: bool = True) -> None:
     """Refuse, before anything is written, an index folder that is a file, or a folder holding other files and no
-    index manifest (the writer lock of a build in progress aside)."""
+    index manifest. Under the writer lock (`locked`) only the lock file is left aside; before it, every hidden file
+    is (a build in progress may be between its lock and its first manifest, whose temporary file is hidden)."""
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"--output {folder} is a file; give a folder for the index.")
-    if folder.is_dir() and read_manifest(folder) is None and any(p.name != LOCK_NAME for p in folder.iterdir()):
+    if not folder.is_dir() or read_manifest(folder) is not None:
+        return
+    ours = (lambda name: name == LOCK_NAME) if locked else (lambda name: name.startswith("."))
+    if any(not ours(entry.name) for entry in folder.iterdir()):
         raise ValueError(
             f"--output {folder} is a folder that holds other files and no index manifest; give a new or empty folder "
             "(nothing was written)."
