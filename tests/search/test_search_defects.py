@@ -255,6 +255,24 @@ def test_the_same_folder_spelled_another_way_is_indexed_once(tiny, photos, tmp_p
     assert SearchIndex(output).search(np.ones(16), 1)[0][0].path.startswith(str(photos.resolve()))
 
 
+def test_an_older_index_of_relative_paths_extended_from_its_folder_embeds_nothing_again(
+    tiny, photos, tmp_path, monkeypatch, capsys
+):
+    """Indexes built before stored paths were canonical hold paths relative to the folder their build ran in: run
+    from that folder, the next build reads them as those files (written here with pyarrow, as older versions did)."""
+    output = tmp_path / "index"
+    assert cli.main(_index_argv(tiny, photos, output)) == 0
+    for shard in (output / "embeddings").glob("part-*.parquet"):
+        table = pyarrow.parquet.read_table(shard)
+        relative = [os.path.relpath(path, tmp_path) for path in table.column("path").to_pylist()]
+        table = table.set_column(1, "path", pyarrow.array(relative, type=pyarrow.string()))
+        pyarrow.parquet.write_table(table, shard)
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    assert cli.main(_index_argv(tiny, "photos", output)) == 0
+    assert "12 images" in capsys.readouterr().out
+
+
 # --------------------------------------------------------------------------------------------------
 # 9. A file name that is not UTF-8
 # --------------------------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..core.distributed import rank_world
+from ..core.images import is_url
 from ..core.loading import load_model_and_processor
 from .embed import embed_items, probe_embeddings
 from .index import (
@@ -102,10 +103,10 @@ def storable_items(items: list[str], announce: bool = True) -> tuple[list[str], 
 
 def next_free_ids(folder: Path) -> tuple[set[str], int]:
     """What the index folder already holds (read under the writer lock): the canonical paths embedded so far,
-    committed or not (paths stored by older versions, relative to the folder the build ran in, are taken from this
-    one), and the first id not yet given."""
+    committed or not, and the first id not yet given. Stored paths are canonical already; only relative ones, stored
+    by older versions relative to the folder their build ran in, are resolved (from this one)."""
     known = read_shards(folder, shard_names(folder), columns=("id", "path"))
-    seen = {canonical_item(path) for path in known.paths}
+    seen = {path if os.path.isabs(path) or is_url(path) else canonical_item(path) for path in known.paths}
     return seen, int(known.ids.max()) + 1 if len(known.ids) else 0
 
 
