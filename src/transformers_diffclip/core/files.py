@@ -220,9 +220,10 @@ def publish_into(folder: Path, written: Path, marker: str = "config.json", stale
 
 
 @contextlib.contextmanager
-def exclusive_lock(path: str | os.PathLike) -> Iterator[None]:
+def exclusive_lock(path: str | os.PathLike, waiting: Callable[[], None] | None = None) -> Iterator[None]:
     """Hold an exclusive lock between processes on the file `path` (created, with its folder, when needed) and
-    remove the file, and its folder when empty, on release: a lock leaves nothing behind. Where `fcntl` is missing
+    remove the file, and its folder when empty, on release: a lock leaves nothing behind. `waiting`, when given, is
+    called once if another process holds the lock (before this one waits for it). Where `fcntl` is missing
     (Windows) the lock is `filelock`'s and its file stays."""
     path = Path(path)
     try:
@@ -240,7 +241,13 @@ def exclusive_lock(path: str | os.PathLike) -> Iterator[None]:
             handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
         except FileNotFoundError:  # the folder was removed by a releasing holder: again
             continue
-        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if waiting is not None:
+                waiting()
+                waiting = None
+            fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             same = os.stat(path).st_ino == os.fstat(handle).st_ino
         except FileNotFoundError:

@@ -1,6 +1,7 @@
 # Copyright 2026 The transformers-diffclip authors. Licensed under the Apache License, Version 2.0.
 """Image and text embeddings for search: batches of indexed images (a bad image is skipped and reported, not fatal),
-query embeddings, and the probe embedding that identifies a model in an index's manifest."""
+query embeddings, and the probe embeddings (of a fixed image and a fixed text) that identify a model in an index's
+manifest."""
 
 from __future__ import annotations
 
@@ -13,6 +14,9 @@ from PIL import Image
 from ..core.loading import image_processor_of, tokenizer_of
 from ..evaluation import encode_pixel_values, encode_texts
 from .sources import open_item
+
+
+PROBE_TEXT = "a photo of a red car next to a dog on a beach"
 
 
 def probe_image() -> Image.Image:
@@ -35,6 +39,11 @@ def embed_images(model, processor, images: Sequence[Image.Image]) -> np.ndarray:
 
 def probe_embedding(model, processor) -> np.ndarray:
     return embed_images(model, processor, [probe_image()])[0]
+
+
+def probe_embeddings(model, processor) -> tuple[np.ndarray, np.ndarray]:
+    """The embeddings of the probe image and of [`PROBE_TEXT`]: together they tell models apart by both towers."""
+    return probe_embedding(model, processor), embed_text(model, processor, [PROBE_TEXT])[0]
 
 
 def embed_text(model, processor, texts: Sequence[str]) -> np.ndarray:
@@ -90,4 +99,12 @@ def embed_items(
         yield positions, embeddings, failed
 
 
-__all__ = ["embed_images", "embed_items", "embed_text", "probe_embedding", "probe_image"]
+__all__ = [
+    "PROBE_TEXT",
+    "embed_images",
+    "embed_items",
+    "embed_text",
+    "probe_embedding",
+    "probe_embeddings",
+    "probe_image",
+]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,33 @@ def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
     return float(np.mean(hits)) if hits else 1.0
 
 
+def faiss_message(error: Exception) -> str:
+    """FAISS's own words without its C++ location (`Error in void faiss::... at file.cpp:64: Error: '...' failed:`)."""
+    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    text = re.sub(r"^Error in .*? at \S+:\d+: ", "", text)
+    return re.sub(r"^Error: '.*?' failed: ", "", text)
+
+
+def new_faiss_index(factory: str, dim: int):
+    """An empty FAISS index (inner product) made by `factory` for `dim`-d vectors that can store ids, or a
+    `ValueError` naming the factory string: run on the model's dimension before any image is embedded, so a string
+    FAISS cannot parse (`Garbage,42`), cannot build for `dim` (`PQ5` on 16-d) or that cannot store ids (`Flat`,
+    `HNSW32`: add `IDMap2,` in front) is refused at once."""
+    faiss = _faiss()
+    try:
+        index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+    except RuntimeError as error:
+        raise ValueError(
+            f"--factory {factory!r} is not a FAISS index for {dim}-d embeddings: {faiss_message(error)}."
+        ) from None
+    if not isinstance(index, faiss.IndexIDMap) and faiss.try_extract_index_ivf(index) is None:
+        raise ValueError(
+            f"--factory {factory!r} builds a FAISS index that cannot store the images' ids; put 'IDMap2,' in front "
+            f"(--factory 'IDMap2,{factory}')."
+        )
+    return index
+
+
 def build_faiss_index(
     ids: np.ndarray,
     vectors: np.ndarray,
@@ -81,7 +109,7 @@ def build_faiss_index(
     count, dim = vectors.shape
     if factory is None:
         factory, nprobe = choose_factory(count, exact_below)
-    index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+    index = new_faiss_index(factory, dim)
     info: dict[str, Any] = {"factory": factory, "metric": "inner_product", "ntotal": count}
     if index.is_trained and "IVF" not in factory:
         index.add_with_ids(vectors, ids)
@@ -94,7 +122,12 @@ def build_faiss_index(
     ivf = faiss.try_extract_index_ivf(index)
     limit = 64 * ivf.nlist if ivf is not None else 1_000_000
     training = kept if len(kept) <= limit else rng.choice(kept, size=limit, replace=False)
-    index.train(vectors[np.sort(training)])
+    try:
+        index.train(vectors[np.sort(training)])
+    except RuntimeError as error:
+        raise ValueError(
+            f"The FAISS index {factory!r} cannot be trained on {len(training)} embeddings: {faiss_message(error)}."
+        ) from None
     index.add_with_ids(vectors[kept], ids[kept])
     if nprobe is not None:
         faiss.extract_index_ivf(index).nprobe = nprobe
@@ -117,12 +150,53 @@ def write_faiss_index(index, path: str | os.PathLike) -> int:
     return len(data)
 
 
-def read_faiss_index(path: str | os.PathLike, info: dict[str, Any]):
+def read_faiss_index(folder: str | os.PathLike, info: dict[str, Any]):
+    """The FAISS index file named by a (validated) manifest's `index` entry in `folder`: a missing, truncated,
+    empty or foreign file is a `ValueError` that says to rebuild (FAISS's own message, which may quote the file's
+    first bytes, is not passed on)."""
     faiss = _faiss()
-    index = faiss.read_index(str(path))
+    path = Path(folder) / info["file"]
+    rebuild = "run the same `diffclip index` command again with --rebuild"
+    if not path.is_file():
+        raise ValueError(
+            f"The index in {folder} is damaged: {info['file']} named by its manifest is missing; {rebuild}."
+        )
+    size = path.stat().st_size
+    if size == 0 or ("bytes" in info and size != info["bytes"]):
+        raise ValueError(
+            f"The index in {folder} is damaged: {info['file']} holds {size} bytes, its manifest says "
+            f"{info.get('bytes')} (truncated or replaced); {rebuild}."
+        )
+    try:
+        index = faiss.read_index(str(path))
+    except RuntimeError:
+        raise ValueError(
+            f"The index in {folder} is damaged: {info['file']} is not a readable FAISS index (truncated or "
+            f"replaced); {rebuild}."
+        ) from None
     if info.get("nprobe"):
-        faiss.extract_index_ivf(index).nprobe = int(info["nprobe"])
+        ivf = faiss.try_extract_index_ivf(index)
+        if ivf is None:
+            raise ValueError(f"The index in {folder} is damaged: {info['file']} is not the index its manifest names.")
+        ivf.nprobe = int(info["nprobe"])
     return index
+
+
+def faiss_ids(index) -> np.ndarray | None:
+    """The ids stored in a FAISS index (an `IDMap` or an inverted file), or `None` for another kind."""
+    faiss = _faiss()
+    if isinstance(index, faiss.IndexIDMap):
+        return faiss.vector_to_array(index.id_map)
+    ivf = faiss.try_extract_index_ivf(index)
+    if ivf is None:
+        return None
+    lists = ivf.invlists
+    parts = [
+        faiss.rev_swig_ptr(lists.get_ids(number), lists.list_size(number)).copy()
+        for number in range(ivf.nlist)
+        if lists.list_size(number)
+    ]
+    return np.concatenate(parts).astype(np.int64) if parts else np.empty(0, np.int64)
 
 
 @dataclass
@@ -168,12 +242,9 @@ class SearchIndex:
                 f"The index in {folder} has no search index yet: its build was interrupted before the first commit. "
                 f"Run the same `diffclip index` command again to finish it (embeddings already written are kept)."
             )
-        index_path = folder / info["file"]
-        if not index_path.is_file():
-            raise ValueError(f"The index in {folder} is damaged: {info['file']} named by its manifest is missing.")
         self.folder = folder
         self.manifest = manifest
-        self.index = read_faiss_index(index_path, info)
+        self.index = read_faiss_index(folder, info)
         if self.index.ntotal != manifest["count"] or self.index.d != manifest["dim"]:
             raise ValueError(
                 f"The index in {folder} is damaged: {info['file']} holds {self.index.ntotal} vectors of dimension "
@@ -184,6 +255,12 @@ class SearchIndex:
             raise ValueError(
                 f"The index in {folder} is damaged: its committed shards hold {len(rows.ids)} embeddings, the "
                 f"manifest says {manifest['count']}."
+            )
+        stored = faiss_ids(self.index)
+        if stored is not None and not np.array_equal(np.sort(stored), np.sort(rows.ids)):
+            raise ValueError(
+                f"The index in {folder} is damaged: {info['file']} holds other ids than its committed shards; run "
+                "the same `diffclip index` command again with --rebuild."
             )
         self.paths = dict(zip(rows.ids.tolist(), rows.paths))
 
@@ -212,6 +289,12 @@ class SearchIndex:
         norms = np.linalg.norm(queries, axis=1, keepdims=True)
         queries = np.ascontiguousarray(queries / np.maximum(norms, 1e-12))
         scores, ids = self.index.search(queries, min(top_k, len(self)))
+        unknown = sorted({int(i) for i in ids.reshape(-1) if i >= 0 and int(i) not in self.paths})
+        if unknown:
+            raise ValueError(
+                f"The index in {self.folder} is damaged: it found id {unknown[0]}, which no committed shard holds; "
+                "run the same `diffclip index` command again with --rebuild."
+            )
         return [
             [SearchHit(int(i), self.paths[int(i)], float(s)) for s, i in zip(row_scores, row_ids) if i >= 0]
             for row_scores, row_ids in zip(scores, ids)
@@ -225,5 +308,8 @@ __all__ = [
     "build_faiss_index",
     "choose_factory",
     "exact_top_k",
+    "faiss_ids",
+    "faiss_message",
+    "new_faiss_index",
     "recall_at_k",
 ]

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ from PIL import Image
 
 from ..core.images import open_image
 from ..core.loading import load_model_and_processor
-from .embed import embed_images, embed_text, probe_embedding
+from .embed import embed_images, embed_text, probe_embeddings
 from .index import SearchHit, SearchIndex
 from .store import check_compatible
 
@@ -24,7 +25,8 @@ class Searcher:
     Args:
         index: the index folder (or an opened [`SearchIndex`]).
         model: the model to embed queries with; by default the one named in the index's manifest. Any model is
-            checked against the manifest's probe embedding and refused if it embeds differently.
+            checked against the manifest's probe embeddings (an image and a text: both towers) and refused if it
+            embeds either differently.
         loaded: an already loaded `(model, processor)` pair (e.g. the demo's); `model` then only names it.
     """
 
@@ -54,7 +56,13 @@ class Searcher:
                 name, device, dtype, revision=revision, trust_remote_code=trust_remote_code
             )
         self.model, self.processor = loaded
-        check_compatible(manifest, name, "image", self.index.dim, probe_embedding(*loaded), self.index.folder)
+        if not check_compatible(manifest, name, "image", *probe_embeddings(*loaded), self.index.folder):
+            print(
+                f"warning: the index in {self.index.folder} was built before text probes were stored, so the text "
+                f"tower of {name!r} cannot be checked against the index's model; run `diffclip index` with the "
+                "index's model on it once to record it.",
+                file=sys.stderr,
+            )
 
     def search_text(self, text: str, top_k: int = 10) -> list[SearchHit]:
         """The `top_k` images closest to the text (embedded as given, without a prompt template)."""

@@ -3,8 +3,11 @@
 http(s) URLs (one per line), or webdataset shards (`.tar` files, a brace pattern such as `data/{00000..00009}.tar`,
 or a folder of `.tar` files).
 
-Every image is named by one string, its *path*, stored with its embedding: a file path, a URL, or `SHARD#KEY` for
-the sample `KEY` of a webdataset shard. [`open_item`] opens any of them again (the demo's result grid does).
+Every image is named by one string, its *path*, stored with its embedding: a file's resolved absolute path, a URL
+as written, or `SHARD#KEY` (the shard's resolved path) for the sample `KEY` of a webdataset shard. [`list_images`]
+gives that canonical form ([`canonical_item`]), so one file spelled two ways (relative or absolute, `./x` or `x`,
+through a link) is one image, in one build or across builds run from different folders. [`open_item`] opens any
+of them again (the demo's result grid does).
 """
 
 from __future__ import annotations
@@ -106,10 +109,7 @@ def list_images(source: str | os.PathLike | Sequence[str]) -> list[str]:
         else:
             raise FileNotFoundError(f"--data {text}: no such folder, file or shard.")
     # One image, one id: two spellings of one file (a link, `..`, a relative path) are one image (core's identity).
-    unique: dict[str, str] = {}
-    for item in items:
-        unique.setdefault(item if is_shard_item(item) else image_key(item), item)
-    items = list(unique.values())
+    items = list(dict.fromkeys(canonical_item(item) for item in items))
     if not items:
         raise ValueError(
             f"--data {source}: no images found (looked for {', '.join(IMAGE_EXTENSIONS)} files, a list file of "
@@ -144,10 +144,22 @@ _READER = _ShardReader()
 
 
 def is_shard_item(item: str) -> bool:
+    """Whether `item` names a sample of a shard (`SHARD.tar#KEY`) rather than a file or a URL. A key's last part
+    never holds a dot (a sample's key is its member names before their first dot), and an existing file is a file:
+    an image named `x.tar#1.png` is read as the file it is."""
     if SHARD_SEPARATOR not in item or is_url(item):
         return False
-    shard = item.rsplit(SHARD_SEPARATOR, 1)[0]
-    return shard.endswith(".tar")
+    shard, key = item.rsplit(SHARD_SEPARATOR, 1)
+    return shard.endswith(".tar") and "." not in key.rsplit("/", 1)[-1] and not os.path.isfile(item)
+
+
+def canonical_item(item: str) -> str:
+    """The one stored form of an image's name: a URL as written, a file's resolved absolute path (core's
+    [`image_key`]), `SHARD#KEY` with the shard's resolved absolute path."""
+    if is_shard_item(item):
+        shard, key = item.rsplit(SHARD_SEPARATOR, 1)
+        return f"{image_key(shard)}{SHARD_SEPARATOR}{key}"
+    return image_key(item)
 
 
 def open_item(item: str) -> Image.Image:
@@ -157,4 +169,4 @@ def open_item(item: str) -> Image.Image:
     return open_image(item)
 
 
-__all__ = ["SHARD_SEPARATOR", "is_shard_item", "list_images", "open_item", "shard_keys"]
+__all__ = ["SHARD_SEPARATOR", "canonical_item", "is_shard_item", "list_images", "open_item", "shard_keys"]
