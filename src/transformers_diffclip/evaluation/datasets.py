@@ -2,11 +2,11 @@
 """The paper's evaluation data in the forms it is published in, opened by one function, [`open_split`]:
 
 - **CLIP_benchmark's webdataset layout** (`classnames.txt`, `zeroshot_classification_templates.txt`,
-  `dataset_type.txt`, `<split>/nshards.txt`, `<split>/0.tar` ...; samples with an image (`webp`, `png`, `jpg`,
-  `jpeg`) and `cls` (classification) or `txt` (retrieval captions, one per line)), from a local folder, from
-  `wds/<name>` (the Hub dataset repo `clip-benchmark/wds_<name>`, with `/` in the name written `-`) or from any Hub
-  dataset id in that layout, fetched with `huggingface_hub` into its cache (offline once cached), read with
-  `webdataset`;
+  `dataset_type.txt`, `<split>/nshards.txt`, `<split>/0.tar` ...; samples with an image (any of core.images'
+  extensions: `jpg`, `png`, `webp`, `bmp`, `tiff`, ...) and `cls` (classification) or `txt` (retrieval captions,
+  one per line)), from a local folder, from `wds/<name>` (the Hub dataset repo `clip-benchmark/wds_<name>`, with
+  `/` in the name written `-`) or from any Hub dataset id in that layout, fetched with `huggingface_hub` into its
+  cache (offline once cached), read by core.shards (a size limit on every member);
 - **ImageNet-style folders**: `<root>/<split>/<class>/<image>` (`train/`, `test/`, optionally `val/`) for the probe
   and few-shot, or `<root>/<class>/<image>` (one test split: ImageNet val, V2, Sketch, A, R);
 - **Karpathy split JSON** of Flickr30k / Flickr8k / COCO (`dataset_flickr30k.json`: `images[]` with `filename`,
@@ -32,13 +32,13 @@ from typing import Any
 import torch
 from PIL import Image
 
-from ..core.images import IMAGE_EXTENSIONS, image_key, open_image, scan_images
+from ..core.images import IMAGE_EXTENSIONS, image_key, scan_images
+from ..core.shards import decode_image, sample_keys, shard_samples
 from ..core.text_files import load_class_names, read_text, read_text_lines
 from .data import find_image_folder, read_retrieval_jsonl
 from .data import image_batches as source_batches
 
 
-WDS_IMAGE_KEYS = ("webp", "png", "jpg", "jpeg")
 CLIP_BENCHMARK_ORG = "clip-benchmark"
 LAYOUTS = {
     "webdataset": "CLIP_benchmark's webdataset layout: <root>/<split>/nshards.txt and <root>/<split>/0.tar ..., "
@@ -399,16 +399,6 @@ def open_split(
 # --------------------------------------------------------------------------------------------------
 
 
-def _decode_wds_image(sample: dict, shard: str) -> Image.Image:
-    for key in WDS_IMAGE_KEYS:
-        if key in sample:  # core.images' opener: its pixel limit, one error type naming the sample
-            return open_image({"path": f"{sample.get('__key__')}.{key} in {shard}", "bytes": sample[key]})
-    raise ValueError(
-        f"Sample {sample.get('__key__')} in {shard} has no image ({', '.join(WDS_IMAGE_KEYS)}); keys: "
-        f"{', '.join(k for k in sample if not k.startswith('__'))}."
-    )
-
-
 def _wds_target(sample: dict, task: str, shard: str) -> Any:
     key = sample.get("__key__")
     if task == "retrieval":
@@ -431,33 +421,29 @@ def iterate_webdataset(
 ) -> Iterator[tuple[Image.Image, Any]]:
     """`(image, target)` of the samples `rank, rank + world, ...` of a webdataset split (all of them by default), in
     shard order, from the `start`-th of those on, and of those only the `j`-th for which `keep(j)` (samples skipped
-    are not decoded)."""
-    try:
-        import webdataset as wds
-    except ImportError as error:
-        message = "Datasets in webdataset layout need webdataset: pip install 'transformers-diffclip[eval]'."
-        raise OSError(message) from error
+    are neither read nor decoded). Shards are read by core.shards (its member size limit, one error per shard)."""
+    before = 0  # samples in the shards before this one
 
-    dataset = wds.WebDataset(
-        split.shards,
-        shardshuffle=False,
-        nodesplitter=lambda urls: urls,
-        workersplitter=lambda urls: urls,
-        empty_check=False,
-    )
-    for index, sample in enumerate(dataset):
-        if index % world != rank or index // world < start:
-            continue
-        if keep is not None and not keep(index // world - start):
-            continue
-        shard = sample.get("__url__", split.dataset)
-        target = _wds_target(sample, split.task, shard)
-        if split.task == "classification" and not 0 <= target < len(split.class_names):
-            raise ValueError(
-                f"Sample {sample.get('__key__')} in {shard} has class {target}, outside the "
-                f"{len(split.class_names)} classes of classnames.txt."
-            )
-        yield _decode_wds_image(sample, shard), target
+    def wanted(number: int) -> bool:  # `number`: the sample's position in the whole split
+        if number % world != rank or number // world < start:
+            return False
+        return keep is None or bool(keep(number // world - start))
+
+    for shard in split.shards:
+        offset = before
+        count = 0
+        for sample in shard_samples(shard, keep=lambda j, offset=offset: wanted(offset + j)):
+            count += 1
+            if not wanted(offset + count - 1):
+                continue
+            target = _wds_target(sample, split.task, shard)
+            if split.task == "classification" and not 0 <= target < len(split.class_names):
+                raise ValueError(
+                    f"Sample {sample.get('__key__')} in {shard} has class {target}, outside the "
+                    f"{len(split.class_names)} classes of classnames.txt."
+                )
+            yield decode_image(sample), target
+        before += count
 
 
 def image_batches(
@@ -517,16 +503,8 @@ class _WebdatasetBatches(torch.utils.data.IterableDataset):
 
 
 def count_webdataset_samples(split: Split) -> int:
-    """The number of samples in a webdataset split (reads the tar headers only)."""
-    import tarfile
-
-    keys = set()
-    for shard in split.shards:
-        with tarfile.open(shard) as tar:
-            for member in tar:
-                if member.isfile():
-                    keys.add((shard, member.name.split("/")[-1].split(".", 1)[0], os.path.dirname(member.name)))
-    return len(keys)
+    """The number of samples in a webdataset split (core.shards reads the tar headers only; each key once)."""
+    return sum(len(sample_keys(shard, with_image=False)) for shard in split.shards)
 
 
 __all__ = [
