@@ -172,21 +172,24 @@ class FeatureCache:
                 "reused. Delete it or use another cache folder."
             )
 
-    def load(self, manifest: dict) -> Features | None:
+    def load(self, manifest: dict, split: Split | None = None) -> Features | None:
+        """The cached features of `manifest`, or `None`; a file of another model, transform or data is refused,
+        and so is one whose content does not hold together (see [`check_features`])."""
         if self.root is None:
             return None
         path = self._path(manifest, ".safetensors")
         if not path.is_file():
             return None
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt") as file:
-            found = json.loads((file.metadata() or {}).get("manifest", "{}"))
+        found, tensors = _read_safetensors(path)
         self._check(path, found, manifest)
-        tensors = load_file(str(path))
         targets = tensors.get("labels")
         if targets is None:
-            targets = json.loads(self._path(manifest, ".targets.json").read_text(encoding="utf-8"))
+            targets_path = self._path(manifest, ".targets.json")
+            try:
+                targets = json.loads(targets_path.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+                raise ValueError(f"The feature cache {targets_path} cannot be read ({error}); delete it.") from error
+        check_features(path, tensors, targets, found.get("num_samples"), split)
         return Features(tensors["pre_projection"], tensors["projected"], targets, found, cached=True)
 
     def save(self, features: Features) -> Path | None:
@@ -201,6 +204,7 @@ class FeatureCache:
             tensors["labels"] = features.targets.contiguous()
         else:
             write_json(self._path(manifest, ".targets.json"), features.targets)
+        manifest = {**manifest, "num_samples": len(features.projected)}  # the rows a reader must find
         write_json(self._path(manifest, ".manifest.json"), manifest)
         path = atomic_write_bytes(self._path(manifest, ".safetensors"), save(tensors, manifest_metadata(manifest)))
         for part in self.folder(manifest).glob(f"{manifest['split']}*.part-*.safetensors"):
@@ -221,13 +225,15 @@ class FeatureCache:
         """The parts of an interrupted run (refused if from another model, transform or dataset)."""
         chunks, targets = [], []
         for path in self.parts(manifest, tag):
-            from safetensors import safe_open
-
-            with safe_open(str(path), framework="pt") as file:
-                metadata = file.metadata() or {}
+            metadata, tensors = _read_safetensors(path, whole_metadata=True)
             self._check(path, json.loads(metadata.get("manifest", "{}")), manifest)
-            chunks.append(load_file(str(path)))
-            targets.extend(json.loads(metadata["targets"]))
+            try:
+                part_targets = json.loads(metadata["targets"])
+            except (KeyError, json.JSONDecodeError) as error:
+                raise ValueError(f"The feature cache part {path} has no readable targets; delete it.") from error
+            check_features(path, tensors, part_targets, None, None)
+            chunks.append(tensors)
+            targets.extend(part_targets)
         return chunks, targets
 
     def save_part(
@@ -238,6 +244,68 @@ class FeatureCache:
         metadata = manifest_metadata(manifest) | {"targets": json.dumps(targets)}
         path = self._path(manifest, f"{tag}.part-{index:05d}.safetensors")
         atomic_write_bytes(path, save({k: v.contiguous() for k, v in tensors.items()}, metadata))
+
+
+def _read_safetensors(path: Path, whole_metadata: bool = False) -> tuple[dict, dict[str, torch.Tensor]]:
+    """`(manifest, tensors)` of a cache file (`(metadata, tensors)` with `whole_metadata`); a file that is not
+    readable safetensors (truncated, damaged) or whose manifest is not JSON is a `ValueError` naming it."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as file:
+            metadata = file.metadata() or {}
+        tensors = load_file(str(path))
+        found = json.loads(metadata.get("manifest", "{}"))
+    except (SafetensorError, OSError, ValueError) as error:
+        raise ValueError(
+            f"The feature cache {path} is not a readable safetensors file (truncated or damaged: {error}); delete it "
+            "and run again."
+        ) from error
+    if not isinstance(found, dict):
+        raise ValueError(f"The feature cache {path} has no manifest; delete it and run again.")
+    return (metadata if whole_metadata else found), tensors
+
+
+def check_features(
+    path: Path, tensors: dict[str, torch.Tensor], targets: Any, rows: int | None, split: Split | None
+) -> None:
+    """Refuse cached features that do not hold together: both kinds 2-D with one row per target, as many rows as
+    the manifest recorded (`rows`) and as the split holds when its size is known, class labels within the split's
+    classes, captions lists of strings."""
+
+    def refuse(reason: str) -> ValueError:
+        return ValueError(f"The feature cache {path} is damaged: {reason}; delete it and run again.")
+
+    for kind in FEATURE_KINDS:
+        tensor = tensors.get(kind)
+        if tensor is None or tensor.dim() != 2 or not tensor.is_floating_point():
+            raise refuse(f"no 2-D float tensor {kind!r}")
+    count = len(tensors["projected"])
+    if len(tensors["pre_projection"]) != count:
+        raise refuse(f"{len(tensors['pre_projection'])} pre_projection rows for {count} projected rows")
+    if isinstance(targets, torch.Tensor):
+        if targets.dim() != 1 or targets.dtype != torch.long:
+            raise refuse(f"labels of shape {tuple(targets.shape)} and type {targets.dtype}, not one integer per row")
+    elif not isinstance(targets, list):
+        raise refuse(f"targets of type {type(targets).__name__}, not a list")
+    if len(targets) != count:
+        raise refuse(f"{len(targets)} targets for {count} rows of features")
+    if rows is not None and count != rows:
+        raise refuse(f"{count} rows where its manifest recorded {rows}")
+    if split is None:
+        return
+    if split.num_samples is not None and count != split.num_samples:
+        raise refuse(f"{count} rows for the {split.num_samples} images of {split.describe()}")
+    if split.task == "classification":
+        if not isinstance(targets, torch.Tensor):
+            raise refuse("no class labels for a classification split")
+        classes = len(split.class_names or ())
+        bad = targets[(targets < 0) | (targets >= classes)]
+        if len(bad):
+            raise refuse(f"class label {int(bad[0])} outside the {classes} classes of {split.describe()}")
+    elif split.task == "retrieval":
+        if not all(isinstance(t, list) and t and all(isinstance(c, str) for c in t) for t in targets):
+            raise refuse("targets that are not lists of captions")
 
 
 def _finish_targets(split: Split, targets: list) -> Any:
@@ -336,7 +404,7 @@ def encode_split(
     if rank is None or world is None:
         rank, world = rank_world(from_environment=True)
     manifest = feature_manifest(model, processor, model_name, revision, split)
-    cached = cache.load(manifest)
+    cached = cache.load(manifest, split)
     if cached is not None:
         return cached
     if world > 1 and cache.root is None:
@@ -376,7 +444,7 @@ def encode_split(
             )
             cache.save(features)
         _barrier()
-        return cache.load(manifest)
+        return cache.load(manifest, split)
     if not targets:
         raise ValueError(f"{split.describe()} has no images.")
     result = Features(tensors["pre_projection"], tensors["projected"], _finish_targets(split, targets), manifest)
