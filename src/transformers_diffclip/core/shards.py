@@ -101,16 +101,25 @@ def _open(shard: str, stream: BinaryIO | None) -> tarfile.TarFile:
         raise ShardError(f"Cannot read the shard {shard}: {_reason(error)}", shard) from error
 
 
-def _members(archive: tarfile.TarFile, shard: str) -> Iterator[tarfile.TarInfo]:
+def _members(archive: tarfile.TarFile, shard: str, seekable: bool) -> Iterator[tarfile.TarInfo]:
     iterator = iter(archive)
     while True:
         try:
             member = next(iterator)
         except StopIteration:
-            return
+            break
         except (tarfile.TarError, OSError, EOFError) as error:
             raise ShardError(f"Cannot read the shard {shard}: {_reason(error)}", shard) from error
         yield member
+    if seekable:  # tarfile takes a header cut short for the end of the archive: what follows must be zeros
+        archive.fileobj.seek(archive.offset)
+        rest = archive.fileobj.read(tarfile.BLOCKSIZE)
+        if rest.strip(b"\0"):
+            raise ShardError(
+                f"Cannot read the shard {shard}: it is cut short (truncated?) in a member header at byte "
+                f"{archive.offset}",
+                shard,
+            )
 
 
 def shard_samples(
@@ -126,7 +135,7 @@ def shard_samples(
     current: dict[str, Any] | None = None
     wanted = True
     with _open(shard, stream) as archive:
-        for member in _members(archive, shard):
+        for member in _members(archive, shard, stream is None):
             parts = split_member_name(member.name) if member.isfile() else None
             if parts is None:
                 continue
@@ -157,7 +166,7 @@ def sample_keys(shard: str | os.PathLike, with_image: bool = True) -> list[str]:
     shard = os.fspath(shard)
     keys: dict[str, bool] = {}
     with _open(shard, None) as archive:
-        for member in _members(archive, shard):
+        for member in _members(archive, shard, True):
             parts = split_member_name(member.name) if member.isfile() else None
             if parts is None:
                 continue

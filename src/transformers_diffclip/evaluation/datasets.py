@@ -168,8 +168,12 @@ def _listing(root: Path, limit: int = 8) -> str:
     return shown or "an empty folder"
 
 
+def _is_image_file(entry: os.DirEntry) -> bool:
+    return not entry.name.startswith(".") and entry.name.lower().endswith(IMAGE_EXTENSIONS) and entry.is_file()
+
+
 def _has_images(folder: Path) -> bool:
-    return any(entry.is_file() and entry.name.lower().endswith(IMAGE_EXTENSIONS) for entry in os.scandir(folder))
+    return any(_is_image_file(entry) for entry in os.scandir(folder))
 
 
 def _subfolders(folder: Path) -> list[Path]:
@@ -192,6 +196,15 @@ def detect_layout(root: Path) -> str:
         if (root / "train").is_dir() and (root / "test").is_dir():
             return "split_folders"
         if subfolders and any(_has_images(sub) or _subfolders(sub) for sub in subfolders):
+            top = sum(1 for entry in os.scandir(root) if _is_image_file(entry))
+            if top:  # images beside class folders: neither an ImageFolder tree nor a plain folder of images
+                raise ValueError(
+                    f"{root} is ambiguous: it holds {top} image(s) at its top and folders with images "
+                    f"({', '.join(sub.name for sub in subfolders[:3])}{' ...' if len(subfolders) > 3 else ''}). "
+                    "An ImageFolder tree has images only in its class folders (move the top images into one), and "
+                    "a folder of images to embed has no class folders (give each folder as its own --data, or "
+                    "list the images in a text file)."
+                )
             return "image_folder"
         if _has_images(root):
             return "images"
@@ -320,11 +333,30 @@ KARPATHY_IMAGE_FOLDERS = (".", "images", "Images", "flickr30k-images", "Flicker8
 
 
 def _karpathy_image_root(path: Path, entries: list) -> Path:
-    first = next((e for e in entries if isinstance(e, dict) and "filename" in e), None)
+    first = next((e for e in entries if isinstance(e, dict) and isinstance(e.get("filename"), str)), None)
     for folder in KARPATHY_IMAGE_FOLDERS:
-        if first is not None and (path.parent / folder / first.get("filepath", "") / first["filename"]).is_file():
+        if first is not None and (path.parent / folder / str(first.get("filepath", "")) / first["filename"]).is_file():
             return path.parent / folder
     return path.parent
+
+
+def _check_karpathy_entry(path: Path, number: int, entry: Any) -> None:
+    """One `images[]` entry: `filename` (and `filepath`, if any) strings, `sentences` a list of `{raw: string}`."""
+    where = f"{path}: images[{number}]"
+    if not isinstance(entry, dict) or "filename" not in entry or "sentences" not in entry:
+        raise ValueError(f"{where} lacks 'filename' or 'sentences'.")
+    for key in ("filename", "filepath"):
+        if key in entry and not (isinstance(entry[key], str) and (entry[key] or key == "filepath")):
+            raise ValueError(f"{where}: {key!r} must be a file name (a string), got {repr(entry[key])[:60]}.")
+    if not isinstance(entry["sentences"], list):
+        raise ValueError(
+            f"{where}: 'sentences' must be a list of {{'raw': caption}}, got {repr(entry['sentences'])[:60]}."
+        )
+    for index, sentence in enumerate(entry["sentences"]):
+        if not isinstance(sentence, dict) or not isinstance(sentence.get("raw"), str):
+            raise ValueError(
+                f"{where}.sentences[{index}]: 'raw' must be the caption (a string), got {repr(sentence)[:60]}."
+            )
 
 
 def _karpathy_split(path: Path, name: str, split: str, image_root: Path | None) -> Split:
@@ -337,13 +369,12 @@ def _karpathy_split(path: Path, name: str, split: str, image_root: Path | None) 
     root = image_root or _karpathy_image_root(path, data["images"])
     sources, targets, index_of = [], [], {}
     for number, entry in enumerate(data["images"]):
-        if not isinstance(entry, dict) or "filename" not in entry or "sentences" not in entry:
-            raise ValueError(f"{path}: images[{number}] lacks 'filename' or 'sentences'.")
+        _check_karpathy_entry(path, number, entry)
         if entry.get("split") != split:
             continue
-        captions = [s["raw"].strip() for s in entry["sentences"] if isinstance(s, dict) and s.get("raw", "").strip()]
+        captions = [s["raw"].strip() for s in entry["sentences"] if s["raw"].strip()]
         if not captions:
-            raise ValueError(f"{path}: images[{number}] ({entry['filename']}) has no caption.")
+            raise ValueError(f"{path}: images[{number}] ({entry['filename'][:80]}) has no caption.")
         source = str(root / entry.get("filepath", "") / entry["filename"])
         key = image_key(source)  # one image named twice (or by two spellings) is one image with all its captions
         if key in index_of:
