@@ -10,7 +10,9 @@ retrieval and MMVP compare with texts). Both are float32 and not normalised.
 labels, `labels`; other targets (captions, statements) go beside it in `<split>.targets.json`. Its manifest (in the
 file's metadata and in `<split>.manifest.json`) names the model, revision, resolved commit, a checksum of the
 weights, dtype, the image transform (the image processor's settings), the dataset, split and a fingerprint of its
-files. A cache whose manifest differs in any of these is refused with the differences listed, never reused.
+files (names, sizes and content digests: evaluation.datasets), and the finished file's `num_samples`. A cache whose
+manifest differs in any of these is refused with the differences listed, never reused; a cache read whose content
+does not hold together (unreadable, row counts, label range: [`check_features`]) is refused naming the file.
 
 **Resuming.** While encoding, every `checkpoint_every` images are written to `<split>.part-NNNNN.safetensors` (each
 with the manifest); a run that is interrupted and started again keeps the parts that match and encodes only the
