@@ -14,29 +14,28 @@
 - **JSON Lines retrieval files** (`{"image": ..., "captions": [...]}`, as `diffclip eval retrieval`);
 - **the MMVP-VLM folder** (`Questions.csv`, `MLLM_VLM Images/<category>/<id>.jpg`), see `evaluation.mmvp`.
 
+The pieces live beside this module and are re-exported here: [`Split`] and the fingerprint in `evaluation.splits`,
+the webdataset layout in `evaluation.wds_splits`, batching in `evaluation.split_batches`, MMVP in `evaluation.mmvp`.
+
 A split is a list of image sources with their targets (class index, captions, or the row index) plus a
 `fingerprint` of its content (file names, sizes and a digest of their bytes) that the feature cache records.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-from PIL import Image
-
 from ..core.images import IMAGE_EXTENSIONS, image_key, scan_images
-from ..core.shards import decode_image, sample_keys, shard_samples
-from ..core.text_files import load_class_names, read_text, read_text_lines
+from ..core.text_files import load_class_names, read_text
 from .data import find_image_folder, read_retrieval_jsonl
-from .data import image_batches as source_batches
+from .mmvp import read_mmvp
+from .split_batches import image_batches
+from .splits import Split, file_fingerprint, subfolders
+from .wds_splits import count_webdataset_samples, iterate_webdataset, webdataset_split
 
 
 CLIP_BENCHMARK_ORG = "clip-benchmark"
@@ -50,66 +49,6 @@ LAYOUTS = {
     "mmvp": "the MMVP-VLM folder: Questions.csv and 'MLLM_VLM Images/<category>/<id>.jpg'",
     "images": "a folder of images without classes (diffclip embed only)",
 }
-
-
-@dataclass
-class Split:
-    """One split of a dataset. `task`: `classification` (targets are class indices into `class_names`),
-    `retrieval` (targets are lists of captions) or `images` (targets are row indices). Exactly one of `sources`
-    (image paths, read by a `DataLoader`) and `shards` (webdataset tar files, streamed in order) is set."""
-
-    dataset: str
-    split: str
-    task: str
-    layout: str
-    fingerprint: str
-    sources: list[str] | None = None
-    targets: list[Any] | None = None
-    shards: list[str] | None = None
-    class_names: list[Any] | None = None
-    class_keys: list[str] | None = None  # folder names (WordNet ids for ImageNet folders), to map class lists
-    templates: list[str] | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def num_samples(self) -> int | None:
-        return len(self.sources) if self.sources is not None else self.extra.get("num_samples")
-
-    def describe(self) -> str:
-        return f"{self.dataset} ({self.split})"
-
-
-def _fingerprint(entries: Sequence[str]) -> str:
-    digest = hashlib.sha256()
-    for entry in entries:
-        digest.update(entry.encode("utf-8", "surrogateescape") + b"\0")
-    return digest.hexdigest()[:24]
-
-
-_DIGEST_CHUNK = 1 << 20
-
-
-def content_digest(path: str | os.PathLike) -> str:
-    """A digest of a file's bytes (BLAKE2b, read once in 1 MiB chunks); `-` for a path that is not a file."""
-    if not os.path.isfile(path):
-        return "-"
-    digest = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as file:
-        while chunk := file.read(_DIGEST_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def file_fingerprint(paths: Sequence[str], root: Path | None = None) -> str:
-    """A fingerprint of the files of a split: each one's name (relative to `root`), size and a digest of its bytes,
-    so that data changed in place (same names, same sizes) is noticed. It reads every byte of the split once when
-    the split is opened: about a second per GB from a warm disk (ImageNet's 6.4 GB validation set: seconds),
-    little beside encoding it."""
-    entries = []
-    for path in paths:
-        size = os.path.getsize(path) if os.path.isfile(path) else -1
-        entries.append(f"{os.path.relpath(path, root) if root else path}:{size}:{content_digest(path)}")
-    return _fingerprint(entries)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -176,10 +115,6 @@ def _has_images(folder: Path) -> bool:
     return any(_is_image_file(entry) for entry in os.scandir(folder))
 
 
-def _subfolders(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-
-
 def detect_layout(root: Path) -> str:
     """Which of the [`LAYOUTS`] `root` is in; an error naming the layouts expected and what was found."""
     if root.is_file():
@@ -190,17 +125,17 @@ def detect_layout(root: Path) -> str:
     elif root.is_dir():
         if (root / "Questions.csv").is_file():
             return "mmvp"
-        subfolders = _subfolders(root)
-        if any((sub / "nshards.txt").is_file() for sub in subfolders):
+        folders = subfolders(root)
+        if any((sub / "nshards.txt").is_file() for sub in folders):
             return "webdataset"
         if (root / "train").is_dir() and (root / "test").is_dir():
             return "split_folders"
-        if subfolders and any(_has_images(sub) or _subfolders(sub) for sub in subfolders):
+        if folders and any(_has_images(sub) or subfolders(sub) for sub in folders):
             top = sum(1 for entry in os.scandir(root) if _is_image_file(entry))
             if top:  # images beside class folders: neither an ImageFolder tree nor a plain folder of images
                 raise ValueError(
                     f"{root} is ambiguous: it holds {top} image(s) at its top and folders with images "
-                    f"({', '.join(sub.name for sub in subfolders[:3])}{' ...' if len(subfolders) > 3 else ''}). "
+                    f"({', '.join(sub.name for sub in folders[:3])}{' ...' if len(folders) > 3 else ''}). "
                     "An ImageFolder tree has images only in its class folders (move the top images into one), and "
                     "a folder of images to embed has no class folders (give each folder as its own --data, or "
                     "list the images in a text file)."
@@ -218,66 +153,6 @@ def detect_layout(root: Path) -> str:
 # --------------------------------------------------------------------------------------------------
 # The layouts
 # --------------------------------------------------------------------------------------------------
-
-
-def _read_lines(path: Path) -> list[str] | None:
-    return read_text_lines(path) if path.is_file() else None
-
-
-# nshards.txt is read as at most this many digits: a count is checked against the shards present before use.
-_MAX_COUNT_DIGITS = 9
-
-
-def _shard_count(folder: Path, name: str, split: str) -> int:
-    """The number of shards `nshards.txt` states: a positive integer, and `0.tar` ... `N-1.tar` all present (the
-    folder is listed once; the count is never used to build anything before it is checked)."""
-    path = folder / "nshards.txt"
-    text = read_text(path).strip()
-    if not (text.isascii() and text.isdigit() and len(text) <= _MAX_COUNT_DIGITS and int(text) > 0):
-        shown = repr(text[:40]) + ("..." if len(text) > 40 else "")
-        raise ValueError(f"{path} must hold the number of shards, a positive integer; it holds {shown}.")
-    count = int(text)
-    present = {entry.name for entry in os.scandir(folder) if entry.name.endswith(".tar") and entry.is_file()}
-    if count > len(present):
-        raise FileNotFoundError(
-            f"{path} says {name} ({split}) has {count} shards, but {folder} holds {len(present)} .tar file(s)."
-        )
-    missing = [f"{i}.tar" for i in range(count) if f"{i}.tar" not in present]
-    if missing:
-        raise FileNotFoundError(
-            f"{len(missing)} of the {count} shards of {name} ({split}) are missing from {folder}: "
-            f"{', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}."
-        )
-    return count
-
-
-def _webdataset_split(root: Path, name: str, split: str) -> Split:
-    folder = root / split
-    if not (folder / "nshards.txt").is_file():
-        found = [sub.name for sub in _subfolders(root) if (sub / "nshards.txt").is_file()]
-        raise ValueError(
-            f"{name} has no {split!r} split in CLIP_benchmark's webdataset layout ({split}/nshards.txt); its splits: "
-            f"{', '.join(found) or 'none'}."
-        )
-    shards = [str(folder / f"{i}.tar") for i in range(_shard_count(folder, name, split))]
-    dataset_type = ((_read_lines(root / "dataset_type.txt") or ["classification"])[0]).lower()
-    if dataset_type == "multilabel":
-        raise ValueError(f"{name} is a multilabel dataset (dataset_type.txt); the paper's protocols have none.")
-    task = "retrieval" if dataset_type == "retrieval" else "classification"
-    class_names = _read_lines(root / "classnames.txt") if task == "classification" else None
-    if task == "classification" and not class_names:
-        raise ValueError(f"{name} is a classification set in webdataset layout but has no classnames.txt.")
-    templates = _read_lines(root / "zeroshot_classification_templates.txt")
-    return Split(
-        dataset=name,
-        split=split,
-        task=task,
-        layout="webdataset",
-        fingerprint=file_fingerprint(shards, root),
-        shards=shards,
-        class_names=class_names,
-        templates=templates,
-    )
 
 
 def _image_folder_split(folder: Path, name: str, split: str, class_names) -> Split:
@@ -304,8 +179,8 @@ def _split_folders_split(root: Path, name: str, split: str, class_names) -> Spli
     folder = root / split
     if not folder.is_dir():
         raise ValueError(f"{name} has no {split!r} split folder; found {_listing(root)}.")
-    train_classes = [p.name for p in _subfolders(root / "train")]
-    this = [p.name for p in _subfolders(folder)]
+    train_classes = [p.name for p in subfolders(root / "train")]
+    this = [p.name for p in subfolders(folder)]
     unknown = sorted(set(this) - set(train_classes))
     if unknown:
         raise ValueError(f"{name}: the {split} split has class folders the train split lacks: {unknown[:10]}.")
@@ -430,7 +305,7 @@ def open_split(
     layout = detect_layout(root)
     image_root = Path(image_root) if image_root else None
     if layout == "webdataset":
-        result = _webdataset_split(root, name, split)
+        result = webdataset_split(root, name, split)
         if class_names is not None:
             given = list(class_names.values()) if isinstance(class_names, dict) else list(class_names)
             if len(given) != len(result.class_names):
@@ -455,125 +330,10 @@ def open_split(
     elif layout == "images":
         result = _images_split(root, name)
     else:  # mmvp
-        from .mmvp import read_mmvp
-
         result = read_mmvp(root, name)
     if templates is not None:
         result.templates = list(templates)
     return result
-
-
-# --------------------------------------------------------------------------------------------------
-# Reading images in batches
-# --------------------------------------------------------------------------------------------------
-
-
-def _wds_target(sample: dict, task: str, shard: str) -> Any:
-    key = sample.get("__key__")
-    if task == "retrieval":
-        if "txt" not in sample:
-            raise ValueError(f"Sample {key} in {shard} has no 'txt' captions (a retrieval set).")
-        captions = [line.strip() for line in sample["txt"].decode("utf-8").splitlines() if line.strip()]
-        if not captions:
-            raise ValueError(f"Sample {key} in {shard} has an empty 'txt'.")
-        return captions
-    if "cls" not in sample:
-        raise ValueError(f"Sample {key} in {shard} has no 'cls' class index (a classification set).")
-    try:
-        return int(sample["cls"].decode("utf-8").strip())
-    except ValueError as error:
-        raise ValueError(f"Sample {key} in {shard}: 'cls' is not an integer: {error}") from error
-
-
-def iterate_webdataset(
-    split: Split, start: int = 0, rank: int = 0, world: int = 1, keep: Callable[[int], bool] | None = None
-) -> Iterator[tuple[Image.Image, Any]]:
-    """`(image, target)` of the samples `rank, rank + world, ...` of a webdataset split (all of them by default), in
-    shard order, from the `start`-th of those on, and of those only the `j`-th for which `keep(j)` (samples skipped
-    are neither read nor decoded). Shards are read by core.shards (its member size limit, one error per shard)."""
-    before = 0  # samples in the shards before this one
-
-    def wanted(number: int) -> bool:  # `number`: the sample's position in the whole split
-        if number % world != rank or number // world < start:
-            return False
-        return keep is None or bool(keep(number // world - start))
-
-    for shard in split.shards:
-        offset = before
-        count = 0
-        for sample in shard_samples(shard, keep=lambda j, offset=offset: wanted(offset + j)):
-            count += 1
-            if not wanted(offset + count - 1):
-                continue
-            target = _wds_target(sample, split.task, shard)
-            if split.task == "classification" and not 0 <= target < len(split.class_names):
-                raise ValueError(
-                    f"Sample {sample.get('__key__')} in {shard} has class {target}, outside the "
-                    f"{len(split.class_names)} classes of classnames.txt."
-                )
-            yield decode_image(sample), target
-        before += count
-
-
-def image_batches(
-    split: Split,
-    image_processor,
-    batch_size: int = 64,
-    num_workers: int = 0,
-    start: int = 0,
-    rank: int = 0,
-    world: int = 1,
-) -> Iterator[tuple[torch.Tensor, list[Any]]]:
-    """`(pixel_values, targets)` batches of the samples `rank, rank + world, ...` of `split` (all by default), in
-    order, from the `start`-th of those on, read by a `DataLoader` with `num_workers` (webdataset shards: every
-    worker reads the shards in order and decodes its own batches)."""
-    if split.sources is not None:
-        sources = split.sources[rank::world][start:]
-        targets = split.targets[rank::world][start:]
-        for pixel_values, rows in source_batches(sources, image_processor, None, batch_size, num_workers):
-            yield pixel_values, [targets[row] for row in rows.tolist()]
-        return
-    if num_workers == 0:
-        yield from _WebdatasetBatches(split, image_processor, batch_size, start, rank, world)
-        return
-    loader = torch.utils.data.DataLoader(
-        _WebdatasetBatches(split, image_processor, batch_size, start, rank, world),
-        batch_size=None,
-        num_workers=num_workers,
-    )
-    yield from loader
-
-
-class _WebdatasetBatches(torch.utils.data.IterableDataset):
-    """Batches of a webdataset split in order, also from several `DataLoader` workers: worker `w` of `W` decodes
-    only the batches `w, w + W, ...` (it skips the other samples without decoding them), and the `DataLoader` takes
-    one batch from each worker in turn, which restores the order."""
-
-    def __init__(self, split: Split, image_processor, batch_size: int, start: int, rank: int, world: int):
-        self.split, self.image_processor, self.batch_size = split, image_processor, batch_size
-        self.start, self.rank, self.world = start, rank, world
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, list[Any]]]:
-        info = torch.utils.data.get_worker_info()
-        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
-
-        def keep(j: int) -> bool:
-            return (j // self.batch_size) % workers == worker
-
-        images, targets = [], []
-        for image, target in iterate_webdataset(self.split, self.start, self.rank, self.world, keep):
-            images.append(image)
-            targets.append(target)
-            if len(images) == self.batch_size:
-                yield self.image_processor(images=images, return_tensors="pt")["pixel_values"], targets
-                images, targets = [], []
-        if images:
-            yield self.image_processor(images=images, return_tensors="pt")["pixel_values"], targets
-
-
-def count_webdataset_samples(split: Split) -> int:
-    """The number of samples in a webdataset split (core.shards reads the tar headers only; each key once)."""
-    return sum(len(sample_keys(shard, with_image=False)) for shard in split.shards)
 
 
 __all__ = [

@@ -31,17 +31,19 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save
+from safetensors.torch import save
 
 from ..core.distributed import rank_world
 from ..core.files import atomic_write_bytes, write_json
 from ..core.loading import image_processor_of, model_device_dtype
-from .datasets import Split, count_webdataset_samples, image_batches
+from .cache_files import FEATURE_KINDS, check_features, read_safetensors
 from .encoding import embedding_tensor, progress_bar
 from .metrics import non_finite_error
+from .split_batches import image_batches
+from .splits import Split
+from .wds_splits import count_webdataset_samples
 
 
-FEATURE_KINDS = ("pre_projection", "projected")
 CACHE_FORMAT = 1
 DEFAULT_CHECKPOINT_EVERY = 4096
 MANIFEST_FIELDS = (
@@ -182,7 +184,7 @@ class FeatureCache:
         path = self._path(manifest, ".safetensors")
         if not path.is_file():
             return None
-        found, tensors = _read_safetensors(path)
+        found, tensors = read_safetensors(path)
         self._check(path, found, manifest)
         targets = tensors.get("labels")
         if targets is None:
@@ -227,7 +229,7 @@ class FeatureCache:
         """The parts of an interrupted run (refused if from another model, transform or dataset)."""
         chunks, targets = [], []
         for path in self.parts(manifest, tag):
-            metadata, tensors = _read_safetensors(path, whole_metadata=True)
+            metadata, tensors = read_safetensors(path, whole_metadata=True)
             self._check(path, json.loads(metadata.get("manifest", "{}")), manifest)
             try:
                 part_targets = json.loads(metadata["targets"])
@@ -246,68 +248,6 @@ class FeatureCache:
         metadata = manifest_metadata(manifest) | {"targets": json.dumps(targets)}
         path = self._path(manifest, f"{tag}.part-{index:05d}.safetensors")
         atomic_write_bytes(path, save({k: v.contiguous() for k, v in tensors.items()}, metadata))
-
-
-def _read_safetensors(path: Path, whole_metadata: bool = False) -> tuple[dict, dict[str, torch.Tensor]]:
-    """`(manifest, tensors)` of a cache file (`(metadata, tensors)` with `whole_metadata`); a file that is not
-    readable safetensors (truncated, damaged) or whose manifest is not JSON is a `ValueError` naming it."""
-    from safetensors import SafetensorError, safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as file:
-            metadata = file.metadata() or {}
-        tensors = load_file(str(path))
-        found = json.loads(metadata.get("manifest", "{}"))
-    except (SafetensorError, OSError, ValueError) as error:
-        raise ValueError(
-            f"The feature cache {path} is not a readable safetensors file (truncated or damaged: {error}); delete it "
-            "and run again."
-        ) from error
-    if not isinstance(found, dict):
-        raise ValueError(f"The feature cache {path} has no manifest; delete it and run again.")
-    return (metadata if whole_metadata else found), tensors
-
-
-def check_features(
-    path: Path, tensors: dict[str, torch.Tensor], targets: Any, rows: int | None, split: Split | None
-) -> None:
-    """Refuse cached features that do not hold together: both kinds 2-D with one row per target, as many rows as
-    the manifest recorded (`rows`) and as the split holds when its size is known, class labels within the split's
-    classes, captions lists of strings."""
-
-    def refuse(reason: str) -> ValueError:
-        return ValueError(f"The feature cache {path} is damaged: {reason}; delete it and run again.")
-
-    for kind in FEATURE_KINDS:
-        tensor = tensors.get(kind)
-        if tensor is None or tensor.dim() != 2 or not tensor.is_floating_point():
-            raise refuse(f"no 2-D float tensor {kind!r}")
-    count = len(tensors["projected"])
-    if len(tensors["pre_projection"]) != count:
-        raise refuse(f"{len(tensors['pre_projection'])} pre_projection rows for {count} projected rows")
-    if isinstance(targets, torch.Tensor):
-        if targets.dim() != 1 or targets.dtype != torch.long:
-            raise refuse(f"labels of shape {tuple(targets.shape)} and type {targets.dtype}, not one integer per row")
-    elif not isinstance(targets, list):
-        raise refuse(f"targets of type {type(targets).__name__}, not a list")
-    if len(targets) != count:
-        raise refuse(f"{len(targets)} targets for {count} rows of features")
-    if rows is not None and count != rows:
-        raise refuse(f"{count} rows where its manifest recorded {rows}")
-    if split is None:
-        return
-    if split.num_samples is not None and count != split.num_samples:
-        raise refuse(f"{count} rows for the {split.num_samples} images of {split.describe()}")
-    if split.task == "classification":
-        if not isinstance(targets, torch.Tensor):
-            raise refuse("no class labels for a classification split")
-        classes = len(split.class_names or ())
-        bad = targets[(targets < 0) | (targets >= classes)]
-        if len(bad):
-            raise refuse(f"class label {int(bad[0])} outside the {classes} classes of {split.describe()}")
-    elif split.task == "retrieval":
-        if not all(isinstance(t, list) and t and all(isinstance(c, str) for c in t) for t in targets):
-            raise refuse("targets that are not lists of captions")
 
 
 def _finish_targets(split: Split, targets: list) -> Any:

@@ -25,8 +25,8 @@ import torch.nn.functional as F
 
 from ..core.text_files import read_text
 from .classifier import check_logit_scale
-from .datasets import Split, file_fingerprint
 from .metrics import check_finite
+from .splits import Split, file_fingerprint
 
 
 CATEGORIES = (
