@@ -309,7 +309,7 @@ def test_suite_resamples_from_the_command_line_are_checked_before_any_work(tmp_p
     path = _suite(tmp_path)
     flags = ["--model", tmp_path / "no-model", "--allow-single-model", "--output-dir", tmp_path / "o"]
     line = _fails(["eval", "suite", path, *flags, "--resamples", "50"], capsys)
-    assert "--resamples" in line and "from 1,000" in line, line
+    assert "'bootstrap.resamples' (or --resamples) must be an integer from 1,000" in line, line
 
 
 def test_suite_model_paths_are_taken_from_the_suite_files_folder(model, tmp_path, monkeypatch):

@@ -120,9 +120,10 @@ def shown(value: Any) -> str:
     return text if len(text) <= _SHOWN else text[: _SHOWN - 3] + "..."
 
 
-def _integer(source: str, key: str, value: Any, low: int, high: int) -> int:
+def _integer(source: str, key: str, value: Any, low: int, high: int, flag: str = "") -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ValueError(f"{source}: {key!r} must be an integer from {low:,} to {high:,}, got {shown(value)}.")
+        named = f"'{key}'" + (f" (or {flag})" if flag else "")
+        raise ValueError(f"{source}: {named} must be an integer from {low:,} to {high:,}, got {shown(value)}.")
     return value
 
 
@@ -150,7 +151,7 @@ def _from_folder(value: str | None, base: Path | None) -> str | None:
 def check_settings(suite: Suite) -> None:
     """The suite's numbers within their bounds (file values and command-line overrides), before any work."""
     check_episodes(suite.episodes, f"{suite.source}: 'episodes' (or --episodes)")
-    _integer(suite.source, "bootstrap.resamples' (or --resamples", suite.resamples, MIN_RESAMPLES, MAX_RESAMPLES)
+    _integer(suite.source, "bootstrap.resamples", suite.resamples, MIN_RESAMPLES, MAX_RESAMPLES, "--resamples")
 
 
 def parse_suite(config: Mapping[str, Any], source: str = "the suite file", base: Path | None = None) -> Suite:
