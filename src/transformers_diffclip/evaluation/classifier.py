@@ -41,6 +41,17 @@ PROBE_AGREEMENT = 0.99
 MAX_LOGIT_SCALE = 80.0
 
 
+def check_logit_scale(logit_scale: float) -> float:
+    """The stored (log) logit scale as a float; a `ValueError` when exp of it is not a finite float32."""
+    logit_scale = float(logit_scale)
+    if not math.isfinite(logit_scale) or logit_scale > MAX_LOGIT_SCALE:
+        raise ValueError(
+            f"The logit scale is {logit_scale} (stored as a log): exp of it is not a finite number, so every "
+            "score would be NaN or infinite. The model or classifier is broken."
+        )
+    return logit_scale
+
+
 _TORN_READ_ATTEMPTS = 20
 
 
@@ -93,12 +104,7 @@ class ZeroShotClassifier:
                 f"weights must have shape (num_classes={len(labels)}, embed_dim), got {tuple(weights.shape)}."
             )
         check_finite(weights, "class")
-        logit_scale = float(logit_scale)
-        if not math.isfinite(logit_scale) or logit_scale > MAX_LOGIT_SCALE:
-            raise ValueError(
-                f"The logit scale is {logit_scale} (stored as a log): exp of it is not a finite number, so every "
-                "score would be NaN or infinite. The model or classifier is broken."
-            )
+        logit_scale = check_logit_scale(logit_scale)
         self.weights = weights
         self.labels = [check_label(label, "labels") for label in labels]
         self.templates = list(templates)
@@ -406,4 +412,10 @@ def _listed(names: Sequence[str], limit: int = 10) -> str:
     return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
-__all__ = ["CLASSIFIER_CONFIG_NAME", "CLASSIFIER_FILES", "CLASSIFIER_WEIGHTS_NAME", "ZeroShotClassifier"]
+__all__ = [
+    "CLASSIFIER_CONFIG_NAME",
+    "CLASSIFIER_FILES",
+    "CLASSIFIER_WEIGHTS_NAME",
+    "ZeroShotClassifier",
+    "check_logit_scale",
+]

@@ -2,11 +2,11 @@
 """The paper's evaluation data in the forms it is published in, opened by one function, [`open_split`]:
 
 - **CLIP_benchmark's webdataset layout** (`classnames.txt`, `zeroshot_classification_templates.txt`,
-  `dataset_type.txt`, `<split>/nshards.txt`, `<split>/0.tar` ...; samples with an image (`webp`, `png`, `jpg`,
-  `jpeg`) and `cls` (classification) or `txt` (retrieval captions, one per line)), from a local folder, from
-  `wds/<name>` (the Hub dataset repo `clip-benchmark/wds_<name>`, with `/` in the name written `-`) or from any Hub
-  dataset id in that layout, fetched with `huggingface_hub` into its cache (offline once cached), read with
-  `webdataset`;
+  `dataset_type.txt`, `<split>/nshards.txt`, `<split>/0.tar` ...; samples with an image (any of core.images'
+  extensions: `jpg`, `png`, `webp`, `bmp`, `tiff`, ...) and `cls` (classification) or `txt` (retrieval captions,
+  one per line)), from a local folder, from `wds/<name>` (the Hub dataset repo `clip-benchmark/wds_<name>`, with
+  `/` in the name written `-`) or from any Hub dataset id in that layout, fetched with `huggingface_hub` into its
+  cache (offline once cached), read by core.shards (a size limit on every member);
 - **ImageNet-style folders**: `<root>/<split>/<class>/<image>` (`train/`, `test/`, optionally `val/`) for the probe
   and few-shot, or `<root>/<class>/<image>` (one test split: ImageNet val, V2, Sketch, A, R);
 - **Karpathy split JSON** of Flickr30k / Flickr8k / COCO (`dataset_flickr30k.json`: `images[]` with `filename`,
@@ -14,31 +14,30 @@
 - **JSON Lines retrieval files** (`{"image": ..., "captions": [...]}`, as `diffclip eval retrieval`);
 - **the MMVP-VLM folder** (`Questions.csv`, `MLLM_VLM Images/<category>/<id>.jpg`), see `evaluation.mmvp`.
 
+The pieces live beside this module and are re-exported here: [`Split`] and the fingerprint in `evaluation.splits`,
+the webdataset layout in `evaluation.wds_splits`, batching in `evaluation.split_batches`, MMVP in `evaluation.mmvp`.
+
 A split is a list of image sources with their targets (class index, captions, or the row index) plus a
-`fingerprint` of its content (file names and sizes) that the feature cache records.
+`fingerprint` of its content (file names, sizes and a digest of their bytes) that the feature cache records.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-from PIL import Image
-
-from ..core.images import IMAGE_EXTENSIONS, image_key, open_image, scan_images
-from ..core.text_files import load_class_names, read_text, read_text_lines
+from ..core.images import IMAGE_EXTENSIONS, image_key, scan_images
+from ..core.text_files import load_class_names, read_text
 from .data import find_image_folder, read_retrieval_jsonl
-from .data import image_batches as source_batches
+from .mmvp import read_mmvp
+from .split_batches import image_batches
+from .splits import Split, file_fingerprint, subfolders
+from .wds_splits import count_webdataset_samples, iterate_webdataset, webdataset_split
 
 
-WDS_IMAGE_KEYS = ("webp", "png", "jpg", "jpeg")
 CLIP_BENCHMARK_ORG = "clip-benchmark"
 LAYOUTS = {
     "webdataset": "CLIP_benchmark's webdataset layout: <root>/<split>/nshards.txt and <root>/<split>/0.tar ..., "
@@ -50,48 +49,6 @@ LAYOUTS = {
     "mmvp": "the MMVP-VLM folder: Questions.csv and 'MLLM_VLM Images/<category>/<id>.jpg'",
     "images": "a folder of images without classes (diffclip embed only)",
 }
-
-
-@dataclass
-class Split:
-    """One split of a dataset. `task`: `classification` (targets are class indices into `class_names`),
-    `retrieval` (targets are lists of captions) or `images` (targets are row indices). Exactly one of `sources`
-    (image paths, read by a `DataLoader`) and `shards` (webdataset tar files, streamed in order) is set."""
-
-    dataset: str
-    split: str
-    task: str
-    layout: str
-    fingerprint: str
-    sources: list[str] | None = None
-    targets: list[Any] | None = None
-    shards: list[str] | None = None
-    class_names: list[Any] | None = None
-    class_keys: list[str] | None = None  # folder names (WordNet ids for ImageNet folders), to map class lists
-    templates: list[str] | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def num_samples(self) -> int | None:
-        return len(self.sources) if self.sources is not None else self.extra.get("num_samples")
-
-    def describe(self) -> str:
-        return f"{self.dataset} ({self.split})"
-
-
-def _fingerprint(entries: Sequence[str]) -> str:
-    digest = hashlib.sha256()
-    for entry in entries:
-        digest.update(entry.encode("utf-8", "surrogateescape") + b"\0")
-    return digest.hexdigest()[:24]
-
-
-def file_fingerprint(paths: Sequence[str], root: Path | None = None) -> str:
-    entries = []
-    for path in paths:
-        size = os.path.getsize(path) if os.path.isfile(path) else -1
-        entries.append(f"{os.path.relpath(path, root) if root else path}:{size}")
-    return _fingerprint(entries)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -150,12 +107,12 @@ def _listing(root: Path, limit: int = 8) -> str:
     return shown or "an empty folder"
 
 
+def _is_image_file(entry: os.DirEntry) -> bool:
+    return not entry.name.startswith(".") and entry.name.lower().endswith(IMAGE_EXTENSIONS) and entry.is_file()
+
+
 def _has_images(folder: Path) -> bool:
-    return any(entry.is_file() and entry.name.lower().endswith(IMAGE_EXTENSIONS) for entry in os.scandir(folder))
-
-
-def _subfolders(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    return any(_is_image_file(entry) for entry in os.scandir(folder))
 
 
 def detect_layout(root: Path) -> str:
@@ -168,12 +125,21 @@ def detect_layout(root: Path) -> str:
     elif root.is_dir():
         if (root / "Questions.csv").is_file():
             return "mmvp"
-        subfolders = _subfolders(root)
-        if any((sub / "nshards.txt").is_file() for sub in subfolders):
+        folders = subfolders(root)
+        if any((sub / "nshards.txt").is_file() for sub in folders):
             return "webdataset"
         if (root / "train").is_dir() and (root / "test").is_dir():
             return "split_folders"
-        if subfolders and any(_has_images(sub) or _subfolders(sub) for sub in subfolders):
+        if folders and any(_has_images(sub) or subfolders(sub) for sub in folders):
+            top = sum(1 for entry in os.scandir(root) if _is_image_file(entry))
+            if top:  # images beside class folders: neither an ImageFolder tree nor a plain folder of images
+                raise ValueError(
+                    f"{root} is ambiguous: it holds {top} image(s) at its top and folders with images "
+                    f"({', '.join(sub.name for sub in folders[:3])}{' ...' if len(folders) > 3 else ''}). "
+                    "An ImageFolder tree has images only in its class folders (move the top images into one), and "
+                    "a folder of images to embed has no class folders (give each folder as its own --data, or "
+                    "list the images in a text file)."
+                )
             return "image_folder"
         if _has_images(root):
             return "images"
@@ -187,48 +153,6 @@ def detect_layout(root: Path) -> str:
 # --------------------------------------------------------------------------------------------------
 # The layouts
 # --------------------------------------------------------------------------------------------------
-
-
-def _read_lines(path: Path) -> list[str] | None:
-    return read_text_lines(path) if path.is_file() else None
-
-
-def _webdataset_split(root: Path, name: str, split: str) -> Split:
-    folder = root / split
-    if not (folder / "nshards.txt").is_file():
-        found = [sub.name for sub in _subfolders(root) if (sub / "nshards.txt").is_file()]
-        raise ValueError(
-            f"{name} has no {split!r} split in CLIP_benchmark's webdataset layout ({split}/nshards.txt); its splits: "
-            f"{', '.join(found) or 'none'}."
-        )
-    try:
-        nshards = int(read_text(folder / "nshards.txt").strip())
-    except ValueError as error:
-        raise ValueError(f"{folder / 'nshards.txt'} must hold the number of shards: {error}") from error
-    shards = [folder / f"{i}.tar" for i in range(nshards)]
-    missing = [str(s) for s in shards if not s.is_file()]
-    if missing:
-        raise FileNotFoundError(
-            f"{len(missing)} of the {nshards} shards of {name} ({split}) are missing: {missing[:3]}"
-        )
-    dataset_type = ((_read_lines(root / "dataset_type.txt") or ["classification"])[0]).lower()
-    if dataset_type == "multilabel":
-        raise ValueError(f"{name} is a multilabel dataset (dataset_type.txt); the paper's protocols have none.")
-    task = "retrieval" if dataset_type == "retrieval" else "classification"
-    class_names = _read_lines(root / "classnames.txt") if task == "classification" else None
-    if task == "classification" and not class_names:
-        raise ValueError(f"{name} is a classification set in webdataset layout but has no classnames.txt.")
-    templates = _read_lines(root / "zeroshot_classification_templates.txt")
-    return Split(
-        dataset=name,
-        split=split,
-        task=task,
-        layout="webdataset",
-        fingerprint=file_fingerprint([str(s) for s in shards], root),
-        shards=[str(s) for s in shards],
-        class_names=class_names,
-        templates=templates,
-    )
 
 
 def _image_folder_split(folder: Path, name: str, split: str, class_names) -> Split:
@@ -255,8 +179,8 @@ def _split_folders_split(root: Path, name: str, split: str, class_names) -> Spli
     folder = root / split
     if not folder.is_dir():
         raise ValueError(f"{name} has no {split!r} split folder; found {_listing(root)}.")
-    train_classes = [p.name for p in _subfolders(root / "train")]
-    this = [p.name for p in _subfolders(folder)]
+    train_classes = [p.name for p in subfolders(root / "train")]
+    this = [p.name for p in subfolders(folder)]
     unknown = sorted(set(this) - set(train_classes))
     if unknown:
         raise ValueError(f"{name}: the {split} split has class folders the train split lacks: {unknown[:10]}.")
@@ -284,11 +208,30 @@ KARPATHY_IMAGE_FOLDERS = (".", "images", "Images", "flickr30k-images", "Flicker8
 
 
 def _karpathy_image_root(path: Path, entries: list) -> Path:
-    first = next((e for e in entries if isinstance(e, dict) and "filename" in e), None)
+    first = next((e for e in entries if isinstance(e, dict) and isinstance(e.get("filename"), str)), None)
     for folder in KARPATHY_IMAGE_FOLDERS:
-        if first is not None and (path.parent / folder / first.get("filepath", "") / first["filename"]).is_file():
+        if first is not None and (path.parent / folder / str(first.get("filepath", "")) / first["filename"]).is_file():
             return path.parent / folder
     return path.parent
+
+
+def _check_karpathy_entry(path: Path, number: int, entry: Any) -> None:
+    """One `images[]` entry: `filename` (and `filepath`, if any) strings, `sentences` a list of `{raw: string}`."""
+    where = f"{path}: images[{number}]"
+    if not isinstance(entry, dict) or "filename" not in entry or "sentences" not in entry:
+        raise ValueError(f"{where} lacks 'filename' or 'sentences'.")
+    for key in ("filename", "filepath"):
+        if key in entry and not (isinstance(entry[key], str) and (entry[key] or key == "filepath")):
+            raise ValueError(f"{where}: {key!r} must be a file name (a string), got {repr(entry[key])[:60]}.")
+    if not isinstance(entry["sentences"], list):
+        raise ValueError(
+            f"{where}: 'sentences' must be a list of {{'raw': caption}}, got {repr(entry['sentences'])[:60]}."
+        )
+    for index, sentence in enumerate(entry["sentences"]):
+        if not isinstance(sentence, dict) or not isinstance(sentence.get("raw"), str):
+            raise ValueError(
+                f"{where}.sentences[{index}]: 'raw' must be the caption (a string), got {repr(sentence)[:60]}."
+            )
 
 
 def _karpathy_split(path: Path, name: str, split: str, image_root: Path | None) -> Split:
@@ -301,13 +244,12 @@ def _karpathy_split(path: Path, name: str, split: str, image_root: Path | None) 
     root = image_root or _karpathy_image_root(path, data["images"])
     sources, targets, index_of = [], [], {}
     for number, entry in enumerate(data["images"]):
-        if not isinstance(entry, dict) or "filename" not in entry or "sentences" not in entry:
-            raise ValueError(f"{path}: images[{number}] lacks 'filename' or 'sentences'.")
+        _check_karpathy_entry(path, number, entry)
         if entry.get("split") != split:
             continue
-        captions = [s["raw"].strip() for s in entry["sentences"] if isinstance(s, dict) and s.get("raw", "").strip()]
+        captions = [s["raw"].strip() for s in entry["sentences"] if s["raw"].strip()]
         if not captions:
-            raise ValueError(f"{path}: images[{number}] ({entry['filename']}) has no caption.")
+            raise ValueError(f"{path}: images[{number}] ({entry['filename'][:80]}) has no caption.")
         source = str(root / entry.get("filepath", "") / entry["filename"])
         key = image_key(source)  # one image named twice (or by two spellings) is one image with all its captions
         if key in index_of:
@@ -325,7 +267,8 @@ def _karpathy_split(path: Path, name: str, split: str, image_root: Path | None) 
             f"{len(missing)} of the {len(sources)} images of {path} ({split}) are not under {root} (e.g. "
             f"{missing[0]}); pass the folder that holds them as the image root."
         )
-    return Split(name, split, "retrieval", "karpathy", file_fingerprint(sources, root), sources, targets)
+    fingerprint = file_fingerprint([str(path), *sources], root)  # the captions are in the JSON file
+    return Split(name, split, "retrieval", "karpathy", fingerprint, sources, targets)
 
 
 def _jsonl_split(path: Path, name: str, split: str, image_root: Path | None) -> Split:
@@ -333,7 +276,8 @@ def _jsonl_split(path: Path, name: str, split: str, image_root: Path | None) -> 
     targets = [[] for _ in data.images]
     for caption, image in zip(data.captions, data.caption_image):
         targets[image].append(caption)
-    return Split(name, split, "retrieval", "jsonl", file_fingerprint(data.images), list(data.images), targets)
+    fingerprint = file_fingerprint([str(path), *data.images])  # the captions are in the JSON Lines file
+    return Split(name, split, "retrieval", "jsonl", fingerprint, list(data.images), targets)
 
 
 def _images_split(root: Path, name: str) -> Split:
@@ -361,7 +305,7 @@ def open_split(
     layout = detect_layout(root)
     image_root = Path(image_root) if image_root else None
     if layout == "webdataset":
-        result = _webdataset_split(root, name, split)
+        result = webdataset_split(root, name, split)
         if class_names is not None:
             given = list(class_names.values()) if isinstance(class_names, dict) else list(class_names)
             if len(given) != len(result.class_names):
@@ -386,147 +330,10 @@ def open_split(
     elif layout == "images":
         result = _images_split(root, name)
     else:  # mmvp
-        from .mmvp import read_mmvp
-
         result = read_mmvp(root, name)
     if templates is not None:
         result.templates = list(templates)
     return result
-
-
-# --------------------------------------------------------------------------------------------------
-# Reading images in batches
-# --------------------------------------------------------------------------------------------------
-
-
-def _decode_wds_image(sample: dict, shard: str) -> Image.Image:
-    for key in WDS_IMAGE_KEYS:
-        if key in sample:  # core.images' opener: its pixel limit, one error type naming the sample
-            return open_image({"path": f"{sample.get('__key__')}.{key} in {shard}", "bytes": sample[key]})
-    raise ValueError(
-        f"Sample {sample.get('__key__')} in {shard} has no image ({', '.join(WDS_IMAGE_KEYS)}); keys: "
-        f"{', '.join(k for k in sample if not k.startswith('__'))}."
-    )
-
-
-def _wds_target(sample: dict, task: str, shard: str) -> Any:
-    key = sample.get("__key__")
-    if task == "retrieval":
-        if "txt" not in sample:
-            raise ValueError(f"Sample {key} in {shard} has no 'txt' captions (a retrieval set).")
-        captions = [line.strip() for line in sample["txt"].decode("utf-8").splitlines() if line.strip()]
-        if not captions:
-            raise ValueError(f"Sample {key} in {shard} has an empty 'txt'.")
-        return captions
-    if "cls" not in sample:
-        raise ValueError(f"Sample {key} in {shard} has no 'cls' class index (a classification set).")
-    try:
-        return int(sample["cls"].decode("utf-8").strip())
-    except ValueError as error:
-        raise ValueError(f"Sample {key} in {shard}: 'cls' is not an integer: {error}") from error
-
-
-def iterate_webdataset(
-    split: Split, start: int = 0, rank: int = 0, world: int = 1, keep: Callable[[int], bool] | None = None
-) -> Iterator[tuple[Image.Image, Any]]:
-    """`(image, target)` of the samples `rank, rank + world, ...` of a webdataset split (all of them by default), in
-    shard order, from the `start`-th of those on, and of those only the `j`-th for which `keep(j)` (samples skipped
-    are not decoded)."""
-    try:
-        import webdataset as wds
-    except ImportError as error:
-        message = "Datasets in webdataset layout need webdataset: pip install 'transformers-diffclip[eval]'."
-        raise OSError(message) from error
-
-    dataset = wds.WebDataset(
-        split.shards,
-        shardshuffle=False,
-        nodesplitter=lambda urls: urls,
-        workersplitter=lambda urls: urls,
-        empty_check=False,
-    )
-    for index, sample in enumerate(dataset):
-        if index % world != rank or index // world < start:
-            continue
-        if keep is not None and not keep(index // world - start):
-            continue
-        shard = sample.get("__url__", split.dataset)
-        target = _wds_target(sample, split.task, shard)
-        if split.task == "classification" and not 0 <= target < len(split.class_names):
-            raise ValueError(
-                f"Sample {sample.get('__key__')} in {shard} has class {target}, outside the "
-                f"{len(split.class_names)} classes of classnames.txt."
-            )
-        yield _decode_wds_image(sample, shard), target
-
-
-def image_batches(
-    split: Split,
-    image_processor,
-    batch_size: int = 64,
-    num_workers: int = 0,
-    start: int = 0,
-    rank: int = 0,
-    world: int = 1,
-) -> Iterator[tuple[torch.Tensor, list[Any]]]:
-    """`(pixel_values, targets)` batches of the samples `rank, rank + world, ...` of `split` (all by default), in
-    order, from the `start`-th of those on, read by a `DataLoader` with `num_workers` (webdataset shards: every
-    worker reads the shards in order and decodes its own batches)."""
-    if split.sources is not None:
-        sources = split.sources[rank::world][start:]
-        targets = split.targets[rank::world][start:]
-        for pixel_values, rows in source_batches(sources, image_processor, None, batch_size, num_workers):
-            yield pixel_values, [targets[row] for row in rows.tolist()]
-        return
-    if num_workers == 0:
-        yield from _WebdatasetBatches(split, image_processor, batch_size, start, rank, world)
-        return
-    loader = torch.utils.data.DataLoader(
-        _WebdatasetBatches(split, image_processor, batch_size, start, rank, world),
-        batch_size=None,
-        num_workers=num_workers,
-    )
-    yield from loader
-
-
-class _WebdatasetBatches(torch.utils.data.IterableDataset):
-    """Batches of a webdataset split in order, also from several `DataLoader` workers: worker `w` of `W` decodes
-    only the batches `w, w + W, ...` (it skips the other samples without decoding them), and the `DataLoader` takes
-    one batch from each worker in turn, which restores the order."""
-
-    def __init__(self, split: Split, image_processor, batch_size: int, start: int, rank: int, world: int):
-        self.split, self.image_processor, self.batch_size = split, image_processor, batch_size
-        self.start, self.rank, self.world = start, rank, world
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, list[Any]]]:
-        info = torch.utils.data.get_worker_info()
-        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
-
-        def keep(j: int) -> bool:
-            return (j // self.batch_size) % workers == worker
-
-        images, targets = [], []
-        for image, target in iterate_webdataset(self.split, self.start, self.rank, self.world, keep):
-            images.append(image)
-            targets.append(target)
-            if len(images) == self.batch_size:
-                yield self.image_processor(images=images, return_tensors="pt")["pixel_values"], targets
-                images, targets = [], []
-        if images:
-            yield self.image_processor(images=images, return_tensors="pt")["pixel_values"], targets
-
-
-def count_webdataset_samples(split: Split) -> int:
-    """The number of samples in a webdataset split (reads the tar headers only)."""
-    import tarfile
-
-    keys = set()
-    for shard in split.shards:
-        with tarfile.open(shard) as tar:
-            for member in tar:
-                if member.isfile():
-                    keys.add((shard, member.name.split("/")[-1].split(".", 1)[0], os.path.dirname(member.name)))
-    return len(keys)
 
 
 __all__ = [

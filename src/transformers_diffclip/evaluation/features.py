@@ -10,7 +10,9 @@ retrieval and MMVP compare with texts). Both are float32 and not normalised.
 labels, `labels`; other targets (captions, statements) go beside it in `<split>.targets.json`. Its manifest (in the
 file's metadata and in `<split>.manifest.json`) names the model, revision, resolved commit, a checksum of the
 weights, dtype, the image transform (the image processor's settings), the dataset, split and a fingerprint of its
-files. A cache whose manifest differs in any of these is refused with the differences listed, never reused.
+files (names, sizes and content digests: evaluation.datasets), and the finished file's `num_samples`. A cache whose
+manifest differs in any of these is refused with the differences listed, never reused; a cache read whose content
+does not hold together (unreadable, row counts, label range: [`check_features`]) is refused naming the file.
 
 **Resuming.** While encoding, every `checkpoint_every` images are written to `<split>.part-NNNNN.safetensors` (each
 with the manifest); a run that is interrupted and started again keeps the parts that match and encodes only the
@@ -29,17 +31,19 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save
+from safetensors.torch import save
 
 from ..core.distributed import rank_world
 from ..core.files import atomic_write_bytes, write_json
 from ..core.loading import image_processor_of, model_device_dtype
-from .datasets import Split, count_webdataset_samples, image_batches
+from .cache_files import FEATURE_KINDS, check_features, read_safetensors
 from .encoding import embedding_tensor, progress_bar
 from .metrics import non_finite_error
+from .split_batches import image_batches
+from .splits import Split
+from .wds_splits import count_webdataset_samples
 
 
-FEATURE_KINDS = ("pre_projection", "projected")
 CACHE_FORMAT = 1
 DEFAULT_CHECKPOINT_EVERY = 4096
 MANIFEST_FIELDS = (
@@ -172,21 +176,24 @@ class FeatureCache:
                 "reused. Delete it or use another cache folder."
             )
 
-    def load(self, manifest: dict) -> Features | None:
+    def load(self, manifest: dict, split: Split | None = None) -> Features | None:
+        """The cached features of `manifest`, or `None`; a file of another model, transform or data is refused,
+        and so is one whose content does not hold together (see [`check_features`])."""
         if self.root is None:
             return None
         path = self._path(manifest, ".safetensors")
         if not path.is_file():
             return None
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt") as file:
-            found = json.loads((file.metadata() or {}).get("manifest", "{}"))
+        found, tensors = read_safetensors(path)
         self._check(path, found, manifest)
-        tensors = load_file(str(path))
         targets = tensors.get("labels")
         if targets is None:
-            targets = json.loads(self._path(manifest, ".targets.json").read_text(encoding="utf-8"))
+            targets_path = self._path(manifest, ".targets.json")
+            try:
+                targets = json.loads(targets_path.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+                raise ValueError(f"The feature cache {targets_path} cannot be read ({error}); delete it.") from error
+        check_features(path, tensors, targets, found.get("num_samples"), split)
         return Features(tensors["pre_projection"], tensors["projected"], targets, found, cached=True)
 
     def save(self, features: Features) -> Path | None:
@@ -201,6 +208,7 @@ class FeatureCache:
             tensors["labels"] = features.targets.contiguous()
         else:
             write_json(self._path(manifest, ".targets.json"), features.targets)
+        manifest = {**manifest, "num_samples": len(features.projected)}  # the rows a reader must find
         write_json(self._path(manifest, ".manifest.json"), manifest)
         path = atomic_write_bytes(self._path(manifest, ".safetensors"), save(tensors, manifest_metadata(manifest)))
         for part in self.folder(manifest).glob(f"{manifest['split']}*.part-*.safetensors"):
@@ -221,13 +229,15 @@ class FeatureCache:
         """The parts of an interrupted run (refused if from another model, transform or dataset)."""
         chunks, targets = [], []
         for path in self.parts(manifest, tag):
-            from safetensors import safe_open
-
-            with safe_open(str(path), framework="pt") as file:
-                metadata = file.metadata() or {}
+            metadata, tensors = read_safetensors(path, whole_metadata=True)
             self._check(path, json.loads(metadata.get("manifest", "{}")), manifest)
-            chunks.append(load_file(str(path)))
-            targets.extend(json.loads(metadata["targets"]))
+            try:
+                part_targets = json.loads(metadata["targets"])
+            except (KeyError, json.JSONDecodeError) as error:
+                raise ValueError(f"The feature cache part {path} has no readable targets; delete it.") from error
+            check_features(path, tensors, part_targets, None, None)
+            chunks.append(tensors)
+            targets.extend(part_targets)
         return chunks, targets
 
     def save_part(
@@ -336,7 +346,7 @@ def encode_split(
     if rank is None or world is None:
         rank, world = rank_world(from_environment=True)
     manifest = feature_manifest(model, processor, model_name, revision, split)
-    cached = cache.load(manifest)
+    cached = cache.load(manifest, split)
     if cached is not None:
         return cached
     if world > 1 and cache.root is None:
@@ -376,7 +386,7 @@ def encode_split(
             )
             cache.save(features)
         _barrier()
-        return cache.load(manifest)
+        return cache.load(manifest, split)
     if not targets:
         raise ValueError(f"{split.describe()} has no images.")
     result = Features(tensors["pre_projection"], tensors["projected"], _finish_targets(split, targets), manifest)

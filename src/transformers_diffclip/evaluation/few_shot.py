@@ -30,6 +30,16 @@ WAYS = 5
 SHOTS = 5
 QUERIES = 6
 DEFAULT_SEED = 0
+# At most this many episodes (200 x lgssl's 5,000): one accuracy each is held in memory.
+MAX_EPISODES = 1_000_000
+
+
+def check_episodes(episodes: int, what: str = "episodes") -> int:
+    """`episodes` when it is an integer from 1 to [`MAX_EPISODES`]; else a `ValueError` naming `what`."""
+    if isinstance(episodes, bool) or not isinstance(episodes, int) or not 1 <= episodes <= MAX_EPISODES:
+        shown = repr(episodes)[:40]
+        raise ValueError(f"{what} must be an integer from 1 to {MAX_EPISODES:,}, got {shown}.")
+    return episodes
 
 
 def class_indices(labels: torch.Tensor, classes: Sequence[int]) -> list[torch.Tensor]:
@@ -117,8 +127,9 @@ def few_shot(
     """lgssl's episodic few-shot evaluation. Returns `fewshot_acc_mean`, `fewshot_acc_std` (percent),
     `fewshot_episodes`, the setting (`fewshot_way`, `fewshot_shot`, `fewshot_query`, `seed`) and
     `episode_accuracies` (a tensor, in percent, one per episode: the samples of a paired bootstrap)."""
-    if episodes < 1 or query < 1:
-        raise ValueError(f"episodes and query must be at least 1, got {episodes} and {query}.")
+    check_episodes(episodes)
+    if query < 1:
+        raise ValueError(f"query must be at least 1, got {query}.")
     check_finite(train_features, "train image")
     check_finite(test_features, "test image")
     train_labels, test_labels = torch.as_tensor(train_labels).long(), torch.as_tensor(test_labels).long()
@@ -145,4 +156,14 @@ def few_shot(
     }
 
 
-__all__ = ["EPISODES", "QUERIES", "SHOTS", "WAYS", "episode_accuracy", "few_shot", "sample_episodes"]
+__all__ = [
+    "EPISODES",
+    "MAX_EPISODES",
+    "QUERIES",
+    "SHOTS",
+    "WAYS",
+    "check_episodes",
+    "episode_accuracy",
+    "few_shot",
+    "sample_episodes",
+]

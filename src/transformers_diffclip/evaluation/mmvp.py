@@ -24,8 +24,9 @@ import torch
 import torch.nn.functional as F
 
 from ..core.text_files import read_text
-from .datasets import Split, file_fingerprint
+from .classifier import check_logit_scale
 from .metrics import check_finite
+from .splits import Split, file_fingerprint
 
 
 CATEGORIES = (
@@ -64,14 +65,20 @@ def read_mmvp(root: str | Path, name: str | None = None) -> Split:
     ids, statements, sources, categories = [], [], [], []
     for number, row in enumerate(rows):
         if len(row) != 3:
-            raise ValueError(f"{questions} row {number + 2}: expected 3 columns (id, category, statement), got {row}.")
+            shown = repr(row)[:200]
+            raise ValueError(
+                f"{questions} row {number + 2}: expected 3 columns (id, category, statement), got {shown}."
+            )
         try:
             ids.append(int(row[0]))
         except ValueError as error:
-            raise ValueError(f"{questions} row {number + 2}: the question id {row[0]!r} is not an integer.") from error
+            raise ValueError(
+                f"{questions} row {number + 2}: the question id {row[0][:40]!r} is not an integer."
+            ) from error
         statements.append(row[2])
         folder = rows[number - number % 2][1]  # both images of a pair come from the first row's category folder
         sources.append(str(root / IMAGE_FOLDER / folder / f"{ids[-1]}.jpg"))
+    _check_question_ids(ids, questions)
     missing = [s for s in sources if not Path(s).is_file()]
     if missing:
         raise FileNotFoundError(f"{len(missing)} MMVP images are missing ({layout}), e.g. {missing[0]}.")
@@ -89,6 +96,25 @@ def read_mmvp(root: str | Path, name: str | None = None) -> Split:
     )
 
 
+def _check_question_ids(ids: list[int], questions: Path) -> None:
+    """Each pair is ids `2k-1, 2k` (the odd id's statement is right for the pair's first image), every id once:
+    a file numbered from 0, or with a repeated id, would score every pair against the wrong image."""
+    seen: dict[int, int] = {}
+    for number, question in enumerate(ids):
+        if question in seen:
+            raise ValueError(
+                f"{questions} row {number + 2}: the question id {question} is used twice (also row {seen[question]})."
+            )
+        seen[question] = number + 2
+    for first in range(0, len(ids), 2):
+        a, b = ids[first], ids[first + 1]
+        if a < 1 or a % 2 != 1 or b != a + 1:
+            raise ValueError(
+                f"{questions} rows {first + 2}-{first + 3}: question ids {a}, {b} are not a pair 2k-1, 2k (the "
+                "published file numbers its questions from 1; the odd id's statement matches the pair's first image)."
+            )
+
+
 def mmvp_prompts(split: Split) -> list[str]:
     return [PROMPT_PREFIX + statement for statement in split.targets]
 
@@ -98,12 +124,12 @@ def score_mmvp(
 ) -> dict[str, Any]:
     """`mmvp_average`, `mmvp_per_category` (category → %), `pair_correct` (a bool tensor, one per pair, for paired
     statistics) from the projected image and text embeddings of every question (row order)."""
+    scale = math.exp(check_logit_scale(logit_scale))  # NaN would make every pair wrong: 0 %, silently
     check_finite(image_embeds, "MMVP image")
     check_finite(text_embeds, "MMVP text")
     images = F.normalize(image_embeds.float(), dim=-1)
     texts = F.normalize(text_embeds.float(), dim=-1)
     ids = split.extra["question_ids"]
-    scale = math.exp(logit_scale)
     correct = []
     for first in range(0, len(ids), 2):
         pair = images[first : first + 2]

@@ -330,9 +330,9 @@ def dataset_spec(name: str, entry: str | Mapping[str, Any]) -> DatasetSpec:
     if isinstance(entry, str):
         return DatasetSpec(name=name, data=entry)
     if not isinstance(entry, Mapping) or "data" not in entry:
-        raise ValueError(f"Dataset {name!r}: expected a 'data' path or id, got {entry!r}.")
+        raise ValueError(f"Dataset {name!r}: expected a 'data' path or id, got {repr(entry)[:60]}.")
     allowed = {f.name for f in fields(DatasetSpec) if f.init} - {"name"}
-    unknown = sorted(set(entry) - allowed)
+    unknown = sorted(repr(key)[:60] for key in set(entry) - allowed)
     if unknown:
         raise ValueError(
             f"Dataset {name!r}: unknown field(s) {', '.join(unknown)}; valid: {', '.join(sorted(allowed))}."

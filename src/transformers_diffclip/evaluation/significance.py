@@ -28,6 +28,9 @@ DEFAULT_SEED = 0
 CONFIDENCE = 0.95
 
 
+MIN_RESAMPLES = 1000  # fewer give intervals too rough to report
+
+
 def _mean(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return values[index].mean(dim=-1)
 
@@ -48,8 +51,8 @@ def paired_bootstrap(
     a, b = torch.as_tensor(a, dtype=torch.float64).flatten(), torch.as_tensor(b, dtype=torch.float64).flatten()
     if a.shape != b.shape or a.numel() == 0:
         raise ValueError(f"Paired scores need the same non-zero number of samples, got {a.numel()} and {b.numel()}.")
-    if resamples < 1000:
-        raise ValueError(f"Use at least 1,000 bootstrap resamples, got {resamples}.")
+    if resamples < MIN_RESAMPLES:
+        raise ValueError(f"Use at least {MIN_RESAMPLES:,} bootstrap resamples, got {resamples}.")
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must lie in (0, 1), got {confidence}.")
     if not (torch.isfinite(a).all() and torch.isfinite(b).all()):

@@ -42,6 +42,7 @@ import torch
 from ..core.files import atomic_write_bytes, write_json
 from ..core.text_files import read_text
 from .features import FEATURE_KINDS, FeatureCache, default_cache_dir
+from .few_shot import MAX_EPISODES, check_episodes
 from .linear_probe import MAX_ITER
 from .paper_tasks import (
     DatasetSpec,
@@ -54,7 +55,13 @@ from .paper_tasks import (
     run_retrieval,
     run_zero_shot,
 )
-from .significance import DEFAULT_RESAMPLES, mcnemar_exact, mean_per_class_statistic, paired_bootstrap
+from .significance import (
+    DEFAULT_RESAMPLES,
+    MIN_RESAMPLES,
+    mcnemar_exact,
+    mean_per_class_statistic,
+    paired_bootstrap,
+)
 
 
 TASKS = ("linear_probe", "few_shot", "zeroshot", "ood", "retrieval", "mmvp")
@@ -95,8 +102,35 @@ class Suite:
     extra: dict = field(default_factory=dict)
 
 
+# A suite file is a few kilobytes; anything far larger is not one.
+MAX_SUITE_BYTES = 1 << 20
+# Bounds of the suite's numbers (the paper's: 5,000 episodes, 1,000 L-BFGS iterations, 1,000 resamples).
+MAX_PROBE_ITER = 100_000
+MAX_RESAMPLES = 1_000_000
+_SHOWN = 60
+
+
 def _names(items) -> str:
     return ", ".join(sorted(items))
+
+
+def shown(value: Any) -> str:
+    """`repr(value)` cut to a few dozen characters: an error never echoes a whole parsed value."""
+    text = repr(value)
+    return text if len(text) <= _SHOWN else text[: _SHOWN - 3] + "..."
+
+
+def _integer(source: str, key: str, value: Any, low: int, high: int, flag: str = "") -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        named = f"'{key}'" + (f" (or {flag})" if flag else "")
+        raise ValueError(f"{source}: {named} must be an integer from {low:,} to {high:,}, got {shown(value)}.")
+    return value
+
+
+def _text(source: str, key: str, value: Any) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise ValueError(f"{source}: {key!r} must be a string (a path or name), got {shown(value)}.")
+    return value
 
 
 def _dataset_list(task: str, value: Any) -> list[str]:
@@ -104,7 +138,20 @@ def _dataset_list(task: str, value: Any) -> list[str]:
         return [value]
     if isinstance(value, Sequence) and all(isinstance(v, str) for v in value) and value:
         return list(value)
-    raise ValueError(f"Task {task!r}: expected a list of dataset names, got {value!r}.")
+    raise ValueError(f"Task {task!r}: expected a list of dataset names, got {shown(value)}.")
+
+
+def _from_folder(value: str | None, base: Path | None) -> str | None:
+    """A `./` or `../` path of the suite file, taken from the file's folder (Hub ids and absolute paths as written)."""
+    if base is not None and isinstance(value, str) and value.startswith(("./", "../")):
+        return str((base / value).resolve())
+    return value
+
+
+def check_settings(suite: Suite) -> None:
+    """The suite's numbers within their bounds (file values and command-line overrides), before any work."""
+    check_episodes(suite.episodes, f"{suite.source}: 'episodes' (or --episodes)")
+    _integer(suite.source, "bootstrap.resamples", suite.resamples, MIN_RESAMPLES, MAX_RESAMPLES, "--resamples")
 
 
 def parse_suite(config: Mapping[str, Any], source: str = "the suite file", base: Path | None = None) -> Suite:
@@ -112,7 +159,7 @@ def parse_suite(config: Mapping[str, Any], source: str = "the suite file", base:
     are errors that list the valid names."""
     if not isinstance(config, Mapping):
         raise ValueError(f"{source}: expected a mapping with 'datasets' and 'tasks'.")
-    unknown = sorted(set(config) - set(TOP_LEVEL_KEYS))
+    unknown = sorted(shown(key) for key in set(config) - set(TOP_LEVEL_KEYS))
     if unknown:
         raise ValueError(f"{source}: unknown key(s) {', '.join(unknown)}; valid: {_names(TOP_LEVEL_KEYS)}.")
     raw_datasets = config.get("datasets") or {}
@@ -121,16 +168,13 @@ def parse_suite(config: Mapping[str, Any], source: str = "the suite file", base:
     datasets = {}
     for name, entry in raw_datasets.items():
         spec = dataset_spec(str(name), entry)
-        if base is not None:
-            for attribute in ("data", "classnames", "templates", "image_root"):
-                value = getattr(spec, attribute)
-                if isinstance(value, str) and value.startswith(("./", "../")):
-                    setattr(spec, attribute, str((base / value).resolve()))
+        for attribute in ("data", "classnames", "templates", "image_root"):
+            setattr(spec, attribute, _from_folder(getattr(spec, attribute), base))
         datasets[str(name)] = spec
     tasks = config.get("tasks") or {}
     if not isinstance(tasks, Mapping) or not tasks:
         raise ValueError(f"{source}: 'tasks' must name at least one of: {_names(TASKS)}.")
-    bad_tasks = sorted(set(tasks) - set(TASKS))
+    bad_tasks = sorted(shown(task) for task in set(tasks) - set(TASKS))
     if bad_tasks:
         raise ValueError(f"{source}: unknown task(s) {', '.join(bad_tasks)}; valid tasks: {_names(TASKS)}.")
     checked = {}
@@ -138,6 +182,7 @@ def parse_suite(config: Mapping[str, Any], source: str = "the suite file", base:
         if task == "ood":
             if not isinstance(value, Mapping) or "reference" not in value or "datasets" not in value:
                 raise ValueError(f"{source}: task 'ood' needs 'reference' (ImageNet) and 'datasets' (its variants).")
+            _text(source, "tasks.ood.reference", value["reference"])
             names = [value["reference"], *_dataset_list(task, value["datasets"])]
             checked[task] = {"reference": value["reference"], "datasets": names[1:]}
         else:
@@ -149,40 +194,73 @@ def parse_suite(config: Mapping[str, Any], source: str = "the suite file", base:
                 f"{source}: task {task!r} names unknown dataset(s) {', '.join(missing)}; the datasets defined: "
                 f"{_names(datasets) or 'none'}."
             )
+    raw_models = config.get("models") or []
+    if not isinstance(raw_models, list):
+        raise ValueError(f"{source}: 'models' must be a list of {{name, model}} entries, got {shown(raw_models)}.")
     models = []
-    for number, entry in enumerate(config.get("models") or []):
+    for number, entry in enumerate(raw_models):
         if isinstance(entry, str):
             entry = {"model": entry}
         if not isinstance(entry, Mapping) or "model" not in entry:
             raise ValueError(f"{source}: models[{number}] needs a 'model' (folder or Hub id).")
         allowed = {"name", "model", "revision", "published"}
         if set(entry) - allowed:
-            raise ValueError(f"{source}: models[{number}] has unknown key(s) {_names(set(entry) - allowed)}.")
+            unknown_keys = _names(shown(k) for k in set(entry) - allowed)
+            raise ValueError(f"{source}: models[{number}] has unknown key(s) {unknown_keys}.")
+        for key in allowed:
+            _text(source, f"models[{number}].{key}", entry.get(key))
         models.append(
             ModelEntry(
                 str(entry.get("name") or entry["model"]),
-                str(entry["model"]),
+                _from_folder(entry["model"], base),
                 entry.get("revision"),
-                entry.get("published"),
+                _from_folder(entry.get("published"), base),
             )
         )
     feature_kind = config.get("feature_kind", "pre_projection")
     if feature_kind not in FEATURE_KINDS:
-        raise ValueError(f"{source}: unknown feature_kind {feature_kind!r}; valid: {_names(FEATURE_KINDS)}.")
+        raise ValueError(f"{source}: unknown feature_kind {shown(feature_kind)}; valid: {_names(FEATURE_KINDS)}.")
     bootstrap = config.get("bootstrap") or {}
-    return Suite(
+    if not isinstance(bootstrap, Mapping) or set(bootstrap) - {"resamples", "seed"}:
+        raise ValueError(f"{source}: 'bootstrap' must be a mapping {{resamples: N, seed: S}}, got {shown(bootstrap)}.")
+    suite = Suite(
         models=models,
         datasets=datasets,
         tasks=checked,
         feature_kind=feature_kind,
-        seed=int(config.get("seed", 0)),
-        episodes=int(config.get("episodes", 5000)),
-        probe_max_iter=int(config.get("probe_max_iter", MAX_ITER)),
-        resamples=int(bootstrap.get("resamples", DEFAULT_RESAMPLES)),
-        bootstrap_seed=int(bootstrap.get("seed", 0)),
-        cache_dir=config.get("cache_dir"),
+        seed=_integer(source, "seed", config.get("seed", 0), 0, 2**63 - 1),
+        episodes=_integer(source, "episodes", config.get("episodes", 5000), 1, MAX_EPISODES),
+        probe_max_iter=_integer(source, "probe_max_iter", config.get("probe_max_iter", MAX_ITER), 1, MAX_PROBE_ITER),
+        resamples=_integer(
+            source, "bootstrap.resamples", bootstrap.get("resamples", DEFAULT_RESAMPLES), MIN_RESAMPLES, MAX_RESAMPLES
+        ),
+        bootstrap_seed=_integer(source, "bootstrap.seed", bootstrap.get("seed", 0), 0, 2**63 - 1),
+        cache_dir=_from_folder(_text(source, "cache_dir", config.get("cache_dir")), base),
         source=source,
     )
+    return suite
+
+
+def _loader(yaml):
+    """PyYAML's safe loader without aliases: `*name` (which can expand a few hundred bytes into gigabytes) is an
+    error at the line it is on."""
+
+    class SuiteLoader(yaml.SafeLoader):
+        def compose_node(self, parent, index):
+            if self.check_event(yaml.AliasEvent):
+                mark = self.peek_event().start_mark
+                raise yaml.YAMLError(
+                    f"line {mark.line + 1}: aliases (*name) are not accepted in suite files; write the value out"
+                )
+            return super().compose_node(parent, index)
+
+    return SuiteLoader
+
+
+def shown_yaml_error(error: Exception) -> str:
+    """A YAML error on one bounded line."""
+    text = " ".join(str(error).split())
+    return text if len(text) <= 300 else text[:297] + "..."
 
 
 def load_suite(path: str | os.PathLike) -> Suite:
@@ -195,10 +273,12 @@ def load_suite(path: str | os.PathLike) -> Suite:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Suite file not found: {path}")
+    if path.stat().st_size > MAX_SUITE_BYTES:
+        raise ValueError(f"{path} is {path.stat().st_size} bytes: a suite file is at most {MAX_SUITE_BYTES} bytes.")
     try:
-        config = yaml.safe_load(read_text(path))
+        config = yaml.load(read_text(path), Loader=_loader(yaml))
     except yaml.YAMLError as error:
-        raise ValueError(f"{path} is not valid YAML: {error}") from error
+        raise ValueError(f"{path} is not valid YAML: {shown_yaml_error(error)}") from error
     return parse_suite(config, str(path), base=path.parent)
 
 
@@ -268,6 +348,7 @@ def run_suite(
         raise ValueError("The suite has no model: name them in the file's 'models' or with --model.")
     if charts and importlib.util.find_spec("matplotlib") is None:  # fail before hours of encoding, not after
         raise OSError("The suite's charts need matplotlib: pip install 'transformers-diffclip[eval]'.")
+    check_settings(suite)  # command-line overrides too, before any work
     check_datasets(suite)
     cache = FeatureCache(suite.cache_dir or default_cache_dir())
     results: dict[str, dict] = {task: {} for task in suite.tasks}
@@ -345,4 +426,13 @@ def run_suite(
     return outputs
 
 
-__all__ = ["TASKS", "ModelEntry", "Suite", "check_datasets", "load_suite", "parse_suite", "run_suite"]
+__all__ = [
+    "TASKS",
+    "ModelEntry",
+    "Suite",
+    "check_datasets",
+    "check_settings",
+    "load_suite",
+    "parse_suite",
+    "run_suite",
+]

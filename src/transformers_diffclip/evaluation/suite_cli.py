@@ -15,7 +15,7 @@ from ..core.loading import add_model_arguments
 from .arguments import add_runtime_arguments, load_model_from_args
 from .datasets import open_split
 from .features import FEATURE_KINDS, FeatureCache, default_cache_dir, encode_split, manifest_metadata
-from .few_shot import DEFAULT_SEED, EPISODES, QUERIES, SHOTS, WAYS
+from .few_shot import DEFAULT_SEED, EPISODES, QUERIES, SHOTS, WAYS, check_episodes
 from .linear_probe import MAX_ITER, PENALTIES
 from .paper_tasks import DatasetSpec, ModelRun, run_few_shot, run_linear_probe, run_mmvp
 from .reports import report_metadata
@@ -87,6 +87,7 @@ def _run_linear_probe(args) -> int:
 
 
 def _run_few_shot(args) -> int:
+    check_episodes(args.episodes, "--episodes")  # bounded, before the data is read or a model loads
     spec, run = _prepare(args, ("train", "test"))
     report, _ = run_few_shot(run, spec, args.feature_kind, args.episodes, args.way, args.shot, args.query, args.seed)
     _finish(args, run, report)

@@ -20,12 +20,12 @@ from pathlib import Path
 from PIL import Image
 
 from ..core.images import IMAGE_EXTENSIONS, ImageError, image_key, is_url, open_image, scan_images
+from ..core.shards import IMAGE_KEYS, read_member, sample_keys
 
 
 SHARD_SEPARATOR = "#"
-# The image members of a webdataset sample, in the order they are preferred: core.images' one extension list
-# without the dots, as training.shards reads shards.
-SHARD_IMAGE_EXTENSIONS = tuple(extension[1:] for extension in IMAGE_EXTENSIONS)
+# The image members of a webdataset sample, in the order they are preferred: core.shards' one list.
+SHARD_IMAGE_EXTENSIONS = IMAGE_KEYS
 
 
 def _is_shard_spec(text: str) -> bool:
@@ -50,21 +50,7 @@ def _shard_files(spec: str) -> list[str]:
 
 def shard_keys(shard: str) -> list[str]:
     """`SHARD#KEY` of every sample of a webdataset shard that holds an image, in the order of the archive."""
-    seen = {}
-    try:
-        with tarfile.open(shard) as archive:
-            for member in archive:
-                if not member.isfile():
-                    continue
-                name = member.name
-                base = name.rsplit("/", 1)[-1]
-                if "." not in base or base.startswith("."):
-                    continue
-                key, extension = name[: len(name) - len(base)] + base.split(".", 1)[0], base.split(".", 1)[1]
-                if extension.lower() in SHARD_IMAGE_EXTENSIONS:
-                    seen.setdefault(key, None)
-    except (tarfile.TarError, OSError) as error:
-        raise ValueError(f"Cannot read the shard {shard}: {error}") from error
+    seen = sample_keys(shard)  # core.shards: headers only, each key once, members above the size limit refused
     return [f"{shard}{SHARD_SEPARATOR}{key}" for key in seen]
 
 
@@ -135,7 +121,7 @@ class _ShardReader:
         for extension in SHARD_IMAGE_EXTENSIONS:
             member = members.get(f"{key}.{extension}")
             if member is not None:
-                data = archive.extractfile(member).read()
+                data = read_member(archive, member, shard)
                 return open_image({"path": item, "bytes": data})
         raise ImageError(f"Cannot read image {item}: the shard has no image for key {key!r}.")
 

@@ -44,7 +44,8 @@ from transformers.trainer_callback import ExportableState
 from transformers.utils import logging
 
 from ..core.distributed import rank_world
-from ..core.images import IMAGE_EXTENSIONS, ImageError, open_image
+from ..core.images import IMAGE_EXTENSIONS, ImageError
+from ..core.shards import decode_image, image_member, stream_samples
 from .data import CAPTION, IMAGE, caption_problem
 
 
@@ -108,7 +109,7 @@ def decode_sample(sample: dict[str, Any]) -> tuple[Image.Image | None, str, str]
     """`(image, caption, problem)` of one raw webdataset sample (`{"__key__", "jpg": bytes, "txt": bytes, ...}`):
     the first image by [`IMAGE_EXTENSIONS`] (`jpg`, `jpeg`, `png`, ...) decoded as an RGB PIL image and the `txt`
     caption; `problem` is '' when both are usable, else what is wrong (then the image may be `None`)."""
-    image_key = next((key for key in (extension[1:] for extension in IMAGE_EXTENSIONS) if key in sample), None)
+    image_key = image_member(sample)
     caption = sample.get(CAPTION_EXTENSION)
     if isinstance(caption, bytes):
         try:
@@ -123,8 +124,7 @@ def decode_sample(sample: dict[str, Any]) -> tuple[Image.Image | None, str, str]
     if image_key is None:
         return None, caption, f"no image (none of {', '.join(IMAGE_EXTENSIONS)})"
     try:
-        image = open_image({"bytes": sample[image_key], "path": f"{sample.get('__key__')}.{image_key}"})
-        return image, caption, ""
+        return decode_image(sample), caption, ""
     except ImageError as error:
         return None, caption, str(error)
 
@@ -174,7 +174,9 @@ class _ShardErrors:
         self.counts = counts
 
     def __call__(self, error: Exception) -> bool:
-        url = next((arg for arg in reversed(error.args) if isinstance(arg, str) and arg), "?")
+        url = getattr(error, "shard", None) or next(
+            (arg for arg in reversed(error.args) if isinstance(arg, str) and arg), "?"
+        )
         logger.warning(f"Skipping the rest of a shard that cannot be read ({url}): {error}")
         self.counts.bad_per_shard[url] += 1
         self.counts.bad += 1
@@ -297,7 +299,12 @@ class ImageTextShards(IterableDataset):
 
         if not shards:
             return iter(())
-        stages = [wds.SimpleShardList(shards), wds.tarfile_to_samples(handler=_ShardErrors(counts))]
+        handler = _ShardErrors(counts)
+
+        def samples(source):  # core.shards reads the opened shards (its member size limit)
+            return stream_samples(wds.tariterators.url_opener(source, handler=handler), handler=handler)
+
+        stages = [wds.SimpleShardList(shards), samples]
         if self.shuffle_buffer > 1 and self.batch_size is not None:
             rng = random.Random(rng_name)
             stages.append(wds.shuffle(self.shuffle_buffer, initial=min(1000, self.shuffle_buffer), rng=rng))
