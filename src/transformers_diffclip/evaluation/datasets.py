@@ -34,7 +34,7 @@ from PIL import Image
 
 from ..core.images import IMAGE_EXTENSIONS, image_key, open_image, scan_images
 from ..core.text_files import load_class_names, read_text, read_text_lines
-from .data import find_image_folder, read_retrieval_jsonl
+from .data import ImageFolderData, find_image_folder, read_retrieval_jsonl
 from .data import image_batches as source_batches
 
 
@@ -233,6 +233,12 @@ def _webdataset_split(root: Path, name: str, split: str) -> Split:
 
 def _image_folder_split(folder: Path, name: str, split: str, class_names) -> Split:
     data = find_image_folder(folder, class_names, source=str(class_names and "the class names") or "")
+    return image_folder_split(data, name, split)
+
+
+def image_folder_split(data: ImageFolderData, name: str, split: str = "test") -> Split:
+    """The [`Split`] of a scanned ImageFolder tree (`data.matching` kept as `extra["class_matching"]`)."""
+    folder = data.root
     sources = [path for path, _ in data.samples]
     targets = [data.folder_classes[index] for _, index in data.samples]
     keys = [None] * len(data.labels)
@@ -248,6 +254,7 @@ def _image_folder_split(folder: Path, name: str, split: str, class_names) -> Spl
         targets=targets,
         class_names=list(data.labels),
         class_keys=keys,
+        extra={"class_matching": data.matching},
     )
 
 
@@ -537,6 +544,7 @@ __all__ = [
     "file_fingerprint",
     "hub_repo_of",
     "image_batches",
+    "image_folder_split",
     "iterate_webdataset",
     "open_split",
     "resolve_data",

@@ -275,11 +275,15 @@ def _encode_samples(
     description = f"Encoding {split.describe()}" + (f" [rank {rank}/{world}]" if world > 1 else "")
     bar = progress_bar(None, progress, total=total, initial=done, desc=description, unit="img")
     batches = image_batches(split, image_processor_of(processor), batch_size, num_workers, done, rank, world)
+    seen, non_finite = 0, 0
     for pixel_values, batch_targets in batches:
         features = image_features(model, pixel_values)
         finite = torch.isfinite(features["projected"]).all(-1) & torch.isfinite(features["pre_projection"]).all(-1)
-        if not bool(finite.all()):
-            raise non_finite_error(int((~finite).sum()), len(pixel_values), f"{split.describe()} image")
+        seen += len(pixel_values)
+        non_finite += int((~finite).sum())
+        if non_finite:  # counted over all images, so that the error says how many there are; nothing more saved
+            bar.update(len(pixel_values))
+            continue
         for kind in FEATURE_KINDS:
             pending[kind].append(features[kind])
         pending_targets.extend(batch_targets)
@@ -295,6 +299,8 @@ def _encode_samples(
         if on_batch is not None:
             on_batch(len(pixel_values))
     bar.close()
+    if non_finite:
+        raise non_finite_error(non_finite, seen, "image")
     if pending_targets:
         chunk = {kind: torch.cat(pending[kind]) for kind in FEATURE_KINDS}
         if world > 1:  # every piece on disk, for rank 0 to put together
