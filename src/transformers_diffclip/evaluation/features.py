@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save
 
-from ..core.distributed import rank_world
+from ..core.distributed import barrier, rank_world
 from ..core.files import atomic_write_bytes, write_json
 from ..core.loading import image_processor_of, model_device_dtype
 from .datasets import Split, count_webdataset_samples, image_batches
@@ -312,11 +312,6 @@ def _encode_samples(
     return {kind: torch.cat([c[kind] for c in chunks]) for kind in FEATURE_KINDS}, targets
 
 
-def _barrier() -> None:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.barrier()
-
-
 def encode_split(
     model: torch.nn.Module,
     processor,
@@ -362,7 +357,7 @@ def encode_split(
         world,
     )
     if world > 1:
-        _barrier()
+        barrier()
         if rank == 0:
             pieces = [cache.load_parts(manifest, f".rank-{r}-of-{world}") for r in range(world)]
             count = sum(len(piece_targets) for _, piece_targets in pieces)
@@ -381,7 +376,7 @@ def encode_split(
                 tensors["pre_projection"], tensors["projected"], _finish_targets(split, targets), manifest
             )
             cache.save(features)
-        _barrier()
+        barrier()
         return cache.load(manifest)
     if not targets:
         raise ValueError(f"{split.describe()} has no images.")

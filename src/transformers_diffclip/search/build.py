@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..core.distributed import rank_world
+from ..core.distributed import barrier, joins_process_group, rank_world
 from ..core.loading import load_model_and_processor
 from .embed import embed_items, probe_embedding
 from .index import DEFAULT_EXACT_BELOW, SearchIndex, build_faiss_index, read_faiss_index, write_faiss_index
@@ -47,20 +47,6 @@ def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
-def _world() -> tuple[int, int]:
-    """`(rank, world)` (core's [`rank_world`]); a process started by torchrun outside a process group first joins
-    one over the CPU (gloo) for the barriers."""
-    _, world = rank_world(from_environment=True)
-    if world > 1 and torch.distributed.is_available() and not torch.distributed.is_initialized():
-        torch.distributed.init_process_group("gloo")
-    return rank_world()
-
-
-def _barrier(world: int) -> None:
-    if world > 1:
-        torch.distributed.barrier()
-
-
 def _check_output(folder: Path) -> None:
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"--output {folder} is a file; give a folder for the index.")
@@ -76,6 +62,7 @@ def _model_name(model_name: str | os.PathLike) -> str:
     return str(Path(name).expanduser().resolve()) if Path(name).expanduser().is_dir() else name
 
 
+@joins_process_group  # under torchrun: the processes meet over the CPU (gloo) for the barriers
 def build_index(
     model: str | os.PathLike,
     data: str | os.PathLike | Sequence[str],
@@ -122,7 +109,7 @@ def build_index(
     network, processor = loaded
     probe = probe_embedding(network, processor)
     dim = int(probe.shape[0])
-    rank, world = _world()
+    rank, world = rank_world()
 
     manifest = read_manifest(folder)
     if manifest is not None:
@@ -145,7 +132,7 @@ def build_index(
         }
         folder.mkdir(parents=True, exist_ok=True)
         write_manifest(folder, manifest)
-    _barrier(world)
+    barrier()
     manifest = read_manifest(folder)
 
     known = read_shards(folder, shard_names(folder), columns=("id", "path"))
@@ -153,7 +140,7 @@ def build_index(
     pending = [item for item in items if item not in seen]
     first_id = int(known.ids.max()) + 1 if len(known.ids) else 0
     mine = list(range(rank, len(pending), world))
-    _barrier(world)  # every process has listed the shards before any writes a new one
+    barrier()  # every process has listed the shards before any writes a new one
 
     failed: list[dict[str, str]] = []
     buffer_ids, buffer_paths, buffer_vectors = [], [], []
@@ -187,10 +174,10 @@ def build_index(
                     flush(shard_size)
         if buffer_ids:
             flush(len(buffer_ids))
-    _barrier(world)
+    barrier()
     if rank == 0:
         _commit(folder, manifest, exact_below, factory, rebuild, failed)
-    _barrier(world)  # the other processes end when the commit is done
+    barrier()  # the other processes end when the commit is done
     return SearchIndex(folder) if rank == 0 else None
 
 
