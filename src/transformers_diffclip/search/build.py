@@ -24,7 +24,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..core.distributed import barrier, joins_process_group, rank_world
+from ..core.distributed import joins_process_group, rank_world
+from ..core.embed_to_disk import ChunkedRows, finish_on_rank_zero, rank_share
 from ..core.loading import load_model_and_processor
 from .embed import embed_items, probe_embedding
 from .index import DEFAULT_EXACT_BELOW, SearchIndex, build_faiss_index, read_faiss_index, write_faiss_index
@@ -47,6 +48,17 @@ def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
+def _world() -> tuple[int, int]:
+    """`(rank, world)` in the process group [`build_index`] runs in (under torchrun, core's `joins_process_group`
+    starts one over the CPU (gloo) for the barriers and ends it afterwards)."""
+    return rank_world()
+
+
+def _barrier(world: int) -> None:
+    if world > 1:
+        torch.distributed.barrier()
+
+
 def _check_output(folder: Path) -> None:
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"--output {folder} is a file; give a folder for the index.")
@@ -62,7 +74,7 @@ def _model_name(model_name: str | os.PathLike) -> str:
     return str(Path(name).expanduser().resolve()) if Path(name).expanduser().is_dir() else name
 
 
-@joins_process_group  # under torchrun: the processes meet over the CPU (gloo) for the barriers
+@joins_process_group
 def build_index(
     model: str | os.PathLike,
     data: str | os.PathLike | Sequence[str],
@@ -109,7 +121,7 @@ def build_index(
     network, processor = loaded
     probe = probe_embedding(network, processor)
     dim = int(probe.shape[0])
-    rank, world = rank_world()
+    rank, world = _world()
 
     manifest = read_manifest(folder)
     if manifest is not None:
@@ -132,25 +144,24 @@ def build_index(
         }
         folder.mkdir(parents=True, exist_ok=True)
         write_manifest(folder, manifest)
-    barrier()
+    _barrier(world)
     manifest = read_manifest(folder)
 
     known = read_shards(folder, shard_names(folder), columns=("id", "path"))
     seen = set(known.paths)
     pending = [item for item in items if item not in seen]
     first_id = int(known.ids.max()) + 1 if len(known.ids) else 0
-    mine = list(range(rank, len(pending), world))
-    barrier()  # every process has listed the shards before any writes a new one
+    mine = list(rank_share(len(pending), rank, world))
+    _barrier(world)  # every process has listed the shards before any writes a new one
 
     failed: list[dict[str, str]] = []
-    buffer_ids, buffer_paths, buffer_vectors = [], [], []
 
-    def flush(size: int) -> None:
-        """Write the first `size` buffered embeddings as one shard."""
-        vectors = np.concatenate(buffer_vectors)
-        write_shard(folder, next_shard_name(folder, rank), buffer_ids[:size], buffer_paths[:size], vectors[:size])
-        del buffer_ids[:size], buffer_paths[:size]
-        buffer_vectors[:] = [vectors[size:]]
+    def write(_, arrays: dict, records: list) -> None:
+        """One Parquet shard of `(id, path)` records and their vectors (named by the shards the folder holds)."""
+        ids, paths = [i for i, _ in records], [path for _, path in records]
+        write_shard(folder, next_shard_name(folder, rank), ids, paths, arrays["vectors"])
+
+    shards = ChunkedRows(write, shard_size)
 
     if mine:
         batches = embed_items(network, processor, [pending[p] for p in mine], batch_size, num_workers)
@@ -167,17 +178,10 @@ def build_index(
                     raise ValueError(
                         "The model gave non-finite image embeddings (NaN or infinity); nothing committed."
                     )
-                buffer_ids.extend(first_id + mine[p] for p in positions)
-                buffer_paths.extend(pending[mine[p]] for p in positions)
-                buffer_vectors.append(vectors)
-                while len(buffer_ids) >= shard_size:
-                    flush(shard_size)
-        if buffer_ids:
-            flush(len(buffer_ids))
-    barrier()
-    if rank == 0:
-        _commit(folder, manifest, exact_below, factory, rebuild, failed)
-    barrier()  # the other processes end when the commit is done
+                shards.add({"vectors": vectors}, [(first_id + mine[p], pending[mine[p]]) for p in positions])
+        shards.flush()
+    # process 0 commits once every process has written its shards; the others end when the commit is done
+    finish_on_rank_zero(lambda: _commit(folder, manifest, exact_below, factory, rebuild, failed), rank)
     return SearchIndex(folder) if rank == 0 else None
 
 
