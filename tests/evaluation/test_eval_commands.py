@@ -22,6 +22,7 @@ import yaml
 from _paper_data import (
     one_thread,  # noqa: F401 (autouse fixture)
     tiny_model,
+    write_image,
     write_karpathy,
     write_wds_classification,
     write_wds_retrieval,
@@ -211,3 +212,28 @@ def test_eval_retrieval_reads_a_webdataset_and_a_karpathy_file(world, tmp_path, 
         assert {key: report[key] for key in expected} == pytest.approx(expected, abs=1e-12)
         assert not {"text_to_image", "image_to_text", "top1"} & set(report)  # the old keys are gone
     assert "text to image: R@1" in capsys.readouterr().out
+
+
+def test_features_cached_by_embed_are_scored_with_this_runs_class_names(world, tmp_path):
+    """`diffclip embed` caches an ImageFolder's features with the folder order as classes; `eval zero-shot
+    --cache-dir` with class names in another order reuses them and scores as without the
+    cache."""
+    root, folder, _, _, _ = world
+    tree = root / "tree"
+    for index, name in enumerate(("bird", "cat", "dog")):
+        for copy in range(2):
+            write_image(tree / name / f"{copy}.png", 900 + 10 * index + copy)
+    names = tmp_path / "names.txt"
+    names.write_text("dog\ncat\nbird\n")  # matched to the folders by name, in another order than theirs
+    common = ["--model", str(folder), "--data", str(tree), "--device", "cpu", "--no-progress"]
+    cache = tmp_path / "cache"
+    assert cli.main(["embed", *common, "--cache-dir", str(cache)]) == 0
+    reports = []
+    for extra in ([], ["--cache-dir", str(cache)]):
+        output = tmp_path / f"report{len(reports)}.json"
+        argv = ["eval", "zero-shot", *common, "--classnames", str(names), "--output", str(output), *extra]
+        assert cli.main(argv) == 0
+        reports.append(json.loads(output.read_text()))
+    assert 0 < reports[0]["acc1"] < 1
+    for key in ("acc1", "mean_per_class_recall", "per_class"):
+        assert reports[1][key] == pytest.approx(reports[0][key], abs=1e-12), key

@@ -184,6 +184,7 @@ def _model_run(args: argparse.Namespace) -> ModelRun:
         args.text_batch_size,
         args.num_workers,
         not args.no_progress,
+        processes=(0, 1),  # one process encodes every image (diffclip embed shares the work under torchrun)
     )
 
 

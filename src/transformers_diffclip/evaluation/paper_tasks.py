@@ -224,6 +224,16 @@ def _class_keys(split: Split) -> list[str]:
     return names if len(set(names)) == len(names) else [str(i) for i in range(len(names))]
 
 
+def _split_labels(split: Split, features: Features) -> torch.Tensor:
+    """The class of each image under this split's class names: a folder split's own targets (cached features may
+    come from a run that named the classes in another order, e.g. `diffclip embed`), else the features' labels."""
+    if split.targets is None:
+        return features.labels
+    if len(split.targets) != len(features.projected):
+        raise ValueError(f"{split.describe()} has {len(split.targets)} images but {len(features.projected)} features.")
+    return torch.as_tensor(split.targets, dtype=torch.long)
+
+
 def _zero_shot_scores(
     classifier: ZeroShotClassifier,
     features: Features,
@@ -262,7 +272,9 @@ def run_zero_shot(
     else:
         columns = classifier.class_order(test.class_names, source=f"the classes of {spec.name}")
     features = run.features(test)
-    metrics, correct = _zero_shot_scores(classifier, features, columns, features.labels, _class_keys(test))
+    metrics, correct = _zero_shot_scores(
+        classifier, features, columns, _split_labels(test, features), _class_keys(test)
+    )
     report = {**run.identity("projected", None), "dataset": spec.name, "data": spec.data, "task": "zeroshot"}
     report.update(
         metrics,
@@ -311,7 +323,9 @@ def run_ood(run: ModelRun, reference: DatasetSpec, variants: Sequence[DatasetSpe
         if columns is not None and columns == list(range(len(reference_split.class_names))):
             columns = None
         features = run.features(split)
-        metrics, correct = _zero_shot_scores(classifier, features, columns, features.labels, _class_keys(split))
+        metrics, correct = _zero_shot_scores(
+            classifier, features, columns, _split_labels(split, features), _class_keys(split)
+        )
         results[spec.name] = metrics
         samples[spec.name] = {"correct": correct}
     accuracies = [results[spec.name]["acc1"] for spec in variants]
