@@ -34,7 +34,7 @@ from .metrics import (
     retrieval_recall,
 )
 from .reports import clip_benchmark_result, report_metadata
-from .tasks import dataset_of, evaluate_retrieval, evaluate_zero_shot
+from .tasks import dataset_of, evaluate_retrieval, evaluate_zero_shot, zero_shot_dataset
 
 
 __all__ = [
@@ -68,4 +68,5 @@ __all__ = [
     "retrieval_metrics",
     "retrieval_ranks",
     "retrieval_recall",
+    "zero_shot_dataset",
 ]

@@ -22,7 +22,7 @@ from .labels import (
 )
 from .paper_tasks import ModelRun, run_retrieval, run_zero_shot
 from .reports import FORMATS, clip_benchmark_result, report_metadata
-from .tasks import dataset_of
+from .tasks import dataset_of, zero_shot_dataset
 
 
 DATA_HELP = "a dataset folder or file, wds/<name> (CLIP_benchmark's Hub datasets) or a Hub dataset id"
@@ -198,16 +198,8 @@ def _run_eval_zero_shot(args: argparse.Namespace) -> int:
     templates = _given_templates(args)  # none given: the dataset's own, else the default template
     saved = ZeroShotClassifier.from_pretrained(args.classifier) if args.classifier else None
     name = args.dataset_name or Path(args.data).name
-    spec = dataset_of(args.data, args.split, args.classnames, args.key, templates, name=name)
-    split = spec.split(args.split)
-    if saved is not None and args.classnames is None and split.layout in ("image_folder", "split_folders"):
-        # folders are matched to the classifier's class names, as to a class-name file
-        spec = dataset_of(args.data, args.split, saved.labels, None, name=name)
-        split = spec.split(args.split)
-    spec.check((args.split,), "classification")
-    if saved is not None:  # matched by name before the model loads; a mismatch lists the differences
-        saved.class_order(split.class_names, source=args.classnames or f"the classes of {args.data}")
-    _warn_duplicates(split.class_names)
+    spec = zero_shot_dataset(args.data, args.split, args.classnames, args.key, templates, saved, name)
+    _warn_duplicates(spec.split(args.split).class_names)
     run = _model_run(args)
     if saved is not None:
         saved.check_model(run.model, run.processor, source=f"The classifier {args.classifier}")

@@ -47,6 +47,29 @@ def dataset_of(
     )
 
 
+def zero_shot_dataset(
+    data: str | os.PathLike | Split | ImageFolderData,
+    split: str = "test",
+    class_names: Any = None,
+    key: str | None = None,
+    templates: Sequence[str] | None = None,
+    classifier: ZeroShotClassifier | None = None,
+    name: str | None = None,
+) -> DatasetSpec:
+    """[`dataset_of`], opened and checked for zero-shot before any model loads: a classification split, whose
+    classes a saved `classifier` holds (matched by name; a mismatch lists the differences). Without `class_names`,
+    the folders of a folder layout are matched to the classifier's class names, as to a class-name file."""
+    spec = dataset_of(data, split, class_names, key, templates, name=name)
+    opened = spec.split(split)
+    if classifier is not None and class_names is None and opened.layout in ("image_folder", "split_folders"):
+        spec = dataset_of(data, split, classifier.labels, None, templates, name=name)
+        opened = spec.split(split)
+    spec.check((split,), "classification")
+    if classifier is not None:
+        classifier.class_order(opened.class_names, source=str(class_names or f"the classes of {spec.data}"))
+    return spec
+
+
 def _model_run(model, processor, model_name, cache, batch_size, text_batch_size, num_workers, progress, processes):
     return ModelRun(
         model,
@@ -83,7 +106,7 @@ def evaluate_zero_shot(
     `classifier`. The report is `paper_tasks.run_zero_shot`'s: `acc1`, `acc5`, `mean_per_class_recall`,
     `per_class`, `num_images`, `num_classes`, ... `processes` (`(rank, world)`) overrides the torchrun
     environment's (`(0, 1)`: encode everything here)."""
-    spec = dataset_of(data, split, class_names, key, templates)
+    spec = zero_shot_dataset(data, split, class_names, key, templates, classifier)
     run = _model_run(
         model, processor, model_name, cache, batch_size, text_batch_size, num_workers, progress, processes
     )
@@ -117,4 +140,4 @@ def evaluate_retrieval(
     return report
 
 
-__all__ = ["dataset_of", "evaluate_retrieval", "evaluate_zero_shot"]
+__all__ = ["dataset_of", "evaluate_retrieval", "evaluate_zero_shot", "zero_shot_dataset"]
