@@ -139,12 +139,54 @@ def test_tasks_meet_through_package_names():
     assert reaching_in == []
 
 
+def test_search_does_not_import_training():
+    """Search stands on core (shard lists, the embed-to-disk loop, the process group), not on training."""
+    known = modules()
+    reaching = [
+        f"{module} -> {target}"
+        for module, path in known.items()
+        if module.split(".")[0] == "search"
+        for target in imported(module, path, set(known))
+        if target.split(".")[0] == "training"
+    ]
+    assert reaching == []
+
+
+@pytest.mark.parametrize(
+    "shared",
+    [
+        ("core.distributed", "process_group"),
+        ("core.embed_to_disk", "ChunkedRows"),
+        ("core.shards", "expand_shards"),
+    ],
+)
+def test_what_tasks_share_is_defined_once_in_core(shared):
+    """The process group, the embed-to-disk loop and the shard list are defined in core and nowhere else."""
+    module, name = shared
+    defining = [
+        found
+        for found, path in modules().items()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and node.name == name
+    ]
+    assert defining == [module]
+    starts = [
+        found
+        for found, path in modules().items()
+        if "init_process_group(" in path.read_text(encoding="utf-8") and found != "core.distributed"
+    ]
+    assert starts == []  # the process group is started in core.distributed only
+
+
 @pytest.mark.parametrize(
     "module, expected",
     [
         ("", CORE),
         ("modeling_diffclip", MODEL),
         ("core.images", CORE),
+        ("core.distributed", CORE),
+        ("core.embed_to_disk", CORE),
+        ("core.shards", CORE),
         ("original.cache", CORE),
         ("evaluation.tasks", TASK),
         ("interpret.maps", TASK),

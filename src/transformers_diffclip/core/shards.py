@@ -1,7 +1,7 @@
 # Copyright 2026 The transformers-diffclip authors. Licensed under the Apache License, Version 2.0.
-"""Webdataset shards read one way by every command (training streams, evaluation splits, search indexes): one
-rule for sample keys, one list of image members (core.images' [`IMAGE_EXTENSIONS`]), one member reader with a size
-limit, one image decoder.
+"""Webdataset shards read one way by every command (training streams, evaluation splits, search indexes): one shard
+list from a flag ([`expand_shards`]: brace patterns, `::`, paths or URLs), one rule for sample keys, one list of
+image members (core.images' [`IMAGE_EXTENSIONS`]), one member reader with a size limit, one image decoder.
 
 A shard is a tar file whose members `KEY.EXT` group into samples: the key is the member's folder and the part of
 its file name before the first dot, the extension the rest, lower-cased (`a/b.c.JPG` is key `a/b`, member `c.jpg`),
@@ -28,6 +28,31 @@ from typing import Any, BinaryIO
 from PIL import Image
 
 from .images import IMAGE_EXTENSIONS, MAX_IMAGE_BYTES_ENV, ImageError, max_image_bytes, open_image
+
+
+MAX_LISTED_SHARDS = 5
+
+
+def _is_remote(url: str) -> bool:
+    return "://" in url or url.startswith("pipe:")
+
+
+def expand_shards(spec: str, flag: str = "--train_shards") -> list[str]:
+    """The shard list of `spec`: brace patterns (`data/cc3m-{00000..00331}.tar`), several joined with `::`, local
+    paths or URLs (webdataset's `expand_urls`). Local shards must exist (checked with `stat`, never opened)."""
+    import webdataset as wds
+
+    if not spec or not spec.strip():
+        raise ValueError(f"{flag} is empty.")
+    urls = [url for url in wds.shardlists.expand_urls(spec.strip()) if url]
+    if not urls:
+        raise ValueError(f"{flag} {spec!r} names no shard.")
+    missing = [url for url in urls if not _is_remote(url) and not os.path.isfile(os.path.expanduser(url))]
+    if missing:
+        listed = ", ".join(repr(url) for url in missing[:MAX_LISTED_SHARDS])
+        more = f" and {len(missing) - MAX_LISTED_SHARDS} more" if len(missing) > MAX_LISTED_SHARDS else ""
+        raise FileNotFoundError(f"{flag}: {len(missing)} of {len(urls)} shards do not exist: {listed}{more}.")
+    return [url if _is_remote(url) else os.path.expanduser(url) for url in urls]
 
 
 # The image members of a sample, in the order they are preferred: core.images' one extension list without the dots.
@@ -216,9 +241,11 @@ def stream_samples(
 
 __all__ = [
     "IMAGE_KEYS",
+    "MAX_LISTED_SHARDS",
     "ShardError",
     "check_member",
     "decode_image",
+    "expand_shards",
     "image_member",
     "max_member_bytes",
     "read_member",

@@ -2,9 +2,11 @@
 """Zero-shot classification and retrieval evaluation of DiffCLIP and other CLIP-like dual encoders.
 
 One job per module: `labels` (class names and templates from the command line, duplicates), `data` (image
-batches, ImageFolder trees, JSON Lines), `encoding` (text and image embeddings), `classifier`
-([`ZeroShotClassifier`]), `metrics` (the one ranking rule of every Recall@K and accuracy), `tasks` (the two
-evaluations), `reports` (metadata, CLIP_benchmark layout) and `cli` (the commands). Model loading, image opening
+batches, ImageFolder trees, JSON Lines), `datasets` (every published layout, one split reader), `encoding` (text
+and image embeddings), `classifier` ([`ZeroShotClassifier`]), `metrics` (the one ranking rule of every Recall@K
+and accuracy, CLIP_benchmark's metric names), `paper_tasks` (every task of the suite, zero-shot and retrieval
+included), `tasks` (zero-shot and retrieval of one split for Python users and `diffclip eval zero-shot |
+retrieval`), `reports` (metadata, CLIP_benchmark's file layout) and `cli` (the commands). Model loading, image opening
 and class-name/template files are `transformers_diffclip.core`.
 """
 
@@ -27,11 +29,12 @@ from .metrics import (
     classification_report,
     match_ranks,
     recall_at_k,
+    retrieval_metrics,
     retrieval_ranks,
     retrieval_recall,
 )
 from .reports import clip_benchmark_result, report_metadata
-from .tasks import evaluate_retrieval, evaluate_zero_shot
+from .tasks import dataset_of, evaluate_retrieval, evaluate_zero_shot, zero_shot_dataset
 
 
 __all__ = [
@@ -47,6 +50,7 @@ __all__ = [
     "check_finite",
     "classification_report",
     "clip_benchmark_result",
+    "dataset_of",
     "duplicate_labels",
     "encode_pixel_values",
     "encode_texts",
@@ -61,6 +65,8 @@ __all__ = [
     "read_retrieval_jsonl",
     "recall_at_k",
     "report_metadata",
+    "retrieval_metrics",
     "retrieval_ranks",
     "retrieval_recall",
+    "zero_shot_dataset",
 ]

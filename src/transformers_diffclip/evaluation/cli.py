@@ -14,14 +14,18 @@ from ..core.loading import add_model_arguments
 from ..core.text_files import check_templates, load_class_names, load_templates
 from .arguments import add_runtime_arguments, load_model_from_args
 from .classifier import ZeroShotClassifier
-from .data import find_image_folder, read_retrieval_jsonl
+from .features import FeatureCache
 from .labels import (
     DEFAULT_TEMPLATE,
     duplicate_labels,
     parse_label_list,
 )
+from .paper_tasks import ModelRun, run_retrieval, run_zero_shot
 from .reports import FORMATS, clip_benchmark_result, report_metadata
-from .tasks import evaluate_retrieval, evaluate_zero_shot
+from .tasks import dataset_of, zero_shot_dataset
+
+
+DATA_HELP = "a dataset folder or file, wds/<name> (CLIP_benchmark's Hub datasets) or a Hub dataset id"
 
 
 def _add_template_arguments(parser: argparse.ArgumentParser) -> None:
@@ -51,24 +55,18 @@ def _warn_duplicates(labels) -> list[str]:
     return duplicates
 
 
-def _finish_report(args: argparse.Namespace, model, report: dict, task: str, **facts) -> dict:
-    """The report with the model and data named first and its metadata last, written to --output if given."""
-    report = {"model": args.model, "data": str(args.data), **report}
+def _finish_report(args: argparse.Namespace, run: ModelRun, report: dict, task: str, **facts) -> dict:
+    """The report with its metadata last, written to --output if given (in --format's layout)."""
     report["metadata"] = report_metadata(
-        model, args.model, args.revision, data=str(args.data), num_images=report["num_images"], **facts
+        run.model, args.model, args.revision, data=str(args.data), num_images=report["num_images"], **facts
     )
-    _write_report(args, report, task)
+    if args.output:
+        if args.format == "clip_benchmark":
+            pretrained = args.revision or report["metadata"].get("commit_hash")
+            write_json(args.output, clip_benchmark_result(report, task, report["dataset"], args.model, pretrained))
+        else:
+            write_json(args.output, report)
     return report
-
-
-def _write_report(args: argparse.Namespace, report: dict, task: str) -> None:
-    if not args.output:
-        return
-    if args.format == "clip_benchmark":
-        dataset = args.dataset_name or Path(args.data).name
-        pretrained = args.revision or report["metadata"].get("commit_hash")
-        report = clip_benchmark_result(report, task, dataset, args.model, pretrained)
-    write_json(args.output, report)
 
 
 def _add_output_arguments(parser: argparse.ArgumentParser) -> None:
@@ -82,15 +80,23 @@ def _add_output_arguments(parser: argparse.ArgumentParser) -> None:
         "--format",
         choices=FORMATS,
         default="json",
-        help="layout of --output: this package's report with its metadata (json, default) or LAION "
-        "CLIP_benchmark's {dataset, model, pretrained, task, metrics, language} (clip_benchmark)",
+        help="layout of --output; the metrics carry CLIP_benchmark's names in both: this package's report with every "
+        "count and its metadata (json, default) or CLIP_benchmark's own {dataset, model, pretrained, task, metrics, "
+        "language} file (clip_benchmark)",
+    )
+    parser.add_argument("--dataset-name", help="the dataset's name in the report (default: --data's name)")
+    parser.add_argument(
+        "--split", default="test", help="the split to evaluate (default: test; an ImageFolder or a file is one split)"
     )
     parser.add_argument(
-        "--dataset-name", help="the dataset's name in a clip_benchmark report (default: --data's name)"
+        "--cache-dir",
+        type=Path,
+        help="keep the image features in this feature cache and reuse them (as diffclip embed and eval suite do); "
+        "default: none",
     )
 
 
-def _templates_from_args(args: argparse.Namespace) -> list[str]:
+def _given_templates(args: argparse.Namespace) -> list[str]:
     if args.classifier and (args.templates or args.template):
         raise ValueError(
             "--templates/--template do not combine with --classifier: it keeps the templates it was built with."
@@ -100,7 +106,11 @@ def _templates_from_args(args: argparse.Namespace) -> list[str]:
         templates.extend(load_templates(args.templates, args.key))
     if args.template:
         templates.extend(check_templates(args.template))
-    return templates or [DEFAULT_TEMPLATE]
+    return templates
+
+
+def _templates_from_args(args: argparse.Namespace) -> list[str]:
+    return _given_templates(args) or [DEFAULT_TEMPLATE]
 
 
 def _load_or_build_classifier(args, model, processor, labels, templates, saved) -> ZeroShotClassifier:
@@ -162,43 +172,52 @@ def _run_zero_shot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _model_run(args: argparse.Namespace) -> ModelRun:
+    model, processor = load_model_from_args(args)
+    return ModelRun(
+        model,
+        processor,
+        args.model,
+        args.revision,
+        FeatureCache(args.cache_dir),
+        args.batch_size,
+        args.text_batch_size,
+        args.num_workers,
+        not args.no_progress,
+        processes=(0, 1),  # one process encodes every image (diffclip embed shares the work under torchrun)
+    )
+
+
+def _percent(value) -> str:
+    return "n/a" if value is None else f"{100 * value:.2f}%"
+
+
 def _run_eval_zero_shot(args: argparse.Namespace) -> int:
     if args.output:
         check_output_file(args.output)
-    class_names = load_class_names(args.classnames, args.key) if args.classnames else None
-    templates = _templates_from_args(args)
+    templates = _given_templates(args)  # none given: the dataset's own, else the default template
     saved = ZeroShotClassifier.from_pretrained(args.classifier) if args.classifier else None
-    if saved is not None and class_names is None:
-        class_names = saved.labels
-    data = find_image_folder(args.data, class_names, source=args.classnames or args.classifier or "")
-    if saved is not None:  # matched by name before the model loads; a mismatch lists the differences
-        saved.class_order(data.labels, source=args.classnames or f"the folders of {args.data}")
-    _warn_duplicates(data.labels)
-    model, processor = load_model_from_args(args)
-    classifier = _load_or_build_classifier(args, model, processor, data.labels, templates, saved)
-    report = evaluate_zero_shot(
-        model,
-        processor,
-        data,
-        classifier=classifier,
-        batch_size=args.batch_size,
-        num_workers=args.num_workers,
-        progress=not args.no_progress,
-    )
+    name = args.dataset_name or Path(args.data).name
+    spec = zero_shot_dataset(args.data, args.split, args.classnames, args.key, templates, saved, name)
+    _warn_duplicates(spec.split(args.split).class_names)
+    run = _model_run(args)
+    if saved is not None:
+        saved.check_model(run.model, run.processor, source=f"The classifier {args.classifier}")
+    report, _ = run_zero_shot(run, spec, args.split, saved)
     report = _finish_report(
         args,
-        model,
+        run,
         report,
         "zeroshot_classification",
-        templates=classifier.templates,
+        templates=report["templates"],
         num_classes=report["num_classes"],
         classifier=args.classifier,
         class_matching=report["class_matching"],
     )
     print(
         f"zero-shot on {report['num_images']} images, {report['num_classes']} classes, "
-        f"{report['num_templates']} template(s): top-1 {100 * report['top1']:.2f}%  top-5 {100 * report['top5']:.2f}%"
-        f"  mean per-class {100 * report['mean_per_class']:.2f}%"
+        f"{report['num_templates']} template(s): top-1 {_percent(report['acc1'])}  top-5 {_percent(report['acc5'])}"
+        f"  mean per-class {_percent(report['mean_per_class_recall'])}"
     )
     return 0
 
@@ -206,23 +225,22 @@ def _run_eval_zero_shot(args: argparse.Namespace) -> int:
 def _run_eval_retrieval(args: argparse.Namespace) -> int:
     if args.output:
         check_output_file(args.output)
-    data = read_retrieval_jsonl(args.data, args.image_root)
-    check_image_sources(data.images)
-    model, processor = load_model_from_args(args)
-    report = evaluate_retrieval(
-        model,
-        processor,
-        data,
-        batch_size=args.batch_size,
-        text_batch_size=args.text_batch_size,
-        num_workers=args.num_workers,
-        progress=not args.no_progress,
+    spec = dataset_of(
+        args.data, args.split, image_root=args.image_root, name=args.dataset_name or Path(args.data).name
     )
-    report = _finish_report(args, model, report, "zeroshot_retrieval", num_captions=report["num_captions"])
+    spec.check((args.split,), "retrieval")
+    split = spec.split(args.split)
+    if split.sources is not None:
+        check_image_sources(split.sources)
+    run = _model_run(args)
+    report, _ = run_retrieval(run, spec, args.split)
+    report = _finish_report(args, run, report, "zeroshot_retrieval", num_captions=report["num_captions"])
     print(f"retrieval on {report['num_images']} images, {report['num_captions']} captions")
-    for direction in ("text_to_image", "image_to_text"):
-        recalls = "  ".join(f"{k} {100 * v:.2f}%" for k, v in report[direction].items())
-        print(f"  {direction.replace('_', ' ')}: {recalls}")
+    for direction, what in (("text to image", "image"), ("image to text", "text")):
+        prefix = f"{what}_retrieval_recall@"
+        recalls = [f"R@{k.removeprefix(prefix)} {_percent(v)}" for k, v in report.items() if k.startswith(prefix)]
+        recalls = "  ".join(recalls)
+        print(f"  {direction}: {recalls}")
     return 0
 
 
@@ -264,15 +282,16 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
 
     zero_shot = tasks.add_parser(
         "zero-shot",
-        help="top-1/top-5 accuracy on an ImageFolder tree",
-        description="Zero-shot accuracy on an ImageFolder tree (one sub-folder of images per class).",
+        help="top-1/top-5 accuracy on a classification set",
+        description="Zero-shot accuracy (acc1, acc5, mean_per_class_recall) on a classification set in any layout "
+        "the suite reads: CLIP_benchmark's webdataset folder (or wds/<name>), split folders, an ImageFolder tree.",
     )
-    zero_shot.add_argument("--data", required=True, metavar="DIR", help="ImageFolder tree, one folder per class")
+    zero_shot.add_argument("--data", required=True, metavar="DATA", help=DATA_HELP)
     zero_shot.add_argument(
         "--classnames",
         metavar="FILE",
         help="class names: text (one per line, or folder<TAB>name) or JSON (list, {folder: name}, or keyed; see "
-        "--key); default: the folder names",
+        "--key); default: the dataset's own (classnames.txt, else the folder names)",
     )
     zero_shot.add_argument(
         "--classifier",
@@ -288,12 +307,15 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
 
     retrieval = tasks.add_parser(
         "retrieval",
-        help="text-to-image and image-to-text Recall@1/5/10 on a JSON Lines file",
-        description="Retrieval recall on JSON Lines of {'image': PATH, 'captions': [...]} (or 'caption': TEXT).",
+        help="text-to-image and image-to-text Recall@1/5/10 on a retrieval set",
+        description="Retrieval recall on JSON Lines of {'image': PATH, 'captions': [...]} (or 'caption': TEXT), a "
+        "Karpathy split JSON, or CLIP_benchmark's webdataset folder with captions (or wds/<name>).",
     )
-    retrieval.add_argument("--data", required=True, metavar="FILE", help="JSON Lines file of images and captions")
+    retrieval.add_argument("--data", required=True, metavar="DATA", help=DATA_HELP)
     retrieval.add_argument(
-        "--image-root", metavar="DIR", help="folder that relative image paths start from (default: the file's folder)"
+        "--image-root",
+        metavar="DIR",
+        help="folder that relative image paths start from (JSON Lines, Karpathy JSON; default: the file's folder)",
     )
     _add_output_arguments(retrieval)
     add_model_arguments(retrieval, default_model=None)

@@ -31,7 +31,7 @@ from typing import Any
 
 from ..core.images import IMAGE_EXTENSIONS, image_key, scan_images
 from ..core.text_files import load_class_names, read_text
-from .data import find_image_folder, read_retrieval_jsonl
+from .data import ImageFolderData, find_image_folder, read_retrieval_jsonl
 from .mmvp import read_mmvp
 from .split_batches import image_batches
 from .splits import Split, file_fingerprint, subfolders
@@ -157,6 +157,12 @@ def detect_layout(root: Path) -> str:
 
 def _image_folder_split(folder: Path, name: str, split: str, class_names) -> Split:
     data = find_image_folder(folder, class_names, source=str(class_names and "the class names") or "")
+    return image_folder_split(data, name, split)
+
+
+def image_folder_split(data: ImageFolderData, name: str, split: str = "test") -> Split:
+    """The [`Split`] of a scanned ImageFolder tree (`data.matching` kept as `extra["class_matching"]`)."""
+    folder = data.root
     sources = [path for path, _ in data.samples]
     targets = [data.folder_classes[index] for _, index in data.samples]
     keys = [None] * len(data.labels)
@@ -172,6 +178,7 @@ def _image_folder_split(folder: Path, name: str, split: str, class_names) -> Spl
         targets=targets,
         class_names=list(data.labels),
         class_keys=keys,
+        extra={"class_matching": data.matching},
     )
 
 
@@ -344,6 +351,7 @@ __all__ = [
     "file_fingerprint",
     "hub_repo_of",
     "image_batches",
+    "image_folder_split",
     "iterate_webdataset",
     "open_split",
     "resolve_data",

@@ -34,6 +34,7 @@ import torch
 from safetensors.torch import save
 
 from ..core.distributed import rank_world
+from ..core.embed_to_disk import ChunkedRows, finish_on_rank_zero, rank_share
 from ..core.files import atomic_write_bytes, write_json
 from ..core.loading import image_processor_of, model_device_dtype
 from .cache_files import FEATURE_KINDS, check_features, read_safetensors
@@ -278,47 +279,60 @@ def _encode_samples(
     if total is None and split.shards is not None and progress:  # the count only sizes the progress bar
         total = count_webdataset_samples(split)
     if total is not None:
-        total = len(range(rank, total, world))
-    pending: dict[str, list[torch.Tensor]] = {kind: [] for kind in FEATURE_KINDS}
-    pending_targets: list = []
-    part_index = len(chunks)
+        total = len(rank_share(total, rank, world))
+
+    def write_part(index: int, chunk: dict[str, torch.Tensor], chunk_targets: list) -> None:
+        cache.save_part(manifest, index, chunk, chunk_targets, tag)
+        chunks.append(chunk)
+        targets.extend(chunk_targets)
+
+    rows = ChunkedRows(write_part, checkpoint_every, first_chunk=len(chunks))
     description = f"Encoding {split.describe()}" + (f" [rank {rank}/{world}]" if world > 1 else "")
     bar = progress_bar(None, progress, total=total, initial=done, desc=description, unit="img")
     batches = image_batches(split, image_processor_of(processor), batch_size, num_workers, done, rank, world)
+    seen, non_finite = 0, 0
     for pixel_values, batch_targets in batches:
         features = image_features(model, pixel_values)
         finite = torch.isfinite(features["projected"]).all(-1) & torch.isfinite(features["pre_projection"]).all(-1)
-        if not bool(finite.all()):
-            raise non_finite_error(int((~finite).sum()), len(pixel_values), f"{split.describe()} image")
-        for kind in FEATURE_KINDS:
-            pending[kind].append(features[kind])
-        pending_targets.extend(batch_targets)
+        seen += len(pixel_values)
+        non_finite += int((~finite).sum())
+        if non_finite:  # counted over all images, so that the error says how many there are; nothing more saved
+            bar.update(len(pixel_values))
+            continue
+        rows.add({kind: features[kind] for kind in FEATURE_KINDS}, batch_targets)
         bar.update(len(pixel_values))
-        if len(pending_targets) >= checkpoint_every:
-            chunk = {kind: torch.cat(pending[kind]) for kind in FEATURE_KINDS}
-            cache.save_part(manifest, part_index, chunk, pending_targets, tag)
-            chunks.append(chunk)
-            targets.extend(pending_targets)
-            part_index += 1
-            pending = {kind: [] for kind in FEATURE_KINDS}
-            pending_targets = []
         if on_batch is not None:
             on_batch(len(pixel_values))
     bar.close()
-    if pending_targets:
-        chunk = {kind: torch.cat(pending[kind]) for kind in FEATURE_KINDS}
-        if world > 1:  # every piece on disk, for rank 0 to put together
-            cache.save_part(manifest, part_index, chunk, pending_targets, tag)
+    if non_finite:
+        raise non_finite_error(non_finite, seen, "image")
+    if world > 1:  # every piece on disk, for rank 0 to put together
+        rows.flush()
+    elif len(rows):  # one process: the last rows go straight into the split's file
+        chunk, chunk_targets = rows.take()
         chunks.append(chunk)
-        targets.extend(pending_targets)
+        targets.extend(chunk_targets)
     if not chunks:
         return {kind: torch.empty(0) for kind in FEATURE_KINDS}, targets
     return {kind: torch.cat([c[kind] for c in chunks]) for kind in FEATURE_KINDS}, targets
 
 
-def _barrier() -> None:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.barrier()
+def _put_together(split: Split, manifest: dict, cache: FeatureCache, world: int) -> None:
+    """Rank 0, once every rank has written its parts: the split's features back in sample order, cached."""
+    pieces = [cache.load_parts(manifest, f".rank-{r}-of-{world}") for r in range(world)]
+    count = sum(len(piece_targets) for _, piece_targets in pieces)
+    if not count:
+        raise ValueError(f"{split.describe()} has no images.")
+    tensors, targets = {}, [None] * count
+    for r, (chunks, piece_targets) in enumerate(pieces):
+        targets[r::world] = piece_targets
+        for kind in FEATURE_KINDS:
+            if kind not in tensors:
+                dim = next(other[0][kind].shape[1] for other, _ in pieces if other)
+                tensors[kind] = torch.empty(count, dim)
+            if chunks:
+                tensors[kind][r::world] = torch.cat([c[kind] for c in chunks])
+    cache.save(Features(tensors["pre_projection"], tensors["projected"], _finish_targets(split, targets), manifest))
 
 
 def encode_split(
@@ -366,26 +380,7 @@ def encode_split(
         world,
     )
     if world > 1:
-        _barrier()
-        if rank == 0:
-            pieces = [cache.load_parts(manifest, f".rank-{r}-of-{world}") for r in range(world)]
-            count = sum(len(piece_targets) for _, piece_targets in pieces)
-            if not count:
-                raise ValueError(f"{split.describe()} has no images.")
-            tensors, targets = {}, [None] * count
-            for r, (chunks, piece_targets) in enumerate(pieces):
-                targets[r::world] = piece_targets
-                for kind in FEATURE_KINDS:
-                    if kind not in tensors:
-                        dim = next(other[0][kind].shape[1] for other, _ in pieces if other)
-                        tensors[kind] = torch.empty(count, dim)
-                    if chunks:
-                        tensors[kind][r::world] = torch.cat([c[kind] for c in chunks])
-            features = Features(
-                tensors["pre_projection"], tensors["projected"], _finish_targets(split, targets), manifest
-            )
-            cache.save(features)
-        _barrier()
+        finish_on_rank_zero(lambda: _put_together(split, manifest, cache, world), rank)
         return cache.load(manifest, split)
     if not targets:
         raise ValueError(f"{split.describe()} has no images.")

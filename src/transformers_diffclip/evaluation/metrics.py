@@ -141,31 +141,49 @@ def retrieval_ranks(
     return text_ranks, torch.cat(image_ranks)
 
 
+def retrieval_metrics(
+    text_ranks: torch.Tensor, image_ranks: torch.Tensor, ks: Sequence[int] = RECALL_KS
+) -> dict[str, float]:
+    """CLIP_benchmark's retrieval metrics from the ranks of [`retrieval_ranks`]: `image_retrieval_recall@k`
+    (text→image: the fraction of captions whose image ranks below k) and `text_retrieval_recall@k` (image→text: the
+    fraction of images one of whose captions ranks below k)."""
+    texts, images = recall_at_k(text_ranks, ks), recall_at_k(image_ranks, ks)
+    metrics = {f"image_retrieval_recall@{k}": texts[f"R@{k}"] for k in ks}
+    metrics.update({f"text_retrieval_recall@{k}": images[f"R@{k}"] for k in ks})
+    return metrics
+
+
 def retrieval_recall(
     image_embeds: torch.Tensor,
     text_embeds: torch.Tensor,
     caption_image: Sequence[int] | torch.Tensor,
     ks: Sequence[int] = RECALL_KS,
     chunk_size: int = 1024,
-) -> dict[str, dict[str, float]]:
-    """Recall@k of text→image and image→text retrieval (the Karpathy-split protocol), from [`retrieval_ranks`].
+) -> dict[str, float]:
+    """Recall@k of text→image and image→text retrieval (the Karpathy-split protocol), with CLIP_benchmark's names
+    ([`retrieval_metrics`]).
 
-    Text→image: a caption is a hit when its image ranks in the top k of all images; averaged over captions.
-    Image→text: an image is a hit when one of its captions ranks in the top k of all captions; averaged over
-    images. Ties count against the match (see the module docstring); non-finite embeddings are an error.
+    Text→image (`image_retrieval_recall@k`): a caption is a hit when its image ranks in the top k of all images;
+    averaged over captions. Image→text (`text_retrieval_recall@k`): an image is a hit when one of its captions ranks
+    in the top k of all captions; averaged over images. Ties count against the match (see the module docstring);
+    non-finite embeddings are an error.
     """
     recall_at_k(torch.zeros(1), ks)  # validates ks before any work
     text_ranks, image_ranks = retrieval_ranks(image_embeds, text_embeds, caption_image, chunk_size)
-    return {"text_to_image": recall_at_k(text_ranks, ks), "image_to_text": recall_at_k(image_ranks, ks)}
+    return retrieval_metrics(text_ranks, image_ranks, ks)
 
 
 def classification_report(
-    ranks: torch.Tensor, targets: torch.Tensor, class_keys: Sequence[str] | None = None
+    ranks: torch.Tensor,
+    targets: torch.Tensor,
+    class_keys: Sequence[str] | None = None,
+    num_classes: int | None = None,
 ) -> dict[str, object]:
-    """Accuracy from the ranks of the true classes (from [`match_ranks`] over the logits) and the true classes.
+    """Accuracy from the ranks of the true classes (from [`match_ranks`] over the logits) and the true classes, with
+    CLIP_benchmark's names.
 
-    Returns `top1`, `top5` (rank below 1 and 5; with fewer than 5 classes every image counts for top-5),
-    `mean_per_class` (mean of the per-class top-1 accuracies, i.e. balanced accuracy) and `per_class`
+    Returns `acc1`, `acc5` (rank below 1 and 5; `None` when `num_classes` is under 5, where CLIP_benchmark writes
+    NaN), `mean_per_class_recall` (mean of the per-class top-1 accuracies, i.e. balanced accuracy) and `per_class`
     (`{class key: top-1 accuracy}` over the classes that have images; keys are `class_keys[c]`, default `str(c)`),
     all fractions in [0, 1], and `num_images`.
     """
@@ -178,9 +196,9 @@ def classification_report(
         key = class_keys[c] if class_keys is not None else str(c)
         per_class[key] = top1[targets == c].mean().item()
     return {
-        "top1": top1.mean().item(),
-        "top5": (ranks < 5).double().mean().item(),
-        "mean_per_class": sum(per_class.values()) / len(per_class),
+        "acc1": top1.mean().item(),
+        "acc5": None if num_classes is not None and num_classes < 5 else (ranks < 5).double().mean().item(),
+        "mean_per_class_recall": sum(per_class.values()) / len(per_class),
         "per_class": per_class,
         "num_images": int(targets.numel()),
     }
@@ -194,6 +212,7 @@ __all__ = [
     "match_ranks",
     "non_finite_error",
     "recall_at_k",
+    "retrieval_metrics",
     "retrieval_ranks",
     "retrieval_recall",
 ]

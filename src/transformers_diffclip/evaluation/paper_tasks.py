@@ -23,9 +23,9 @@ from .encoding import encode_texts, logit_scale_of
 from .features import FEATURE_KINDS, FeatureCache, Features, encode_split
 from .few_shot import DEFAULT_SEED as FEW_SHOT_SEED
 from .few_shot import EPISODES, QUERIES, SHOTS, WAYS, few_shot
-from .labels import DEFAULT_TEMPLATE
+from .labels import DEFAULT_TEMPLATE, duplicate_labels
 from .linear_probe import FIT_SEED, MAX_ITER, VALIDATION_SEED, linear_probe, paper_metric
-from .metrics import classification_report, match_ranks, retrieval_ranks
+from .metrics import RECALL_KS, classification_report, match_ranks, recall_at_k, retrieval_metrics, retrieval_ranks
 from .mmvp import mmvp_prompts, score_mmvp
 
 
@@ -44,6 +44,7 @@ class ModelRun:
     num_workers: int = 0
     progress: bool = False
     memory: dict = field(default_factory=dict)  # features already computed in this run, by dataset and split
+    processes: tuple[int, int] | None = None  # (rank, world) to encode with; default: torchrun's, if any
 
     def features(self, split: Split) -> Features:
         key = (split.dataset, split.split, split.fingerprint)
@@ -62,6 +63,8 @@ class ModelRun:
             batch_size=self.batch_size,
             num_workers=self.num_workers,
             progress=self.progress,
+            rank=self.processes[0] if self.processes else None,
+            world=self.processes[1] if self.processes else None,
         )
 
     def identity(self, feature_kind: str | None = None, seed: int | None = None) -> dict[str, Any]:
@@ -202,40 +205,84 @@ def run_few_shot(
 
 def _classifier(run: ModelRun, class_names: Sequence, templates: Sequence[str]) -> ZeroShotClassifier:
     return ZeroShotClassifier.from_model(
-        run.model, run.processor, list(class_names), templates, batch_size=run.text_batch_size, model_name=run.name
+        run.model,
+        run.processor,
+        list(class_names),
+        templates,
+        batch_size=run.text_batch_size,
+        progress=run.progress,
+        model_name=run.name,
     )
 
 
+def _class_keys(split: Split) -> list[str]:
+    """What `per_class` is keyed by: the class folders, else the class names when they are unique, else the class
+    indices."""
+    if split.class_keys and all(isinstance(k, str) for k in split.class_keys):
+        return list(split.class_keys)
+    names = [name if isinstance(name, str) else "/".join(map(str, name)) for name in split.class_names]
+    return names if len(set(names)) == len(names) else [str(i) for i in range(len(names))]
+
+
+def _split_labels(split: Split, features: Features) -> torch.Tensor:
+    """The class of each image under this split's class names: a folder split's own targets (cached features may
+    come from a run that named the classes in another order, e.g. `diffclip embed`), else the features' labels."""
+    if split.targets is None:
+        return features.labels
+    if len(split.targets) != len(features.projected):
+        raise ValueError(f"{split.describe()} has {len(split.targets)} images but {len(features.projected)} features.")
+    return torch.as_tensor(split.targets, dtype=torch.long)
+
+
 def _zero_shot_scores(
-    classifier: ZeroShotClassifier, features: Features, columns: Sequence[int] | None, targets: torch.Tensor
+    classifier: ZeroShotClassifier,
+    features: Features,
+    columns: Sequence[int] | None,
+    targets: torch.Tensor,
+    class_keys: Sequence[str] | None = None,
 ) -> tuple[dict, torch.Tensor]:
+    """CLIP_benchmark's metrics (`acc1`, `acc5`, `mean_per_class_recall`) and `per_class`, `num_images`,
+    `num_classes` of the classifier's logits over the `columns` (default: all), and whether each image is right."""
     logits = classifier.logits(F.normalize(features.projected, dim=-1)).cpu()
     if columns is not None:
         logits = logits[:, torch.as_tensor(columns)]
     ranks = match_ranks(logits, targets)
-    report = classification_report(ranks, targets)
-    report.pop("per_class")
-    metrics = {
-        "acc1": report["top1"],
-        "acc5": report["top5"] if logits.shape[1] >= 5 else None,
-        "mean_per_class_recall": report["mean_per_class"],
-        "num_images": report["num_images"],
-        "num_classes": int(logits.shape[1]),
-    }
+    metrics = classification_report(ranks, targets, class_keys, num_classes=int(logits.shape[1]))
+    metrics["num_classes"] = int(logits.shape[1])
     return metrics, ranks < 1
 
 
-def run_zero_shot(run: ModelRun, spec: DatasetSpec) -> tuple[dict, dict]:
-    """Zero-shot classification of `spec`'s test split with its class names and templates."""
-    test = spec.split("test")
+def run_zero_shot(
+    run: ModelRun, spec: DatasetSpec, split: str = "test", classifier: ZeroShotClassifier | None = None
+) -> tuple[dict, dict]:
+    """Zero-shot classification of `spec`'s `split` with its class names and templates, or with a saved
+    `classifier`, matched to the split's classes by name ([`ZeroShotClassifier.class_order`]: one saved in
+    another order scores the same, one with other classes is an error).
+
+    The report holds CLIP_benchmark's `acc1`, `acc5` (`None` under 5 classes), `mean_per_class_recall`, then
+    `per_class` (top-1 by class folder, else class name), `num_images`, `num_classes`, `num_templates`, how folders
+    met class names (`class_matching`, folder layouts) and the class names listed twice (`duplicate_class_names`:
+    such classes tie on every image, so by the tie rule neither is ever ranked first)."""
+    test = spec.split(split)
     if test.task != "classification":
         raise ValueError(f"{spec.name} is a {test.task} set, not a classification set.")
-    templates = spec.template_list(test)
-    classifier = _classifier(run, test.class_names, templates)
+    if classifier is None:
+        classifier = _classifier(run, test.class_names, spec.template_list(test))
+        columns = None
+    else:
+        columns = classifier.class_order(test.class_names, source=f"the classes of {spec.name}")
     features = run.features(test)
-    metrics, correct = _zero_shot_scores(classifier, features, None, features.labels)
+    metrics, correct = _zero_shot_scores(
+        classifier, features, columns, _split_labels(test, features), _class_keys(test)
+    )
     report = {**run.identity("projected", None), "dataset": spec.name, "data": spec.data, "task": "zeroshot"}
-    report.update(metrics, num_templates=len(templates))
+    report.update(
+        metrics,
+        num_templates=len(classifier.templates),
+        templates=list(classifier.templates),
+        class_matching=test.extra.get("class_matching"),
+        duplicate_class_names=duplicate_labels(test.class_names),
+    )
     return report, {"correct": correct}
 
 
@@ -276,7 +323,9 @@ def run_ood(run: ModelRun, reference: DatasetSpec, variants: Sequence[DatasetSpe
         if columns is not None and columns == list(range(len(reference_split.class_names))):
             columns = None
         features = run.features(split)
-        metrics, correct = _zero_shot_scores(classifier, features, columns, features.labels)
+        metrics, correct = _zero_shot_scores(
+            classifier, features, columns, _split_labels(split, features), _class_keys(split)
+        )
         results[spec.name] = metrics
         samples[spec.name] = {"correct": correct}
     accuracies = [results[spec.name]["acc1"] for spec in variants]
@@ -291,10 +340,14 @@ def run_ood(run: ModelRun, reference: DatasetSpec, variants: Sequence[DatasetSpe
     return report, samples
 
 
-def run_retrieval(run: ModelRun, spec: DatasetSpec, ks: Sequence[int] = (1, 5, 10)) -> tuple[dict, dict]:
-    """Text→image and image→text Recall@k (CLIP_benchmark's `image_retrieval_recall@k`, `text_retrieval_recall@k`)
-    on `spec`'s test split (Karpathy JSON, webdataset with `txt`, or JSON Lines)."""
-    test = spec.split("test")
+def run_retrieval(
+    run: ModelRun, spec: DatasetSpec, split: str = "test", ks: Sequence[int] = RECALL_KS
+) -> tuple[dict, dict]:
+    """Text→image and image→text Recall@k (CLIP_benchmark's `image_retrieval_recall@k`, `text_retrieval_recall@k`,
+    see `evaluation.metrics.retrieval_metrics`) on `spec`'s `split` (Karpathy JSON, webdataset with `txt`, or JSON
+    Lines)."""
+    recall_at_k(torch.zeros(1), ks)  # validates ks before any work
+    test = spec.split(split)
     if test.task != "retrieval":
         raise ValueError(f"{spec.name} is a {test.task} set, not a retrieval set.")
     features = run.features(test)
@@ -302,12 +355,17 @@ def run_retrieval(run: ModelRun, spec: DatasetSpec, ks: Sequence[int] = (1, 5, 1
     for image, texts in enumerate(features.targets):
         captions.extend(texts)
         owners.extend([image] * len(texts))
-    text_embeds = encode_texts(run.model, tokenizer_of(run.processor), captions, batch_size=run.text_batch_size)
+    text_embeds = encode_texts(
+        run.model,
+        tokenizer_of(run.processor),
+        captions,
+        batch_size=run.text_batch_size,
+        progress=run.progress,
+        description="captions",
+    )
     text_ranks, image_ranks = retrieval_ranks(features.projected, text_embeds, owners)
     report = {**run.identity("projected", None), "dataset": spec.name, "data": spec.data, "task": "retrieval"}
-    for k in ks:
-        report[f"image_retrieval_recall@{k}"] = (text_ranks < k).double().mean().item()
-        report[f"text_retrieval_recall@{k}"] = (image_ranks < k).double().mean().item()
+    report.update(retrieval_metrics(text_ranks, image_ranks, ks))
     report.update(num_images=len(features.targets), num_captions=len(captions))
     return report, {"image_retrieval": text_ranks < 5, "text_retrieval": image_ranks < 5}
 

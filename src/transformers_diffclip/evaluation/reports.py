@@ -1,6 +1,9 @@
 # Copyright 2026 The transformers-diffclip authors. Licensed under the Apache License, Version 2.0.
 """What a result needs to be reproduced (`metadata`), and the result in LAION CLIP_benchmark's JSON layout.
 
+Every zero-shot and retrieval report of the package names its metrics as CLIP_benchmark does (below); the
+`clip_benchmark` format only puts them in CLIP_benchmark's envelope, without the package's other facts.
+
 CLIP_benchmark (`clip_benchmark eval ... --output result.json`) writes one object per run:
 `{"dataset", "model", "pretrained", "task", "metrics", "language"}`, with `task` `"zeroshot_classification"`
 (metrics `acc1`, `acc5`, `mean_per_class_recall`) or `"zeroshot_retrieval"` (metrics
@@ -67,19 +70,17 @@ def report_metadata(
 def clip_benchmark_result(
     report: Mapping[str, Any], task: str, dataset: str, model: str, pretrained: str | None = None
 ) -> dict[str, Any]:
-    """`report` (of `evaluate_zero_shot` or `evaluate_retrieval`) in CLIP_benchmark's layout (module docstring)."""
+    """`report` (of `run_zero_shot` / `evaluate_zero_shot` or `run_retrieval` / `evaluate_retrieval`, whose metrics
+    already carry CLIP_benchmark's names) in CLIP_benchmark's file layout (module docstring): its metrics only, in
+    its envelope."""
     if task == "zeroshot_classification":
-        metrics = {
-            "acc1": report["top1"],
-            "acc5": report["top5"] if report["num_classes"] >= 5 else None,
-            "mean_per_class_recall": report["mean_per_class"],
-        }
+        metrics = {name: report[name] for name in ("acc1", "acc5", "mean_per_class_recall")}
     elif task == "zeroshot_retrieval":
-        metrics = {}
-        for key, value in report["text_to_image"].items():
-            metrics[f"image_retrieval_recall@{key.removeprefix('R@')}"] = value
-        for key, value in report["image_to_text"].items():
-            metrics[f"text_retrieval_recall@{key.removeprefix('R@')}"] = value
+        metrics = {
+            name: value
+            for name, value in report.items()
+            if name.startswith(("image_retrieval_recall@", "text_retrieval_recall@"))
+        }
     else:
         raise ValueError(f"Unknown CLIP_benchmark task {task!r}; use zeroshot_classification or zeroshot_retrieval.")
     return {

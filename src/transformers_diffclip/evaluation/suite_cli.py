@@ -8,7 +8,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..core.distributed import rank_world
+from ..core.distributed import process_device, process_group, rank_world
 from ..core.errors import positive_int
 from ..core.files import atomic_write_bytes, check_output_file, write_json
 from ..core.loading import add_model_arguments
@@ -149,33 +149,12 @@ def _run_suite(args) -> int:
     return 0
 
 
-def _start_distributed(args) -> bool:
-    """Under torchrun (WORLD_SIZE > 1): join the process group (NCCL on GPUs, else Gloo), one GPU per process."""
-    import os
-
-    import torch
-
-    if int(os.environ.get("WORLD_SIZE", 1)) < 2 or torch.distributed.is_initialized():
-        return False
-    use_cuda = torch.cuda.is_available() and args.device in ("auto", "cuda")
-    if use_cuda:
-        args.device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
-        torch.cuda.set_device(args.device)
-    torch.distributed.init_process_group("nccl" if use_cuda else "gloo")
-    return True
-
-
 def _run_embed(args) -> int:
     _check_output(args)
     split = open_split(args.data, args.split, image_root=args.image_root)
-    started = _start_distributed(args)
-    try:
+    args.device = process_device(args.device)  # under torchrun: one GPU per process
+    with process_group(args.device):  # under torchrun: NCCL on GPUs, else Gloo
         return _embed(args, split)
-    finally:
-        if started:
-            import torch
-
-            torch.distributed.destroy_process_group()
 
 
 def _embed(args, split) -> int:

@@ -1,6 +1,8 @@
 # Copyright 2026 The transformers-diffclip authors. Licensed under the Apache License, Version 2.0.
-"""The two evaluations: zero-shot accuracy on an ImageFolder tree and image/text retrieval recall on a JSON Lines
-file. Images are streamed in batches; only embeddings (retrieval) or ranks (zero-shot) are kept."""
+"""Zero-shot accuracy and retrieval recall of one model on one dataset split, for Python users and the commands
+`diffclip eval zero-shot | retrieval`: the suite's split readers (`evaluation.datasets.open_split`: webdataset,
+split folders, ImageFolder, Karpathy JSON, JSON Lines) and its tasks (`paper_tasks.run_zero_shot`,
+`run_retrieval`), with one report schema (CLIP_benchmark's metric names)."""
 
 from __future__ import annotations
 
@@ -10,107 +12,132 @@ from typing import Any
 
 import torch
 
-from ..core.loading import image_processor_of, tokenizer_of
 from .classifier import ZeroShotClassifier
-from .data import ImageFolderData, RetrievalData, find_image_folder, image_batches, read_retrieval_jsonl
-from .encoding import encode_pixel_values, encode_texts, progress_bar
-from .labels import DEFAULT_TEMPLATE
-from .metrics import (
-    RECALL_KS,
-    classification_report,
-    match_ranks,
-    non_finite_error,
-    recall_at_k,
-    retrieval_recall,
-)
+from .data import ImageFolderData
+from .datasets import Split, image_folder_split
+from .features import FeatureCache
+from .metrics import RECALL_KS
+from .paper_tasks import DatasetSpec, ModelRun, run_retrieval, run_zero_shot
+
+
+def dataset_of(
+    data: str | os.PathLike | Split | ImageFolderData,
+    split: str = "test",
+    class_names: Any = None,
+    key: str | None = None,
+    templates: Sequence[str] | None = None,
+    image_root: str | os.PathLike | None = None,
+    name: str | None = None,
+) -> DatasetSpec:
+    """A [`DatasetSpec`] for `data`: a path or Hub id (opened with `open_split` when a task reads it), or a split
+    already read (a [`Split`], or an [`ImageFolderData`] from `find_image_folder`)."""
+    if isinstance(data, ImageFolderData):
+        data = image_folder_split(data, str(data.root), split)
+    if isinstance(data, Split):
+        spec = DatasetSpec(name or data.dataset, data.dataset, templates=list(templates) if templates else None)
+        spec.opened[split] = data
+        return spec
+    return DatasetSpec(
+        name=name or str(data),
+        data=str(data),
+        classnames=class_names,
+        key=key,
+        templates=list(templates) if templates else None,
+        image_root=str(image_root) if image_root is not None else None,
+    )
+
+
+def zero_shot_dataset(
+    data: str | os.PathLike | Split | ImageFolderData,
+    split: str = "test",
+    class_names: Any = None,
+    key: str | None = None,
+    templates: Sequence[str] | None = None,
+    classifier: ZeroShotClassifier | None = None,
+    name: str | None = None,
+) -> DatasetSpec:
+    """[`dataset_of`], opened and checked for zero-shot before any model loads: a classification split, whose
+    classes a saved `classifier` holds (matched by name; a mismatch lists the differences). Without `class_names`,
+    the folders of a folder layout are matched to the classifier's class names, as to a class-name file."""
+    spec = dataset_of(data, split, class_names, key, templates, name=name)
+    opened = spec.split(split)
+    if classifier is not None and class_names is None and opened.layout in ("image_folder", "split_folders"):
+        spec = dataset_of(data, split, classifier.labels, None, templates, name=name)
+        opened = spec.split(split)
+    spec.check((split,), "classification")
+    if classifier is not None:
+        classifier.class_order(opened.class_names, source=str(class_names or f"the classes of {spec.data}"))
+    return spec
+
+
+def _model_run(model, processor, model_name, cache, batch_size, text_batch_size, num_workers, progress, processes):
+    return ModelRun(
+        model,
+        processor,
+        model_name or getattr(model.config, "_name_or_path", "") or type(model).__name__,
+        cache=cache if cache is not None else FeatureCache(None),
+        batch_size=batch_size,
+        text_batch_size=text_batch_size,
+        num_workers=num_workers,
+        progress=progress,
+        processes=processes,
+    )
 
 
 def evaluate_zero_shot(
     model: torch.nn.Module,
     processor,
-    data: ImageFolderData | str | os.PathLike,
-    templates: Sequence[str] = (DEFAULT_TEMPLATE,),
+    data: str | os.PathLike | Split | ImageFolderData,
+    templates: Sequence[str] | None = None,
     classifier: ZeroShotClassifier | None = None,
+    split: str = "test",
+    class_names: Any = None,
+    key: str | None = None,
     batch_size: int = 64,
     text_batch_size: int = 256,
     num_workers: int = 0,
     progress: bool = False,
+    cache: FeatureCache | None = None,
+    model_name: str | None = None,
+    processes: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
-    """Zero-shot accuracy of `model` on an ImageFolder tree (see [`find_image_folder`], [`classification_report`]).
-
-    The classifier covers every class of the data's label set; a given `classifier` is matched to those classes
-    by name ([`ZeroShotClassifier.class_order`]), so one saved in another order scores the same, and one with
-    other classes is an error. The true class's rank among the logits follows the package's tie rule (ties count
-    against it, see `evaluation.metrics`). `per_class` is keyed by folder name; the report also says how folders
-    were matched to classes (`class_matching`) and which class names occur twice (`duplicate_class_names`: such
-    classes tie on every image, so neither can be ranked first).
-    """
-    if not isinstance(data, ImageFolderData):
-        data = find_image_folder(data)
-    if classifier is None:
-        classifier = ZeroShotClassifier.from_model(
-            model, processor, data.labels, templates, batch_size=text_batch_size, progress=progress
-        )
-    order = torch.tensor(classifier.class_order(data.labels, source="the data's label set"))
-    paths = [path for path, _ in data.samples]
-    targets = [data.folder_classes[folder] for _, folder in data.samples]
-    loader = image_batches(
-        paths, image_processor_of(processor), targets, batch_size=batch_size, num_workers=num_workers
+    """Zero-shot accuracy of `model` on a classification split (`data` in any layout `open_split` reads; see
+    [`dataset_of`]), with `templates` (default: the dataset's own, else "a photo of a {}.") or a saved
+    `classifier`. The report is `paper_tasks.run_zero_shot`'s: `acc1`, `acc5`, `mean_per_class_recall`,
+    `per_class`, `num_images`, `num_classes`, ... `processes` (`(rank, world)`) overrides the torchrun
+    environment's (`(0, 1)`: encode everything here)."""
+    spec = zero_shot_dataset(data, split, class_names, key, templates, classifier)
+    run = _model_run(
+        model, processor, model_name, cache, batch_size, text_batch_size, num_workers, progress, processes
     )
-    ranks, truth, non_finite = [], [], 0
-    for pixel_values, batch_targets in progress_bar(loader, progress, desc="Evaluating", unit="batch"):
-        image_embeds = encode_pixel_values(model, pixel_values)
-        non_finite += int((~torch.isfinite(image_embeds).all(dim=-1)).sum())
-        if non_finite:  # counted over all images, so that the error says how many there are
-            continue
-        logits = classifier.logits(image_embeds).cpu()[:, order]
-        ranks.append(match_ranks(logits, batch_targets))
-        truth.append(batch_targets)
-    if non_finite:
-        raise non_finite_error(non_finite, len(paths), "image")
-    class_keys = [None] * len(data.labels)
-    for folder, c in zip(data.folders, data.folder_classes):
-        class_keys[c] = folder
-    report = classification_report(torch.cat(ranks), torch.cat(truth), class_keys)
-    report["num_classes"] = len(data.labels)
-    report["num_templates"] = len(classifier.templates)
-    report["class_matching"] = data.matching
-    report["duplicate_class_names"] = list(data.duplicates)
+    report, _ = run_zero_shot(run, spec, split, classifier)
     return report
 
 
 def evaluate_retrieval(
     model: torch.nn.Module,
     processor,
-    data: RetrievalData | str | os.PathLike,
+    data: str | os.PathLike | Split,
     ks: Sequence[int] = RECALL_KS,
+    split: str = "test",
+    image_root: str | os.PathLike | None = None,
     batch_size: int = 64,
     text_batch_size: int = 256,
     num_workers: int = 0,
     progress: bool = False,
+    cache: FeatureCache | None = None,
+    model_name: str | None = None,
+    processes: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
-    """Text→image and image→text Recall@k of `model` on a retrieval set (see [`read_retrieval_jsonl`],
-    [`retrieval_recall`]). Images are streamed; only their embeddings are kept."""
-    if not isinstance(data, RetrievalData):
-        data = read_retrieval_jsonl(data)
-    recall_at_k(torch.zeros(1), ks)  # validates ks before any work
-    text_embeds = encode_texts(
-        model,
-        tokenizer_of(processor),
-        data.captions,
-        batch_size=text_batch_size,
-        progress=progress,
-        description="captions",
+    """Text→image and image→text Recall@k of `model` on a retrieval split (JSON Lines, Karpathy JSON or webdataset
+    with captions): `paper_tasks.run_retrieval`'s report, `image_retrieval_recall@k` (text→image) and
+    `text_retrieval_recall@k` (image→text), `num_images`, `num_captions`."""
+    spec = dataset_of(data, split, image_root=image_root)
+    run = _model_run(
+        model, processor, model_name, cache, batch_size, text_batch_size, num_workers, progress, processes
     )
-    loader = image_batches(data.images, image_processor_of(processor), batch_size=batch_size, num_workers=num_workers)
-    image_embeds = [
-        encode_pixel_values(model, pixel_values).cpu()
-        for pixel_values, _ in progress_bar(loader, progress, desc="Encoding images", unit="batch")
-    ]
-    report = retrieval_recall(torch.cat(image_embeds), text_embeds, data.caption_image, ks)
-    report["num_images"] = len(data.images)
-    report["num_captions"] = len(data.captions)
+    report, _ = run_retrieval(run, spec, split, ks)
     return report
 
 
-__all__ = ["evaluate_retrieval", "evaluate_zero_shot"]
+__all__ = ["dataset_of", "evaluate_retrieval", "evaluate_zero_shot", "zero_shot_dataset"]

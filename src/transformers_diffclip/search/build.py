@@ -25,7 +25,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..core.distributed import rank_world
+from ..core.distributed import joins_process_group, rank_world
+from ..core.embed_to_disk import ChunkedRows, finish_on_rank_zero, rank_share
 from ..core.images import is_url
 from ..core.loading import load_model_and_processor
 from .embed import embed_items, probe_embeddings
@@ -59,11 +60,8 @@ def _now() -> str:
 
 
 def _world() -> tuple[int, int]:
-    """`(rank, world)` (core's [`rank_world`]); a process started by torchrun outside a process group first joins
-    one over the CPU (gloo) for the barriers."""
-    _, world = rank_world(from_environment=True)
-    if world > 1 and torch.distributed.is_available() and not torch.distributed.is_initialized():
-        torch.distributed.init_process_group("gloo")
+    """`(rank, world)` in the process group [`build_index`] runs in (under torchrun, core's `joins_process_group`
+    starts one over the CPU (gloo) for the barriers and ends it afterwards)."""
     return rank_world()
 
 
@@ -110,6 +108,7 @@ def next_free_ids(folder: Path) -> tuple[set[str], int]:
     return seen, int(known.ids.max()) + 1 if len(known.ids) else 0
 
 
+@joins_process_group
 def build_index(
     model: str | os.PathLike,
     data: str | os.PathLike | Sequence[str],
@@ -169,18 +168,17 @@ def build_index(
         manifest = _open_manifest(folder, name, revision, network, probes, rank, world)
         seen, first_id = next_free_ids(folder)
         pending = [item for item in items if item not in seen]
-        mine = list(range(rank, len(pending), world))
+        mine = list(rank_share(len(pending), rank, world))
         _barrier(world)  # every process has listed the shards before any writes a new one
 
         failed: list[dict[str, str]] = list(refused)
-        buffer_ids, buffer_paths, buffer_vectors = [], [], []
 
-        def flush(size: int) -> None:
-            """Write the first `size` buffered embeddings as one shard."""
-            vectors = np.concatenate(buffer_vectors)
-            write_shard(folder, next_shard_name(folder, rank), buffer_ids[:size], buffer_paths[:size], vectors[:size])
-            del buffer_ids[:size], buffer_paths[:size]
-            buffer_vectors[:] = [vectors[size:]]
+        def write(_, arrays: dict, records: list) -> None:
+            """One Parquet shard of `(id, path)` records and their vectors (named by the shards the folder holds)."""
+            ids, paths = [i for i, _ in records], [path for _, path in records]
+            write_shard(folder, next_shard_name(folder, rank), ids, paths, arrays["vectors"])
+
+        shards = ChunkedRows(write, shard_size)
 
         if mine:
             batches = embed_items(network, processor, [pending[p] for p in mine], batch_size, num_workers)
@@ -197,17 +195,10 @@ def build_index(
                         raise ValueError(
                             "The model gave non-finite image embeddings (NaN or infinity); nothing committed."
                         )
-                    buffer_ids.extend(first_id + mine[p] for p in positions)
-                    buffer_paths.extend(pending[mine[p]] for p in positions)
-                    buffer_vectors.append(vectors)
-                    while len(buffer_ids) >= shard_size:
-                        flush(shard_size)
-            if buffer_ids:
-                flush(len(buffer_ids))
-        _barrier(world)
-        if rank == 0:
-            _commit(folder, manifest, exact_below, factory, rebuild, failed)
-        _barrier(world)  # the other processes end when the commit is done
+                    shards.add({"vectors": vectors}, [(first_id + mine[p], pending[mine[p]]) for p in positions])
+            shards.flush()
+        # process 0 commits once every process has written its shards; the others end when the commit is done
+        finish_on_rank_zero(lambda: _commit(folder, manifest, exact_below, factory, rebuild, failed), rank)
     return SearchIndex(folder) if rank == 0 else None
 
 

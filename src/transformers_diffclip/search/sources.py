@@ -34,7 +34,7 @@ def _is_shard_spec(text: str) -> bool:
 
 def _shard_files(spec: str) -> list[str]:
     if "{" in spec or "::" in spec:
-        from ..training import expand_shards  # webdataset's brace expansion (the `train` extra)
+        from ..core.shards import expand_shards  # webdataset's brace expansion
 
         shards = expand_shards(spec, flag="--data")
     else:

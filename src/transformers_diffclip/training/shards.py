@@ -45,7 +45,7 @@ from transformers.utils import logging
 
 from ..core.distributed import rank_world
 from ..core.images import IMAGE_EXTENSIONS, ImageError
-from ..core.shards import decode_image, image_member, stream_samples
+from ..core.shards import decode_image, expand_shards, image_member, stream_samples  # noqa: F401 (expand_shards re-exported)
 from .data import CAPTION, IMAGE, caption_problem
 
 
@@ -58,33 +58,6 @@ COUNT_NAMES = ("train_skipped_samples", "train_repeated_samples", "train_stream_
 # Below this many samples read, a process judges the bad-sample fraction only at the end of an epoch.
 MIN_SAMPLES_FOR_BAD_FRACTION = 1000
 _MAX_LISTED_SHARDS = 5
-
-
-# --------------------------------------------------------------------------------------------------
-# Shard lists
-# --------------------------------------------------------------------------------------------------
-
-
-def _is_remote(url: str) -> bool:
-    return "://" in url or url.startswith("pipe:")
-
-
-def expand_shards(spec: str, flag: str = "--train_shards") -> list[str]:
-    """The shard list of `spec`: brace patterns (`data/cc3m-{00000..00331}.tar`), several joined with `::`, local
-    paths or URLs (webdataset's `expand_urls`). Local shards must exist (checked with `stat`, never opened)."""
-    import webdataset as wds
-
-    if not spec or not spec.strip():
-        raise ValueError(f"{flag} is empty.")
-    urls = [url for url in wds.shardlists.expand_urls(spec.strip()) if url]
-    if not urls:
-        raise ValueError(f"{flag} {spec!r} names no shard.")
-    missing = [url for url in urls if not _is_remote(url) and not os.path.isfile(os.path.expanduser(url))]
-    if missing:
-        listed = ", ".join(repr(url) for url in missing[:_MAX_LISTED_SHARDS])
-        more = f" and {len(missing) - _MAX_LISTED_SHARDS} more" if len(missing) > _MAX_LISTED_SHARDS else ""
-        raise FileNotFoundError(f"{flag}: {len(missing)} of {len(urls)} shards do not exist: {listed}{more}.")
-    return [url if _is_remote(url) else os.path.expanduser(url) for url in urls]
 
 
 def _check_enough_shards(num_shards: int, world: int, num_workers: int) -> None:

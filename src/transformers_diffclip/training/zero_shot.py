@@ -51,10 +51,17 @@ class ZeroShotEvaluation:
                 kwargs = {} if self.templates is None else {"templates": self.templates}
                 with torch.no_grad():
                     report = evaluate_zero_shot(
-                        model, processor, shard, batch_size=self.batch_size, num_workers=self.num_workers, **kwargs
+                        model,
+                        processor,
+                        shard,
+                        batch_size=self.batch_size,
+                        num_workers=self.num_workers,
+                        processes=(0, 1),  # this process's share, encoded here
+                        **kwargs,
                     )
                 count = report["num_images"]
-                counts += torch.tensor([report["top1"] * count, report["top5"] * count, count], device=device)
+                top5 = 1.0 if report["acc5"] is None else report["acc5"]  # under 5 classes every image is a top-5 hit
+                counts += torch.tensor([report["acc1"] * count, top5 * count, count], device=device)
         finally:
             model.train(was_training)
         if world_size > 1:
