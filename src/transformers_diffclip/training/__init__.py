@@ -53,6 +53,7 @@ from .run import (
     load_image_caption_splits,
     load_model_and_processor,
     run,
+    save_final_model,
 )
 from .shards import ImageTextShards, ShardLoader, StreamCountsCallback, expand_shards
 from .trainer import (
@@ -102,5 +103,6 @@ __all__ = [
     "random_resized_crop_box",
     "retrieval_ranks",
     "run",
+    "save_final_model",
     "split_batch",
 ]
