@@ -50,8 +50,9 @@ class AssistantModelArguments:
     vision_model: str | None = field(
         default=None,
         metadata={
-            "help": "Vision tower of a new assistant: a DiffCLIP folder, an authors' id (hammh0a/DiffCLIP_ViTB16_CC12M; "
-            "the CLIP baseline hammh0a/ViTB16_CC12M) or a transformers CLIP model. With --language_model."
+            "help": "Vision tower of a new assistant: a DiffCLIP folder, an authors' id "
+            "(hammh0a/DiffCLIP_ViTB16_CC12M; the CLIP baseline hammh0a/ViTB16_CC12M) or a transformers CLIP "
+            "model. With --language_model."
         },
     )
     language_model: str | None = field(
