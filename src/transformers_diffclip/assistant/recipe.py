@@ -37,7 +37,8 @@ _COMMON = {
 }
 STAGE_DEFAULTS = {
     "align": {**_COMMON, "learning_rate": 1e-3, "global_batch_size": 256},
-    "tune": {**_COMMON, "learning_rate": 2e-5, "global_batch_size": 128},
+    # a batch of text-only rows leaves the projector without gradients on that process: DDP must allow it
+    "tune": {**_COMMON, "learning_rate": 2e-5, "global_batch_size": 128, "ddp_find_unused_parameters": True},
 }
 
 
@@ -200,6 +201,7 @@ def train_stage(
     metrics = {**result.metrics, "train_skipped_rows": skipped}
     trainer.log_metrics("train", metrics)
     trainer.save_metrics("train", metrics)
+    trainer.save_state()  # trainer_state.json: the logged losses
     if skipped:
         print(f"diffclip-llava {stage}: skipped {skipped} bad row(s) (--skip_bad_rows)")
     return metrics
