@@ -143,7 +143,6 @@ def test_two_processes_align_as_one_and_tune_keeps_the_tower(parts, tmp_path):
     one, two = _weights(tmp_path / "one"), _weights(tmp_path / "two")
     for name in one:
         torch.testing.assert_close(two[name], one[name], rtol=1e-4, atol=1e-6, msg=name)
-    assert any(_changed(one, two, "model.multi_modal_projector.").values()) or True  # rounding may differ
     _tune(parts, tmp_path / "two", tmp_path / "tuned", processes=2)
     tuned = _weights(tmp_path / "tuned")
     assert not any(_changed(two, tuned, "model.vision_tower.").values())
