@@ -25,7 +25,7 @@ from .data import (
     prepare_conversations,
     read_conversations,
 )
-from .pope import POPE_SPLITS, PROMPT_SUFFIX, evaluate_pope, parse_answer, pope_metrics, read_pope_file
+from .pope import POPE_SPLITS, PROMPT_SUFFIX, evaluate_pope, parse_answer, pope_files, pope_metrics, read_pope_file
 from .recipe import (
     STAGE_DEFAULTS,
     STAGES,
@@ -58,6 +58,7 @@ __all__ = [
     "load_language_model",
     "load_vision_tower",
     "parse_answer",
+    "pope_files",
     "pope_metrics",
     "prepare_conversations",
     "read_conversations",
