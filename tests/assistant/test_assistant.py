@@ -54,13 +54,21 @@ def _projector_by_hand(projector, features):
 
 
 @pytest.mark.parametrize(
-    "layer, strategy",
-    [(-2, "default"), (-1, "full"), (0, "full"), (1, "default"), ([0, -2], "default")],
+    "layer, strategy, differential",
+    [
+        (-2, "default", True),
+        (-2, "default", False),  # the CLIP baseline (standard attention) in DiffCLIP's layout
+        (-1, "full", True),
+        (0, "full", True),
+        (1, "default", True),
+        ([0, -2], "default", True),
+    ],
 )
-def test_projected_features_are_the_projector_on_the_selected_hidden_states(layer, strategy):
+def test_projected_features_are_the_projector_on_the_selected_hidden_states(layer, strategy, differential):
     """LLaVA's image features == the projector applied to what a separately built DiffCLIPVisionModel returns
     (`hidden_states[layer]`, the class token dropped by 'default'); layer 0 failed before the encoder fix."""
-    model, _, diffclip = _assistant(layer, strategy)
+    model, _, diffclip = _assistant(layer, strategy, _diffclip(diff_vision=differential))
+    assert diffclip.config.vision_config.use_differential_attention is differential
     reference = DiffCLIPVisionModel(diffclip.config.vision_config).eval()
     reference.vision_model.load_state_dict(diffclip.vision_model.state_dict())
     pixels = _pixels()
