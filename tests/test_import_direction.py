@@ -21,7 +21,7 @@ LAYER_NAMES = {MODEL: "model files", CORE: "core", TASK: "tasks", COMMAND: "comm
 MODEL_FILES = {"configuration_diffclip", "modeling_diffclip", "image_processing_diffclip", "processing_diffclip"}
 MODEL_FILES |= {"tokenizer_files"}
 CORE_PACKAGES = {"core", "original"}
-TASK_PACKAGES = {"evaluation", "training", "interpret", "search", "demo"}
+TASK_PACKAGES = {"evaluation", "training", "interpret", "search", "demo", "assistant"}
 
 
 def layer(module: str) -> int:
@@ -201,6 +201,8 @@ def test_what_tasks_share_is_defined_once_in_core(shared):
         ("training.cli", COMMAND),
         ("training.__main__", COMMAND),
         ("cli", COMMAND),
+        ("assistant.recipe", TASK),
+        ("assistant.cli", COMMAND),
     ],
 )
 def test_layer_rule(module, expected):

@@ -518,6 +518,9 @@ class DiffCLIPEncoder(nn.Module):
         self, inputs_embeds, attention_mask=None, output_attentions=False, output_hidden_states=False, **kwargs
     ) -> BaseModelOutput:
         hidden_states = inputs_embeds
+        # transformers' LLaVA asks with the index of the layer it selects (or a list of them) in place of True: any
+        # value but None or False asks for the states, layer 0 (the embeddings) included.
+        output_hidden_states = output_hidden_states is not None and output_hidden_states is not False
         all_states = (hidden_states,) if output_hidden_states else None
         all_maps = () if output_attentions else None
         for layer in self.layers:

@@ -173,7 +173,7 @@ def test_bad_suite_files_exit_2_naming_the_valid_names(world, tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     flags = ["--model", models["clip"][0], "--model", models["diffclip"][0], "--output-dir", tmp_path / "out"]
     for task, names, expected in (
-        ("linear_probing", ["pets"], "few_shot, linear_probe, mmvp, ood, retrieval, zeroshot"),
+        ("linear_probing", ["pets"], "few_shot, linear_probe, mmvp, ood, pope, retrieval, zeroshot"),
         ("few_shot", ["pets", "cifar11"], "cifar11"),
     ):
         config = yaml.safe_load(path.read_text())

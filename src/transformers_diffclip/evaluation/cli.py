@@ -326,5 +326,9 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
 
     register_paper_cli(subparsers, tasks)
 
+    from ..assistant.cli import register_pope_cli  # eval pope (a LLaVA assistant's object hallucination)
+
+    register_pope_cli(tasks)
+
 
 __all__ = ["register_cli"]

@@ -203,6 +203,22 @@ def _mmvp(output: dict) -> list[str]:
     return lines + _difference_lines(output, {"correct": "pair accuracy"})
 
 
+def _pope(output: dict) -> list[str]:
+    rows = [
+        [
+            model["name"],
+            split,
+            *[_pct(result[f"pope_{m}"]) for m in ("accuracy", "precision", "recall", "f1")],
+            _pct(result["pope_yes_ratio"]),
+        ]
+        for model in output["models"]
+        for split, result in model["results"].items()
+    ]
+    lines = ["## POPE — the assistants' object hallucination (%)", ""]
+    lines += _table(["assistant", "file", "accuracy", "precision", "recall", "F1", "yes ratio"], rows)
+    return lines + _difference_lines(output, {"correct": "accuracy"})
+
+
 SECTIONS = {
     "linear_probe": _linear_probe,
     "few_shot": _few_shot,
@@ -210,6 +226,7 @@ SECTIONS = {
     "retrieval": _retrieval,
     "ood": _ood,
     "mmvp": _mmvp,
+    "pope": _pope,
 }
 
 

@@ -20,6 +20,10 @@ tasks:
   ood: {reference: imagenet, datasets: [imagenet_v2, imagenet_sketch, imagenet_a, imagenet_r]}
   retrieval: [flickr30k, flickr8k, mscoco]
   mmvp: [mmvp]
+  pope: [pope]               # assistants (below), not models: POPE folders as datasets ({data, image_root})
+assistants:                  # LLaVA assistants written by diffclip-llava, compared on the pope task
+  - {name: CLIP-LLaVA, model: runs/clip-llava}
+  - {name: DiffCLIP-LLaVA, model: runs/diffclip-llava}
 ```
 
 Every image is encoded once per model for the whole suite (the feature cache serves every later task). The suite
@@ -64,7 +68,9 @@ from .significance import (
 )
 
 
-TASKS = ("linear_probe", "few_shot", "zeroshot", "ood", "retrieval", "mmvp")
+TASKS = ("linear_probe", "few_shot", "zeroshot", "ood", "retrieval", "mmvp", "pope")
+# Tasks of the assistants (`assistants:`), not of the dual encoders (`models:`).
+ASSISTANT_TASKS = ("pope",)
 TOP_LEVEL_KEYS = (
     "models",
     "datasets",
@@ -75,6 +81,7 @@ TOP_LEVEL_KEYS = (
     "cache_dir",
     "episodes",
     "probe_max_iter",
+    "assistants",
 )
 
 
@@ -100,6 +107,7 @@ class Suite:
     cache_dir: str | None = None
     source: str = ""
     extra: dict = field(default_factory=dict)
+    assistants: list[ModelEntry] = field(default_factory=list)
 
 
 # A suite file is a few kilobytes; anything far larger is not one.
@@ -194,29 +202,10 @@ def parse_suite(config: Mapping[str, Any], source: str = "the suite file", base:
                 f"{source}: task {task!r} names unknown dataset(s) {', '.join(missing)}; the datasets defined: "
                 f"{_names(datasets) or 'none'}."
             )
-    raw_models = config.get("models") or []
-    if not isinstance(raw_models, list):
-        raise ValueError(f"{source}: 'models' must be a list of {{name, model}} entries, got {shown(raw_models)}.")
-    models = []
-    for number, entry in enumerate(raw_models):
-        if isinstance(entry, str):
-            entry = {"model": entry}
-        if not isinstance(entry, Mapping) or "model" not in entry:
-            raise ValueError(f"{source}: models[{number}] needs a 'model' (folder or Hub id).")
-        allowed = {"name", "model", "revision", "published"}
-        if set(entry) - allowed:
-            unknown_keys = _names(shown(k) for k in set(entry) - allowed)
-            raise ValueError(f"{source}: models[{number}] has unknown key(s) {unknown_keys}.")
-        for key in allowed:
-            _text(source, f"models[{number}].{key}", entry.get(key))
-        models.append(
-            ModelEntry(
-                str(entry.get("name") or entry["model"]),
-                _from_folder(entry["model"], base),
-                entry.get("revision"),
-                _from_folder(entry.get("published"), base),
-            )
-        )
+    models = _model_entries(config, "models", source, base)
+    assistants = _model_entries(config, "assistants", source, base)
+    if "pope" in checked and not assistants:
+        raise ValueError(f"{source}: task 'pope' compares assistants: name them under 'assistants'.")
     feature_kind = config.get("feature_kind", "pre_projection")
     if feature_kind not in FEATURE_KINDS:
         raise ValueError(f"{source}: unknown feature_kind {shown(feature_kind)}; valid: {_names(FEATURE_KINDS)}.")
@@ -237,6 +226,7 @@ def parse_suite(config: Mapping[str, Any], source: str = "the suite file", base:
         bootstrap_seed=_integer(source, "bootstrap.seed", bootstrap.get("seed", 0), 0, 2**63 - 1),
         cache_dir=_from_folder(_text(source, "cache_dir", config.get("cache_dir")), base),
         source=source,
+        assistants=assistants,
     )
     return suite
 
@@ -261,6 +251,34 @@ def shown_yaml_error(error: Exception) -> str:
     """A YAML error on one bounded line."""
     text = " ".join(str(error).split())
     return text if len(text) <= 300 else text[:297] + "..."
+
+
+def _model_entries(config: Mapping[str, Any], key: str, source: str, base: Path | None) -> list[ModelEntry]:
+    """The `models:` (or `assistants:`) entries of a suite file: typed, their paths taken from the file's folder."""
+    entries = config.get(key) or []
+    if not isinstance(entries, list):
+        raise ValueError(f"{source}: '{key}' must be a list of {{name, model}} entries, got {shown(entries)}.")
+    models = []
+    for number, entry in enumerate(entries):
+        if isinstance(entry, str):
+            entry = {"model": entry}
+        if not isinstance(entry, Mapping) or "model" not in entry:
+            raise ValueError(f"{source}: {key}[{number}] needs a 'model' (folder or Hub id).")
+        allowed = {"name", "model", "revision", "published"}
+        if set(entry) - allowed:
+            unknown_keys = _names(shown(k) for k in set(entry) - allowed)
+            raise ValueError(f"{source}: {key}[{number}] has unknown key(s) {unknown_keys}.")
+        for field_name in allowed:
+            _text(source, f"{key}[{number}].{field_name}", entry.get(field_name))
+        models.append(
+            ModelEntry(
+                str(entry.get("name") or entry["model"]),
+                _from_folder(entry["model"], base),
+                entry.get("revision"),
+                _from_folder(entry.get("published"), base),
+            )
+        )
+    return models
 
 
 def load_suite(path: str | os.PathLike) -> Suite:
@@ -319,6 +337,7 @@ TASK_NEEDS = {
     "ood": (("test",), "classification"),
     "retrieval": (("test",), "retrieval"),
     "mmvp": (("test",), "mmvp"),
+    "pope": ((), "pope"),  # a POPE folder: its three question files (assistant.pope_files)
 }
 
 
@@ -328,7 +347,12 @@ def check_datasets(suite: Suite) -> None:
         names = [value["reference"], *value["datasets"]] if task == "ood" else value
         splits, kind = TASK_NEEDS[task]
         for name in names:
-            suite.datasets[name].check(splits, kind)
+            if task == "pope":
+                from ..assistant import pope_files
+
+                pope_files(suite.datasets[name].data)
+            else:
+                suite.datasets[name].check(splits, kind)
 
 
 def run_suite(
@@ -341,10 +365,13 @@ def run_suite(
     probe_device: str | None = None,
     charts: bool = True,
     text_batch_size: int = 256,
+    load_assistant: Callable[[ModelEntry], tuple[torch.nn.Module, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Run every task of `suite` for every model (loaded one at a time by `load_model`), then write the task
+    """Run every task of `suite` for every model (loaded one at a time by `load_model`; the assistants of the
+    `pope` task by `load_assistant`, default: `assistant.load_assistant` on CUDA when available), then write the task
     JSONs, `report.md` and the charts into `output_dir`. Returns `{task: the task's JSON}`."""
-    if len(suite.models) < 1:
+    model_tasks = [task for task in suite.tasks if task not in ASSISTANT_TASKS]
+    if model_tasks and len(suite.models) < 1:
         raise ValueError("The suite has no model: name them in the file's 'models' or with --model.")
     if charts and importlib.util.find_spec("matplotlib") is None:  # fail before hours of encoding, not after
         raise OSError("The suite's charts need matplotlib: pip install 'transformers-diffclip[eval]'.")
@@ -353,12 +380,14 @@ def run_suite(
     cache = FeatureCache(suite.cache_dir or default_cache_dir())
     results: dict[str, dict] = {task: {} for task in suite.tasks}
     samples: dict[str, dict] = {task: {} for task in suite.tasks}
-    for entry in suite.models:
+    for entry in suite.models if model_tasks else []:
         model, processor = load_model(entry)
         run = ModelRun(
             model, processor, entry.model, entry.revision, cache, batch_size, text_batch_size, num_workers, progress
         )
         for task, value in suite.tasks.items():
+            if task in ASSISTANT_TASKS:
+                continue
             per_dataset, per_samples = {}, {}
             if task == "ood":
                 report, sample = run_ood(
@@ -384,10 +413,13 @@ def run_suite(
             results[task][entry.name] = per_dataset
             samples[task][entry.name] = per_samples
         del model, processor, run
+    if "pope" in suite.tasks:
+        results["pope"], samples["pope"] = _run_pope(suite, load_assistant, batch_size)
     outputs = {}
     for task in suite.tasks:
+        entries = suite.assistants if task in ASSISTANT_TASKS else suite.models
         comparisons = []
-        names = [m.name for m in suite.models]
+        names = [m.name for m in entries]
         for i, first in enumerate(names):
             for second in names[i + 1 :]:
                 per = {}
@@ -407,7 +439,7 @@ def run_suite(
                     "published": m.published,
                     "results": results[task][m.name],
                 }
-                for m in suite.models
+                for m in entries
             ],
             "comparisons": comparisons,
             "bootstrap": {"resamples": suite.resamples, "seed": suite.bootstrap_seed, "confidence": 0.95},
@@ -424,6 +456,44 @@ def run_suite(
         [str(output_dir / f"{t}.json") for t in suite.tasks] + chart_files + [str(output_dir / "report.md")]
     )
     return outputs
+
+
+def _run_pope(suite: Suite, load_assistant, batch_size: int) -> tuple[dict, dict]:
+    """Every assistant on every POPE dataset: `{name: {"<dataset>/<split>": report}}` and, per split, whether each
+    answer is right (`correct`, for the paired bootstrap and McNemar test)."""
+    from ..assistant import evaluate_pope
+    from ..assistant import load_assistant as load_saved_assistant
+    from ..core.loading import resolve_device
+
+    results, samples = {}, {}
+    for entry in suite.assistants:
+        if load_assistant is not None:
+            model, processor = load_assistant(entry)
+        else:
+            model, processor = load_saved_assistant(entry.model)
+            model = model.to(resolve_device(None)).eval()
+        results[entry.name], samples[entry.name] = {}, {}
+        for name in suite.tasks["pope"]:
+            spec = suite.datasets[name]
+            report = evaluate_pope(model, processor, spec.data, spec.image_root, batch_size=min(batch_size, 16))
+            labels = {q["question_id"]: q["label"] for q in _pope_labels(spec.data)}
+            for split, result in report.items():
+                key = f"{name}/{split}"
+                results[entry.name][key] = result
+                correct = [answer["answer"] == labels[split, answer["question_id"]] for answer in result["answers"]]
+                samples[entry.name][key] = {"correct": torch.tensor(correct)}
+        del model, processor
+    return results, samples
+
+
+def _pope_labels(data: str) -> list[dict]:
+    from ..assistant import pope_files, read_pope_file
+
+    return [
+        {"question_id": (split, row["question_id"]), "label": row["label"]}
+        for split, file in pope_files(data).items()
+        for row in read_pope_file(file)
+    ]
 
 
 __all__ = [

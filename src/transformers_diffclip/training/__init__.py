@@ -58,6 +58,7 @@ from .run import (
     load_image_caption_splits,
     load_model_and_processor,
     run,
+    save_final_model,
 )
 from .schedule import get_original_schedule, original_learning_rate
 from .shards import ImageTextShards, ShardLoader, StreamCountsCallback, expand_shards
@@ -98,5 +99,6 @@ __all__ = [
     "random_resized_crop_box",
     "retrieval_ranks",
     "run",
+    "save_final_model",
     "split_batch",
 ]
