@@ -10,6 +10,7 @@ the CPU and float32: the arrays going in and out of the graphs.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -101,11 +102,19 @@ class OnnxDualEncoder(nn.Module):
         self.providers = execution_providers(device)
         self.vision_session = _session(graph_file(self.folder, "vision", precision), self.providers)
         self.text_session = _session(graph_file(self.folder, "text", precision), self.providers)
+        self._graph_sha256 = None
 
     @property
     def backend(self) -> dict:
-        """What a cache or an index records about the encoder: `{"backend": "onnx", "precision": ...}`."""
-        return {"backend": "onnx", "precision": self.precision}
+        """What a feature cache or an index records about the encoder: `{"backend": "onnx", "precision",
+        "graph_sha256"}` (the hash of the vision graph: what made the image embeddings)."""
+        if self._graph_sha256 is None:
+            digest = hashlib.sha256()
+            with open(graph_file(self.folder, "vision", self.precision), "rb") as file:
+                for block in iter(lambda: file.read(1 << 20), b""):
+                    digest.update(block)
+            self._graph_sha256 = digest.hexdigest()
+        return {"backend": "onnx", "precision": self.precision, "graph_sha256": self._graph_sha256}
 
     def run_vision(self, pixel_values: torch.Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """`(image_embeds, pooler_output)` of a batch of pixel values."""
