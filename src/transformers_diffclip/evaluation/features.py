@@ -69,7 +69,7 @@ def image_features(model: torch.nn.Module, pixel_values: torch.Tensor) -> dict[s
     pixel_values = pixel_values.to(device=device, dtype=dtype)
     vision, projection = getattr(model, "vision_model", None), getattr(model, "visual_projection", None)
     if hasattr(model, "run_vision"):  # the ONNX backend (export/): its vision graph gives both
-        pooled, projected = (torch.from_numpy(array) for array in model.run_vision(pixel_values))
+        projected, pooled = (torch.from_numpy(array) for array in model.run_vision(pixel_values))
     elif vision is not None and isinstance(projection, torch.nn.Module):
         pooled = vision(pixel_values=pixel_values).pooler_output
         projected = projection(pooled)
