@@ -194,7 +194,9 @@ def quantize_int8(source: str | os.PathLike, target: str | os.PathLike) -> Path:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     with _quiet_exporter():
-        quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
+        quantize_dynamic(
+            str(source), str(target), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"]
+        )
     return Path(target)
 
 

@@ -137,7 +137,8 @@ class OnnxDualEncoder(nn.Module):
             input_ids = input_ids[None]
         mask = np.ones_like(input_ids) if attention_mask is None else _numpy(attention_mask).astype(np.int64)
         (text_embeds,) = self.text_session.run(
-            ["text_embeds"], {"input_ids": input_ids, "attention_mask": np.ascontiguousarray(mask).reshape(input_ids.shape)}
+            ["text_embeds"],
+            {"input_ids": input_ids, "attention_mask": np.ascontiguousarray(mask).reshape(input_ids.shape)},
         )
         return torch.from_numpy(text_embeds)
 

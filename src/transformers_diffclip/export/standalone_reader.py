@@ -45,8 +45,12 @@ class ExportedCLIP:
         self.image_config = json.loads((self.folder / "preprocessor_config.json").read_text(encoding="utf-8"))
         suffix = GRAPH_SUFFIXES[precision]
         providers = ["CPUExecutionProvider"]
-        self.vision = onnxruntime.InferenceSession(str(self.folder / "onnx" / f"vision_model{suffix}.onnx"), providers=providers)
-        self.text = onnxruntime.InferenceSession(str(self.folder / "onnx" / f"text_model{suffix}.onnx"), providers=providers)
+        self.vision = onnxruntime.InferenceSession(
+            str(self.folder / "onnx" / f"vision_model{suffix}.onnx"), providers=providers
+        )
+        self.text = onnxruntime.InferenceSession(
+            str(self.folder / "onnx" / f"text_model{suffix}.onnx"), providers=providers
+        )
         self.tokenizer = Tokenizer.from_file(str(self.folder / "tokenizer.json"))
         self.tokenizer.no_padding()
         self.tokenizer.enable_truncation(self.config["max_text_length"])

@@ -92,7 +92,9 @@ def validate_precision(encoder: OnnxDualEncoder, processor, reference: dict, pix
     tokenizer = tokenizer_of(processor)
     image_embeds, pooled = encoder.run_vision(pixel_values)
     text_embeds = encode_texts(encoder, tokenizer, captions).numpy()
-    classifier = ZeroShotClassifier.from_model(encoder, processor, reference["classifier"].labels, reference["classifier"].templates)
+    classifier = ZeroShotClassifier.from_model(
+        encoder, processor, reference["classifier"].labels, reference["classifier"].templates
+    )
     want = reference["classifier"].logits(torch.from_numpy(reference["image_embeds"])).argmax(-1)
     got = classifier.logits(torch.from_numpy(image_embeds)).argmax(-1)
     agreement = float((want == got).float().mean())
@@ -137,7 +139,9 @@ def validate_export(
     """Check each precision's graphs in `folder` against `model`; returns `(report, problems)`, `problems` naming
     every figure below its threshold (empty: the export passes)."""
     images, captions, labels, template = validation_set()
-    pixel_values = image_processor_of(processor)(images=list(images.values()), return_tensors="pt")["pixel_values"].float()
+    pixel_values = image_processor_of(processor)(images=list(images.values()), return_tensors="pt")[
+        "pixel_values"
+    ].float()
     reference = _torch_reference(model, processor, pixel_values, captions, labels, template)
     report = {
         "photographs": list(images),
@@ -158,4 +162,12 @@ def validate_export(
     return report, problems
 
 
-__all__ = ["PHOTOS_FOLDER", "THRESHOLDS", "compare", "failures", "validate_export", "validate_precision", "validation_set"]
+__all__ = [
+    "PHOTOS_FOLDER",
+    "THRESHOLDS",
+    "compare",
+    "failures",
+    "validate_export",
+    "validate_precision",
+    "validation_set",
+]
