@@ -240,6 +240,34 @@ def test_embed_backend_onnx_matches_torch_and_the_cache_refuses_a_mix(exported, 
     assert "computed for another backend" in done.stderr and len(done.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
+def test_index_and_search_backend_onnx_match_torch_and_refuse_a_mix(exported, diffclip_folder, tmp_path):
+    pytest.importorskip("faiss", reason="faiss-cpu is not installed (the `search` extra)")
+    pytest.importorskip("pyarrow", reason="pyarrow is not installed (the `search` extra)")
+    results = {}
+    for backend, model in (("torch", diffclip_folder), ("onnx", exported)):
+        index = tmp_path / f"index-{backend}"
+        flags = ["--backend", backend, "--device", "cpu"]
+        done = _command("index", "--model", str(model), "--data", str(PHOTOS), "--output", str(index), "--no-progress",
+                        *flags)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        done = _command("search", "--index", str(index), "--text", "a pink flower", "--top-k", "6", "--json", *flags)
+        assert done.returncode == 0, done.stderr
+        results[backend] = json.loads(done.stdout)
+    assert [hit["path"] for hit in results["onnx"]] == [hit["path"] for hit in results["torch"]]
+    for got, want in zip(results["onnx"], results["torch"]):
+        assert got["score"] == pytest.approx(want["score"], abs=1e-4)
+    mixed = [
+        ["--index", str(tmp_path / "index-onnx"), "--backend", "onnx", "--onnx-precision", "int8"],
+        ["--index", str(tmp_path / "index-onnx"), "--model", str(diffclip_folder), "--device", "cpu"],
+    ]
+    for flags in mixed:
+        done = _command("search", *flags, "--text", "a flower")
+        assert done.returncode == 2, done.stderr
+        error = done.stderr.strip().splitlines()[-1]  # after the weights' loading bar
+        assert error.startswith("diffclip search: error:") and "was made with the onnx fp32 backend" in error
+
+
 # --------------------------------------------------------------------------------------------------
 # Without torch
 # --------------------------------------------------------------------------------------------------

@@ -176,6 +176,21 @@ def backend_of(model: nn.Module) -> dict:
     return {"backend": "torch", "precision": str(dtype).removeprefix("torch.")}
 
 
+def check_same_backend(recorded: dict | None, model: nn.Module, what: str) -> None:
+    """Refuse to mix backends or precisions in one store (`what`, e.g. "The index in DIR"): `recorded` is the
+    `backend` entry it was made with (`None`: torch), compared by backend and precision."""
+    have = {key: (recorded or {}).get(key) for key in ("backend", "precision")} if recorded else None
+    now = getattr(model, "backend", None)
+    want = {key: now.get(key) for key in ("backend", "precision")} if now else None
+    if have != want:
+        made = "torch" if have is None else f"onnx {have['precision']}"
+        asked = "torch" if want is None else f"onnx {want['precision']}"
+        raise ValueError(
+            f"{what} was made with the {made} backend, not {asked}; use the same --backend and --onnx-precision, "
+            "or another folder."
+        )
+
+
 def add_backend_arguments(parser) -> None:
     """`--backend torch|onnx` and `--onnx-precision fp32|int8|fp16`."""
     parser.add_argument(
@@ -222,6 +237,7 @@ __all__ = [
     "OnnxDualEncoder",
     "add_backend_arguments",
     "backend_of",
+    "check_same_backend",
     "execution_providers",
     "load_backend_model_and_processor",
     "load_onnx_model_and_processor",

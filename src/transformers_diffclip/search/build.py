@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from ..core.distributed import rank_world
 from ..core.loading import load_model_and_processor
+from ..export.runtime import check_same_backend
 from .embed import embed_items, probe_embedding
 from .index import DEFAULT_EXACT_BELOW, SearchIndex, build_faiss_index, read_faiss_index, write_faiss_index
 from .sources import list_images
@@ -127,6 +128,7 @@ def build_index(
     manifest = read_manifest(folder)
     if manifest is not None:
         check_compatible(manifest, name, "image", dim, probe, folder)
+        check_same_backend(manifest.get("backend"), network, f"The index in {folder}")
     elif rank == 0:
         manifest = {
             "format": FORMAT,
@@ -138,6 +140,7 @@ def build_index(
             "embedding_description": EMBEDDING_KINDS["image"],
             "dim": dim,
             "probe": [float(x) for x in probe],
+            "backend": getattr(network, "backend", None),  # the ONNX backend's {backend, precision, ...}; torch: None
             "count": 0,
             "shards": [],
             "index": None,

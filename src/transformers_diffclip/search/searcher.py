@@ -13,6 +13,7 @@ from PIL import Image
 
 from ..core.images import open_image
 from ..core.loading import load_model_and_processor
+from ..export.runtime import check_same_backend
 from .embed import embed_images, embed_text, probe_embedding
 from .index import SearchHit, SearchIndex
 from .store import check_compatible
@@ -55,6 +56,7 @@ class Searcher:
             )
         self.model, self.processor = loaded
         check_compatible(manifest, name, "image", self.index.dim, probe_embedding(*loaded), self.index.folder)
+        check_same_backend(manifest.get("backend"), self.model, f"The index in {self.index.folder}")
 
     def search_text(self, text: str, top_k: int = 10) -> list[SearchHit]:
         """The `top_k` images closest to the text (embedded as given, without a prompt template)."""
