@@ -69,7 +69,8 @@ def main() -> None:
     pixels = photo_pixels[torch.arange(args.image_batch) % len(photo_pixels)]
     lengths = [7, 8, 9, 9, 8, 8, 9, 8]
     input_ids = random_ids(args.text_batch, lengths)
-    attention_mask = (torch.arange(input_ids.shape[1])[None] < torch.tensor(lengths * 8)[: args.text_batch, None]).long()
+    row_lengths = torch.tensor([lengths[row % len(lengths)] for row in range(args.text_batch)])
+    attention_mask = (torch.arange(input_ids.shape[1])[None] < row_lengths[:, None]).long()
     classes_ids = random_ids(8, lengths, seed=5)
     classes_mask = (torch.arange(classes_ids.shape[1])[None] < torch.tensor(lengths)[:, None]).long()
 
