@@ -17,7 +17,6 @@ def _run_export_onnx(args: argparse.Namespace) -> int:
         args.output,
         quantize=args.quantize,
         fp16=args.fp16,
-        web=args.web,
         overwrite=args.overwrite,
         attention=args.attention,
         revision=args.revision,
@@ -54,7 +53,6 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
         "--quantize", choices=("int8",), help="also write *_quantized.onnx (dynamic int8, onnxruntime's quantizer)"
     )
     onnx.add_argument("--fp16", action="store_true", help="also write *_fp16.onnx (float16 weights and compute)")
-    onnx.add_argument("--web", action="store_true", help="also copy the browser page (web/) beside the model")
     onnx.add_argument(
         "--attention",
         choices=ATTENTION_PATHS,

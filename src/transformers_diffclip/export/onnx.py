@@ -8,7 +8,6 @@ DIR/
   export_report.json      the validation (see `validation.py`)
   onnx/vision_model.onnx, onnx/text_model.onnx            float32
   onnx/*_quantized.onnx (--quantize int8), onnx/*_fp16.onnx (--fp16)
-  web/                    (--web) the browser page and its runtime files
 ```
 
 The folder is written whole into a temporary sibling and moved into place only when every graph passes its
@@ -90,7 +89,6 @@ def export_onnx(
     output_dir: str | os.PathLike,
     quantize: str | None = None,
     fp16: bool = False,
-    web: bool = False,
     overwrite: bool = False,
     attention: str = "eager",
     opset: int = ONNX_OPSET,
@@ -128,10 +126,6 @@ def export_onnx(
             **validation,
         )
         write_json(folder / EXPORT_REPORT_NAME, report)
-        if web:
-            from .web import copy_web_page
-
-            copy_web_page(folder)
 
     atomic_directory(output_dir, write)
     return report
