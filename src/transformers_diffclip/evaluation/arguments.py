@@ -34,7 +34,7 @@ def load_model_from_args(args: argparse.Namespace, model: str | None = None, rev
     if model is None:
         model, revision = args.model, args.revision
     if getattr(args, "backend", "torch") == "onnx":  # an exported folder run by ONNX Runtime (export/)
-        from ..export.runtime import load_backend_model_and_processor
+        from ..export import load_backend_model_and_processor
 
         return load_backend_model_and_processor(model, "onnx", args.onnx_precision, args.device, args.dtype)
     return load_model_and_processor(

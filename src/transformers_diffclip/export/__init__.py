@@ -4,7 +4,16 @@ run with `--backend onnx`. See docs/deployment.md."""
 
 from .graphs import ONNX_OPSET, PRECISIONS, graph_file
 from .onnx import export_onnx
-from .runtime import EXPORT_CONFIG_NAME, EXPORT_REPORT_NAME, OnnxDualEncoder, load_onnx_model_and_processor
+from .runtime import (
+    EXPORT_CONFIG_NAME,
+    EXPORT_REPORT_NAME,
+    OnnxDualEncoder,
+    add_backend_arguments,
+    backend_of,
+    check_same_backend,
+    load_backend_model_and_processor,
+    load_onnx_model_and_processor,
+)
 
 
 __all__ = [
@@ -13,7 +22,11 @@ __all__ = [
     "ONNX_OPSET",
     "OnnxDualEncoder",
     "PRECISIONS",
+    "add_backend_arguments",
+    "backend_of",
+    "check_same_backend",
     "export_onnx",
     "graph_file",
+    "load_backend_model_and_processor",
     "load_onnx_model_and_processor",
 ]

@@ -22,8 +22,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..core.loading import image_processor_of, tokenizer_of
-from ..evaluation.classifier import ZeroShotClassifier
-from ..evaluation.encoding import encode_pixel_values, encode_texts
+from ..evaluation import ZeroShotClassifier, encode_pixel_values, encode_texts
 from .graphs import graph_file
 from .runtime import OnnxDualEncoder
 

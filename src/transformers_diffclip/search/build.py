@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from ..core.distributed import rank_world
 from ..core.loading import load_model_and_processor
-from ..export.runtime import check_same_backend
+from ..export import check_same_backend
 from .embed import embed_items, probe_embedding
 from .index import DEFAULT_EXACT_BELOW, SearchIndex, build_faiss_index, read_faiss_index, write_faiss_index
 from .sources import list_images

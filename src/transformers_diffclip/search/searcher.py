@@ -13,7 +13,7 @@ from PIL import Image
 
 from ..core.images import open_image
 from ..core.loading import load_model_and_processor
-from ..export.runtime import check_same_backend
+from ..export import check_same_backend
 from .embed import embed_images, embed_text, probe_embedding
 from .index import SearchHit, SearchIndex
 from .store import check_compatible
