@@ -21,7 +21,7 @@ LAYER_NAMES = {MODEL: "model files", CORE: "core", TASK: "tasks", COMMAND: "comm
 MODEL_FILES = {"configuration_diffclip", "modeling_diffclip", "image_processing_diffclip", "processing_diffclip"}
 MODEL_FILES |= {"tokenizer_files"}
 CORE_PACKAGES = {"core", "original"}
-TASK_PACKAGES = {"evaluation", "training", "interpret", "search", "demo", "assistant"}
+TASK_PACKAGES = {"evaluation", "training", "interpret", "search", "demo", "assistant", "export"}
 
 
 def layer(module: str) -> int:

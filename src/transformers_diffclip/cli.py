@@ -10,7 +10,7 @@ from .core.errors import DEBUG_ENV, DEBUG_FLAG, run_command
 
 
 # Modules that contribute subcommands, in the order `diffclip --help` lists them.
-_SUBCOMMAND_MODULES = ("evaluation.cli", "interpret.cli", "search.cli", "demo.cli")
+_SUBCOMMAND_MODULES = ("evaluation.cli", "interpret.cli", "search.cli", "demo.cli", "export.cli")
 
 
 def build_parser() -> argparse.ArgumentParser:

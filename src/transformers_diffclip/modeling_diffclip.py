@@ -645,7 +645,7 @@ class DiffCLIPTextTransformer(nn.Module):
         input_ids = input_ids.to(last_hidden_state.device)
         is_eos = input_ids == self.config.eos_token_id
         pool_index = torch.where(is_eos.any(dim=-1), is_eos.int().argmax(dim=-1), input_ids.argmax(dim=-1))
-        pooled_output = last_hidden_state[torch.arange(len(pool_index), device=pool_index.device), pool_index]
+        pooled_output = last_hidden_state[torch.arange(pool_index.shape[0], device=pool_index.device), pool_index]
         return BaseModelOutputWithPooling(
             last_hidden_state, pooled_output, hidden_states=encoded.hidden_states, attentions=encoded.attentions
         )

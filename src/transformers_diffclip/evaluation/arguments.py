@@ -33,6 +33,10 @@ def load_model_from_args(args: argparse.Namespace, model: str | None = None, rev
         transformers_logging.disable_progress_bar()
     if model is None:
         model, revision = args.model, args.revision
+    if getattr(args, "backend", "torch") == "onnx":  # an exported folder run by ONNX Runtime (export/)
+        from ..export import load_backend_model_and_processor
+
+        return load_backend_model_and_processor(model, "onnx", args.onnx_precision, args.device, args.dtype)
     return load_model_and_processor(
         model, args.device, args.dtype, revision=revision, trust_remote_code=args.trust_remote_code
     )

@@ -12,6 +12,7 @@ from ..core.files import check_output_file, json_text, write_json
 from ..core.images import check_image_sources
 from ..core.loading import add_model_arguments
 from ..core.text_files import check_templates, load_class_names, load_templates
+from ..export.runtime import add_backend_arguments
 from .arguments import add_runtime_arguments, load_model_from_args
 from .classifier import ZeroShotClassifier
 from .features import FeatureCache
@@ -274,6 +275,7 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     )
     add_model_arguments(parser)
     add_runtime_arguments(parser, default_batch_size=32)
+    add_backend_arguments(parser)
     parser.set_defaults(func=_run_zero_shot)
 
     evaluation = subparsers.add_parser("eval", help="zero-shot accuracy and retrieval recall on a dataset")

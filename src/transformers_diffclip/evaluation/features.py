@@ -57,6 +57,7 @@ MANIFEST_FIELDS = (
     "dataset",
     "split",
     "fingerprint",
+    "backend",
 )
 
 
@@ -72,7 +73,9 @@ def image_features(model: torch.nn.Module, pixel_values: torch.Tensor) -> dict[s
     device, dtype = model_device_dtype(model)
     pixel_values = pixel_values.to(device=device, dtype=dtype)
     vision, projection = getattr(model, "vision_model", None), getattr(model, "visual_projection", None)
-    if vision is not None and isinstance(projection, torch.nn.Module):
+    if hasattr(model, "run_vision"):  # the ONNX backend (export/): its vision graph gives both
+        projected, pooled = (torch.from_numpy(array) for array in model.run_vision(pixel_values))
+    elif vision is not None and isinstance(projection, torch.nn.Module):
         pooled = vision(pixel_values=pixel_values).pooler_output
         projected = projection(pooled)
     else:
@@ -111,6 +114,8 @@ def feature_manifest(model, processor, model_name: str, revision: str | None, sp
         "dataset": split.dataset,
         "split": split.split,
         "fingerprint": split.fingerprint,
+        # the ONNX backend's {"backend", "precision", "graph_sha256"}; absent (as in older caches) for torch
+        "backend": getattr(model, "backend", None),
     }
 
 

@@ -12,6 +12,7 @@ from ..core.distributed import process_device, process_group, rank_world
 from ..core.errors import positive_int
 from ..core.files import atomic_write_bytes, check_output_file, write_json
 from ..core.loading import add_model_arguments
+from ..export.runtime import add_backend_arguments
 from .arguments import add_runtime_arguments, load_model_from_args
 from .datasets import open_split
 from .features import FEATURE_KINDS, FeatureCache, default_cache_dir, encode_split, manifest_metadata
@@ -288,6 +289,7 @@ def register_cli(subparsers: argparse._SubParsersAction, tasks: argparse._SubPar
     embed.add_argument("--image-root", help="folder of the images of a Karpathy or JSON Lines file")
     embed.add_argument("--output", metavar="FILE.safetensors", help="also write the features here")
     _add_common(embed)
+    add_backend_arguments(embed)
     embed.set_defaults(func=_run_embed)
 
 

@@ -29,6 +29,7 @@ from ..core.distributed import joins_process_group, rank_world
 from ..core.embed_to_disk import ChunkedRows, finish_on_rank_zero, rank_share
 from ..core.images import is_url
 from ..core.loading import load_model_and_processor
+from ..export import check_same_backend
 from .embed import embed_items, probe_embeddings
 from .index import (
     DEFAULT_EXACT_BELOW,
@@ -210,6 +211,7 @@ def _open_manifest(folder: Path, name: str, revision, network, probes, rank: int
         text_checked = check_compatible(manifest, name, "image", probe, probe_text, folder)
         if not text_checked and rank == 0 and name == manifest["model"]:
             manifest["probe_text"] = [float(x) for x in probe_text]  # an older manifest: recorded at the commit
+        check_same_backend(manifest.get("backend"), network, f"The index in {folder}")
     elif rank == 0:
         manifest = {
             "format": FORMAT,
@@ -222,6 +224,7 @@ def _open_manifest(folder: Path, name: str, revision, network, probes, rank: int
             "dim": int(probe.shape[0]),
             "probe": [float(x) for x in probe],
             "probe_text": [float(x) for x in probe_text],
+            "backend": getattr(network, "backend", None),  # the ONNX backend's {backend, precision, ...}; torch: None
             "count": 0,
             "shards": [],
             "index": None,

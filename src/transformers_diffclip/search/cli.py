@@ -8,6 +8,7 @@ import argparse
 from ..core.errors import positive_int
 from ..core.files import json_text
 from ..core.loading import DTYPES, add_model_arguments
+from ..export.runtime import add_backend_arguments, load_backend_model_and_processor
 from .index import DEFAULT_EXACT_BELOW
 
 
@@ -32,6 +33,13 @@ def _loader_options(args: argparse.Namespace) -> dict:
     }
 
 
+def _onnx_loaded(args: argparse.Namespace, model: str):
+    """The ONNX Runtime encoder and processor of `--backend onnx` (`None` for torch: the library loads the model)."""
+    if args.backend != "onnx":
+        return None
+    return load_backend_model_and_processor(model, "onnx", args.onnx_precision, args.device, args.dtype)
+
+
 def _run_index(args: argparse.Namespace) -> int:
     _search_extra()
     from .build import build_index
@@ -52,6 +60,7 @@ def _run_index(args: argparse.Namespace) -> int:
         factory=args.factory,
         rebuild=args.rebuild,
         progress=not args.no_progress,
+        loaded=_onnx_loaded(args, args.model),
     )
     if index is None:  # a process other than the first of a distributed run
         return 0
@@ -67,7 +76,14 @@ def _run_search(args: argparse.Namespace) -> int:
     _search_extra()
     from .searcher import Searcher
 
-    searcher = Searcher(args.index, args.model, **_loader_options(args))
+    loaded = None
+    if args.backend == "onnx":
+        from .index import SearchIndex
+
+        index = SearchIndex(args.index)
+        loaded = _onnx_loaded(args, args.model or index.manifest["model"])
+        args.index, args.model = index, args.model or index.manifest["model"]
+    searcher = Searcher(args.index, args.model, **_loader_options(args), loaded=loaded)
     if args.text is not None:
         hits = searcher.search_text(args.text, args.top_k)
     else:
@@ -121,6 +137,7 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
         "--rebuild", action="store_true", help="build the FAISS index anew instead of adding new images to it"
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
+    add_backend_arguments(parser)
     parser.set_defaults(func=_run_index)
 
     search = subparsers.add_parser(
@@ -139,4 +156,5 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     search.add_argument("--revision", help="Hub branch, tag or commit of --model")
     search.add_argument("--trust-remote-code", action="store_true", help="as for the other commands")
     _add_device_arguments(search)
+    add_backend_arguments(search)
     search.set_defaults(func=_run_search)

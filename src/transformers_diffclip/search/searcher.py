@@ -14,6 +14,7 @@ from PIL import Image
 
 from ..core.images import open_image
 from ..core.loading import load_model_and_processor
+from ..export import check_same_backend
 from .embed import embed_images, embed_text, probe_embeddings
 from .index import SearchHit, SearchIndex
 from .store import check_compatible
@@ -63,6 +64,7 @@ class Searcher:
                 "index's model on it once to record it.",
                 file=sys.stderr,
             )
+        check_same_backend(manifest.get("backend"), self.model, f"The index in {self.index.folder}")
 
     def search_text(self, text: str, top_k: int = 10) -> list[SearchHit]:
         """The `top_k` images closest to the text (embedded as given, without a prompt template)."""
