@@ -336,9 +336,11 @@ def test_an_export_below_its_threshold_fails_and_leaves_nothing(diffclip_folder,
     assert not (tmp_path / "out").exists()
 
     monkeypatch.setattr(validation, "THRESHOLDS", strict)
+    capsys.readouterr()
     assert cli.main(["export", "onnx", "--model", str(diffclip_folder), "--output", str(output)]) == 2
-    error = capsys.readouterr().err.strip()
-    assert len(error.splitlines()) == 1 and "fails its validation" in error
+    lines = capsys.readouterr().err.strip().splitlines()  # the weights' loading bar, then the error
+    assert [line for line in lines if "error" in line] == lines[-1:]
+    assert lines[-1].startswith("diffclip export onnx: error:") and "fails its validation" in lines[-1]
     assert not (tmp_path / "out").exists()
 
 
@@ -369,6 +371,7 @@ def test_a_precision_that_was_not_exported_is_refused(diffclip_folder, tmp_path,
     export_onnx(diffclip_folder, output)
     assert sorted(p.name for p in (output / "onnx").iterdir()) == ["text_model.onnx", "vision_model.onnx"]
     argv = ["zero-shot", "--model", str(output), "--backend", "onnx", "--onnx-precision", "int8", "--labels", "a,b"]
+    capsys.readouterr()  # the export's loading bar
     assert cli.main([*argv, _photos()[0]]) == 2
     error = capsys.readouterr().err.strip()
     assert "vision_model_quantized.onnx does not exist" in error and len(error.splitlines()) == 1
