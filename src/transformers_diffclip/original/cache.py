@@ -24,7 +24,7 @@ import re
 import sys
 from pathlib import Path
 
-from .checkpoint import CHECKPOINT_FILENAME, ORIGINAL_REPOS, ConversionError, resolve_checkpoint
+from .checkpoint import CHECKPOINT_FILENAME, ORIGINAL_REPOS, ConversionError
 from .convert import (
     build_processor,
     build_tokenizer_for,
@@ -33,6 +33,7 @@ from .convert import (
     save_converted,
     write_folder_atomically,
 )
+from .download import resolve_checkpoint
 
 
 CACHE_ENV = "DIFFCLIP_CACHE"
