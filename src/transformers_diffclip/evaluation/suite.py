@@ -2,7 +2,7 @@
 """`diffclip eval suite`: the paper's whole evaluation for two or more models from one YAML file.
 
 ```yaml
-models:                      # optional; --model on the command line adds to (or replaces) them
+models:                      # optional; --model on the command line replaces them
   - {name: CLIP, model: hammh0a/ViTB16_CC12M}
   - {name: DiffCLIP, model: hammh0a/DiffCLIP_ViTB16_CC12M, published: hammh0a/DiffCLIP_ViTB16_CC12M}
 feature_kind: pre_projection # linear probe and few-shot features (or projected)
