@@ -34,8 +34,7 @@ from PIL import Image
 
 from ..core.images import IMAGE_EXTENSIONS, image_key, open_image, scan_images
 from ..core.text_files import load_class_names, read_text, read_text_lines
-from .data import find_image_folder, read_retrieval_jsonl
-from .data import image_batches as source_batches
+from .data import find_image_folder, image_loader, read_retrieval_jsonl
 
 
 WDS_IMAGE_KEYS = ("webp", "png", "jpg", "jpeg")
@@ -475,7 +474,7 @@ def image_batches(
     if split.sources is not None:
         sources = split.sources[rank::world][start:]
         targets = split.targets[rank::world][start:]
-        for pixel_values, rows in source_batches(sources, image_processor, None, batch_size, num_workers):
+        for pixel_values, rows in image_loader(sources, image_processor, None, batch_size, num_workers):
             yield pixel_values, [targets[row] for row in rows.tolist()]
         return
     if num_workers == 0:

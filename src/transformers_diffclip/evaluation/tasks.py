@@ -12,7 +12,7 @@ import torch
 
 from ..core.loading import image_processor_of, tokenizer_of
 from .classifier import ZeroShotClassifier
-from .data import ImageFolderData, RetrievalData, find_image_folder, image_batches, read_retrieval_jsonl
+from .data import ImageFolderData, RetrievalData, find_image_folder, image_loader, read_retrieval_jsonl
 from .encoding import encode_pixel_values, encode_texts, progress_bar
 from .labels import DEFAULT_TEMPLATE
 from .metrics import (
@@ -54,7 +54,7 @@ def evaluate_zero_shot(
     order = torch.tensor(classifier.class_order(data.labels, source="the data's label set"))
     paths = [path for path, _ in data.samples]
     targets = [data.folder_classes[folder] for _, folder in data.samples]
-    loader = image_batches(
+    loader = image_loader(
         paths, image_processor_of(processor), targets, batch_size=batch_size, num_workers=num_workers
     )
     ranks, truth, non_finite = [], [], 0
@@ -102,7 +102,7 @@ def evaluate_retrieval(
         progress=progress,
         description="captions",
     )
-    loader = image_batches(data.images, image_processor_of(processor), batch_size=batch_size, num_workers=num_workers)
+    loader = image_loader(data.images, image_processor_of(processor), batch_size=batch_size, num_workers=num_workers)
     image_embeds = [
         encode_pixel_values(model, pixel_values).cpu()
         for pixel_values, _ in progress_bar(loader, progress, desc="Encoding images", unit="batch")

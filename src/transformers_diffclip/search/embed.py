@@ -15,7 +15,7 @@ from ..evaluation import encode_pixel_values, encode_texts
 from .sources import open_item
 
 
-def probe_image() -> Image.Image:
+def fingerprint_image() -> Image.Image:
     """A fixed 64×64 RGB test pattern (smooth gradients and a square): its embedding tells models apart."""
     y, x = np.mgrid[0:64, 0:64].astype(np.float32)
     red, green = x * 4, y * 4
@@ -34,7 +34,7 @@ def embed_images(model, processor, images: Sequence[Image.Image]) -> np.ndarray:
 
 
 def probe_embedding(model, processor) -> np.ndarray:
-    return embed_images(model, processor, [probe_image()])[0]
+    return embed_images(model, processor, [fingerprint_image()])[0]
 
 
 def embed_text(model, processor, texts: Sequence[str]) -> np.ndarray:
@@ -90,4 +90,4 @@ def embed_items(
         yield positions, embeddings, failed
 
 
-__all__ = ["embed_images", "embed_items", "embed_text", "probe_embedding", "probe_image"]
+__all__ = ["embed_images", "embed_items", "embed_text", "fingerprint_image", "probe_embedding"]

@@ -43,7 +43,7 @@ from .losses import (
     compute_retrieval_metrics,
     distributed_contrastive_loss,
     gather_with_grad,
-    retrieval_ranks,
+    in_batch_retrieval_ranks,
     split_batch,
 )
 from .run import (
@@ -51,7 +51,7 @@ from .run import (
     DataTrainingArguments,
     ModelArguments,
     load_image_caption_splits,
-    load_model_and_processor,
+    load_training_model_and_processor,
     run,
 )
 from .shards import ImageTextShards, ShardLoader, StreamCountsCallback, expand_shards
@@ -95,12 +95,12 @@ __all__ = [
     "gathered_loss_hook",
     "get_original_schedule",
     "load_image_caption_splits",
-    "load_model_and_processor",
+    "load_training_model_and_processor",
     "make_logit_scale_shardable",
     "original_learning_rate",
     "prepare_image_caption_dataset",
     "random_resized_crop_box",
-    "retrieval_ranks",
+    "in_batch_retrieval_ranks",
     "run",
     "split_batch",
 ]
