@@ -68,6 +68,7 @@ def tampered(tmp_path_factory):
     return folder, marker
 
 
+@pytest.mark.slow
 def test_a_tampered_converted_folder_runs_no_code_under_any_command(tampered, data, tmp_path, capsys):
     folder, marker = tampered
     image = str(data / "tree" / "cat" / "a.png")

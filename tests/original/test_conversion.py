@@ -547,6 +547,7 @@ def test_missing_local_file_that_is_no_repo_id(tmp_path):
 # --------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_folder_loads_and_classifies_without_the_package(tmp_path):
     from transformers_diffclip import DiffCLIPModel, DiffCLIPProcessor
 
