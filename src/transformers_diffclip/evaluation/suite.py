@@ -253,7 +253,7 @@ def check_datasets(suite: Suite) -> None:
 
 def run_suite(
     suite: Suite,
-    load_model: Callable[[ModelEntry], tuple[torch.nn.Module, Any]],
+    load_model: Callable[[str, str | None], tuple[torch.nn.Module, Any]],
     output_dir: str | os.PathLike,
     batch_size: int = 64,
     num_workers: int = 0,
@@ -262,7 +262,8 @@ def run_suite(
     charts: bool = True,
     text_batch_size: int = 256,
 ) -> dict[str, Any]:
-    """Run every task of `suite` for every model (loaded one at a time by `load_model`), then write the task
+    """Run every task of `suite` for every model (loaded one at a time by `load_model(model, revision)`, e.g. a
+    [`~core.loading.ModelLoader`]), then write the task
     JSONs, `report.md` and the charts into `output_dir`. Returns `{task: the task's JSON}`."""
     if len(suite.models) < 1:
         raise ValueError("The suite has no model: name them in the file's 'models' or with --model.")
@@ -273,7 +274,7 @@ def run_suite(
     results: dict[str, dict] = {task: {} for task in suite.tasks}
     samples: dict[str, dict] = {task: {} for task in suite.tasks}
     for entry in suite.models:
-        model, processor = load_model(entry)
+        model, processor = load_model(entry.model, entry.revision)
         run = ModelRun(
             model, processor, entry.model, entry.revision, cache, batch_size, text_batch_size, num_workers, progress
         )
