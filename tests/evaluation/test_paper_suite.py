@@ -387,8 +387,18 @@ def test_suite_command_models_replace_the_files_and_load_through_the_core_loader
 
     monkeypatch.setattr(suite_module, "run_suite", run_suite)
     flags = ["--model", f"CLIP={models['clip'][0]}", "--model", f"DiffCLIP={models['diffclip'][0]}"]
-    flags += ["--device", "cpu", "--dtype", "float32", "--no-progress", "--output-dir", tmp_path / "out"]
+    flags += [
+        "--device",
+        "cpu",
+        "--dtype",
+        "float32",
+        "--trust-remote-code",
+        "--no-progress",
+        "--output-dir",
+        tmp_path / "out",
+    ]
     assert _main(["eval", "suite", small, *flags]) == 0
-    assert loaders == [loading.ModelLoader(device="cpu", dtype="float32", trust_remote_code=False)]
-    assert loaded == [(str(models[key][0]), "cpu", "float32", None, False) for key in ("clip", "diffclip")]
+    # (--trust-remote-code changes nothing for DiffCLIP, a registered type: it only has to reach the loader)
+    assert loaders == [loading.ModelLoader(device="cpu", dtype="float32", trust_remote_code=True)]
+    assert loaded == [(str(models[key][0]), "cpu", "float32", None, True) for key in ("clip", "diffclip")]
     assert "| DiffCLIP |" in (tmp_path / "out" / "report.md").read_text()
