@@ -86,6 +86,7 @@ def world(tmp_path_factory):
     return root, models, path
 
 
+@pytest.mark.slow
 def test_suite_runs_every_task_and_encodes_each_image_once(world, tmp_path):
     root, models, path = world
     suite = load_suite(path)
@@ -257,6 +258,7 @@ def test_the_paper_suite_example_is_valid():
     assert suite.datasets["pets"].data == "wds/vtab/pets" and suite.resamples == 1000
 
 
+@pytest.mark.slow
 def test_embed_under_torchrun_matches_one_process(world, tmp_path):
     import os
     import subprocess
