@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import build_diffclip, cpu_description, environment, markdown_table, write_json  # noqa: E402
 
 from transformers_diffclip import DiffCLIPImageProcessor  # noqa: E402
-from transformers_diffclip.search import build_faiss_index, build_index, recall_at_k  # noqa: E402
+from transformers_diffclip.search import build_faiss_index, build_index, neighbour_recall  # noqa: E402
 
 
 def resident_bytes() -> int:
@@ -94,7 +94,7 @@ def bench_vectors(args) -> list[dict]:
             truth = found
         row = dict(kind=kind, factory=info["factory"], nprobe=info["nprobe"], build_s=build_s)
         row.update(resident_bytes_added=added, index_bytes=size, **timing)
-        row.update(stored_recall_at_10=info["recall_at_10"], measured_recall_at_10=recall_at_k(found, truth))
+        row.update(stored_recall_at_10=info["recall_at_10"], measured_recall_at_10=neighbour_recall(found, truth))
         results.append(row)
         print(row, file=sys.stderr)
         del index

@@ -178,6 +178,24 @@ def test_what_tasks_share_is_defined_once_in_core(shared):
     assert starts == []  # the process group is started in core.distributed only
 
 
+# Names every command module defines by convention (the entry point, its parser, its sub-command registration).
+COMMAND_CONVENTIONS = {"main", "build_parser", "register_cli"}
+
+
+def test_one_name_one_meaning():
+    """No public function or class name is defined in two modules of the package (a re-export is not a definition):
+    two `load_model_and_processor`s or `retrieval_ranks`s with different signatures make a reader guess which one
+    a call reaches. Only the command modules' conventional entry points may repeat."""
+    defined: dict[str, list[str]] = {}
+    for module, path in modules().items():
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            definition = isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+            if definition and not node.name.startswith("_"):
+                defined.setdefault(node.name, []).append(module or PACKAGE)
+    twice = {name: where for name, where in defined.items() if len(where) > 1 and name not in COMMAND_CONVENTIONS}
+    assert twice == {}
+
+
 @pytest.mark.parametrize(
     "module, expected",
     [

@@ -8,8 +8,9 @@ public modules and the configuration beside it, and it runs unchanged on transfo
 
 import functools
 import math
+import sys
 from dataclasses import dataclass
-from typing import Any, Unpack
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +24,12 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.utils import ModelOutput, TransformersKwargs, can_return_tuple, logging
 
 from .configuration_diffclip import DiffCLIPConfig, DiffCLIPTextConfig, DiffCLIPVisionConfig
+
+
+if sys.version_info >= (3, 11):
+    from typing import Unpack
+else:  # Python 3.10 (transformers 4.57 and 5.0 run there): the backport, a dependency of torch itself
+    from typing_extensions import Unpack
 
 
 logger = logging.get_logger(__name__)

@@ -68,6 +68,7 @@ def tampered(tmp_path_factory):
     return folder, marker
 
 
+@pytest.mark.slow
 def test_a_tampered_converted_folder_runs_no_code_under_any_command(tampered, data, tmp_path, capsys):
     folder, marker = tampered
     image = str(data / "tree" / "cat" / "a.png")
@@ -181,6 +182,28 @@ def test_a_local_file_reaches_resolve_pretrained(monkeypatch, tmp_path, tampered
     source = inspect_model(checkpoint, revision="v1")
     assert calls == [(str(checkpoint), "v1")] and source.path == str(tampered[0])
     assert source.model_type == "diffclip" and not source.trust_remote_code
+
+
+def test_a_command_resolves_the_model_name_once(monkeypatch, tampered, data, capsys):
+    """`diffclip zero-shot --model FOLDER` resolves the name once (the core loader), and the model's and the
+    processor's `from_pretrained` hooks, handed that resolved folder, do not resolve it again."""
+    from transformers_diffclip.core import loading
+    from transformers_diffclip.original import cache
+
+    real, calls = cache.resolve_pretrained, []
+
+    def counting(name, *args, **kwargs):
+        calls.append(str(name))
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(cache, "resolve_pretrained", counting)
+    monkeypatch.setattr(loading, "resolve_pretrained", counting)
+    folder, _ = tampered
+    code, out, err = _run(
+        ["zero-shot", "--model", str(folder), "--labels", "cat,dog", str(data / "tree/cat/a.png")], capsys
+    )
+    assert code == 0, err
+    assert calls == [str(folder)]
 
 
 def _clip_folder(tmp_path):

@@ -175,6 +175,7 @@ def _agrees(classifier: ZeroShotClassifier) -> bool:
     return torch.allclose(classifier.weights, expected)
 
 
+@pytest.mark.slow
 def test_concurrent_classifier_saves_never_mix_files(tmp_path):
     folder = tmp_path / "classifier"
     environment = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}

@@ -141,12 +141,12 @@ def test_in_batch_ranks_of_paired_embeddings():
 
 
 def test_training_metrics_follow_the_same_rule():
-    """`training.retrieval_ranks` (what `DiffCLIPTrainer.evaluate` reports) agrees with the brute force, counts a
-    duplicate caption (an exact tie) as a miss, gives a collapsed model no hit, and refuses NaN embeddings."""
+    """`training.in_batch_retrieval_ranks` (what `DiffCLIPTrainer.evaluate` reports) agrees with the brute force,
+    counts a duplicate caption (an exact tie) as a miss, gives a collapsed model no hit, and refuses NaN embeddings."""
     from transformers import EvalPrediction
 
     from transformers_diffclip.training import compute_retrieval_metrics
-    from transformers_diffclip.training import retrieval_ranks as training_ranks
+    from transformers_diffclip.training import in_batch_retrieval_ranks as training_ranks
 
     generator = torch.Generator().manual_seed(5)
     image_embeds = F.normalize(torch.randn(10, 8, generator=generator), dim=-1)

@@ -86,6 +86,7 @@ def world(tmp_path_factory):
     return root, models, path
 
 
+@pytest.mark.slow
 def test_suite_runs_every_task_and_encodes_each_image_once(world, tmp_path):
     root, models, path = world
     suite = load_suite(path)
@@ -93,9 +94,10 @@ def test_suite_runs_every_task_and_encodes_each_image_once(world, tmp_path):
     suite.models = [ModelEntry("CLIP", str(models["clip"][0])), ModelEntry("DiffCLIP", str(models["diffclip"][0]))]
     counters = {}
 
-    def load(entry):
-        _, model, processor = models["clip" if entry.name == "CLIP" else "diffclip"]
-        counters[entry.name] = ForwardCounter(model)
+    def load(name, revision):
+        key = "clip" if name == str(models["clip"][0]) else "diffclip"
+        _, model, processor = models[key]
+        counters["CLIP" if key == "clip" else "DiffCLIP"] = ForwardCounter(model)
         return model, processor
 
     outputs = run_suite(suite, load, tmp_path / "out")
@@ -159,7 +161,9 @@ def test_published_numbers_sit_beside_the_measured_ones(world, tmp_path):
         ModelEntry("CLIP", str(models["clip"][0]), published="hammh0a/ViTB16_CC12M"),
         ModelEntry("DiffCLIP", str(models["diffclip"][0]), published="hammh0a/DiffCLIP_ViTB16_CC12M"),
     ]
-    run_suite(suite, lambda e: models["clip" if e.name == "CLIP" else "diffclip"][1:], tmp_path / "out")
+    run_suite(
+        suite, lambda name, _: models["clip" if name == str(models["clip"][0]) else "diffclip"][1:], tmp_path / "out"
+    )
     report = (tmp_path / "out" / "report.md").read_text()
     assert "| DiffCLIP *paper* |" in report
 
@@ -193,8 +197,8 @@ def test_interrupted_suite_writes_no_report(world, tmp_path):
     suite.models = [ModelEntry("CLIP", str(models["clip"][0])), ModelEntry("DiffCLIP", str(models["diffclip"][0]))]
     calls = []
 
-    def load(entry):
-        calls.append(entry)
+    def load(name, revision):
+        calls.append(name)
         if len(calls) == 2:
             raise KeyboardInterrupt
         return models["clip"][1:]
@@ -254,6 +258,7 @@ def test_the_paper_suite_example_is_valid():
     assert suite.datasets["pets"].data == "wds/vtab/pets" and suite.resamples == 1000
 
 
+@pytest.mark.slow
 def test_embed_under_torchrun_matches_one_process(world, tmp_path):
     import os
     import subprocess
@@ -310,7 +315,7 @@ def test_wrong_kind_of_dataset_fails_before_any_model_loads(world, tmp_path):
     suite.models = [ModelEntry("CLIP", str(models["clip"][0])), ModelEntry("DiffCLIP", str(models["diffclip"][0]))]
     loaded = []
     with pytest.raises(ValueError, match="'pets'.*classification set; this task needs retrieval"):
-        run_suite(suite, lambda entry: loaded.append(entry), tmp_path / "out")
+        run_suite(suite, lambda name, revision: loaded.append(name), tmp_path / "out")
     assert loaded == [] and not (tmp_path / "out").exists()
 
 
@@ -354,3 +359,48 @@ def test_a_dataset_spec_reads_each_split_once(tmp_path, monkeypatch):
     train, test = spec.split("train"), spec.split("test")
     assert spec.split("train") is train and train.split == "train" and test.split == "test"
     assert sorted(opened) == ["test", "train"]
+
+
+def test_suite_command_models_replace_the_files_and_load_through_the_core_loader(world, tmp_path, monkeypatch):
+    """`eval suite --model NAME=PATH` replaces the file's models (none here) and hands the task a typed loader (the
+    command's --device/--dtype/--trust-remote-code), which loads each model through `core.loading` with its
+    revision: no argparse Namespace below the command."""
+    from transformers_diffclip.core import loading
+    from transformers_diffclip.evaluation import suite as suite_module
+
+    root, models, path = world
+    config = yaml.safe_load(path.read_text())
+    config["tasks"] = {"zeroshot": ["pets"]}
+    config["models"] = [{"name": "ignored", "model": str(tmp_path / "not-a-model")}]
+    small = tmp_path / "small.yaml"
+    small.write_text(yaml.safe_dump(config))
+    real, loaded = loading.load_model_and_processor, []
+
+    def spy(name, device=None, dtype="float32", revision=None, trust_remote_code=False, dual_encoder=True):
+        loaded.append((str(name), str(device), dtype, revision, trust_remote_code))
+        return real(name, device, dtype, revision, trust_remote_code, dual_encoder)
+
+    monkeypatch.setattr(loading, "load_model_and_processor", spy)
+    real_run, loaders = suite_module.run_suite, []
+
+    def run_suite(suite, load_model, *args, **kwargs):
+        loaders.append(load_model)
+        return real_run(suite, load_model, *args, **kwargs)
+
+    monkeypatch.setattr(suite_module, "run_suite", run_suite)
+    flags = ["--model", f"CLIP={models['clip'][0]}", "--model", f"DiffCLIP={models['diffclip'][0]}"]
+    flags += [
+        "--device",
+        "cpu",
+        "--dtype",
+        "float32",
+        "--trust-remote-code",
+        "--no-progress",
+        "--output-dir",
+        tmp_path / "out",
+    ]
+    assert _main(["eval", "suite", small, *flags]) == 0
+    # (--trust-remote-code changes nothing for DiffCLIP, a registered type: it only has to reach the loader)
+    assert loaders == [loading.ModelLoader(device="cpu", dtype="float32", trust_remote_code=True)]
+    assert loaded == [(str(models[key][0]), "cpu", "float32", None, True) for key in ("clip", "diffclip")]
+    assert "| DiffCLIP |" in (tmp_path / "out" / "report.md").read_text()

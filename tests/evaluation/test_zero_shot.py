@@ -507,6 +507,7 @@ def test_unknown_model_error_names_it():
         load_model_and_processor("nobody/nothing-here", device="cpu")
 
 
+@pytest.mark.slow
 def test_cli_as_a_process(tiny, image_tree):
     """`python -m transformers_diffclip.cli` exits 0 and prints the JSON (the error exit code 2 is checked through
     `cli.main` above; one process start costs seconds)."""

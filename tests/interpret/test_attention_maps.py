@@ -403,7 +403,7 @@ def cells(png, rows, columns, cell):
 
 
 def test_text_relevance_maps_from_a_saved_folder(folders):
-    model, processor = am.load_model_and_processor(str(folders["DiffCLIP-tiny"]))
+    model, processor = am.load_attention_model_and_processor(str(folders["DiffCLIP-tiny"]))
     maps = am.text_relevance_maps(model, processor, folders["image"], ["a red square", "a photo of the sea at night"])
     assert [m.label for m in maps] == ["a red square", "a photo of the sea at night"]
     assert maps[0].patch_map.shape == (GRID, GRID) and maps[0].image_map.shape == (32, 32)

@@ -333,6 +333,7 @@ def test_attention_maps_under_sdpa_are_the_eager_maps():
 # --------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_both_towers_trace_without_graph_breaks():
     _, model = build_pair()
     ids = text_batch(length=16)

@@ -123,11 +123,13 @@ def test_folder_has_code_and_auto_map(folder):
     assert auto_map["AutoConfig"] == "configuration_diffclip.DiffCLIPConfig"
 
 
+@pytest.mark.slow
 def test_loads_from_a_local_folder_without_the_package(folder, tmp_path):
     report, _ = run_remote(folder, folder, {"HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules")})
     check_remote_result(report, folder)
 
 
+@pytest.mark.slow
 def test_loads_from_a_hub_id_in_a_preseeded_cache_offline(folder, tmp_path):
     seed_hub_cache(tmp_path / "hub", "diffclip-test/DiffCLIP_tiny", {".": folder})
     env = {

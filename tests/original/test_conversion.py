@@ -36,7 +36,7 @@ import convert_diffclip_original_to_hf as converter  # noqa: E402
 import reference_original as ref  # noqa: E402
 from _helpers import TINY, go_offline, seed_hub_cache, seed_tiny_clip_tokenizer  # noqa: E402
 
-from transformers_diffclip.original import ConversionError, build_model  # noqa: E402
+from transformers_diffclip.original import ConversionError, build_model, key_map  # noqa: E402
 from transformers_diffclip.original import checkpoint as original_format  # noqa: E402
 
 
@@ -132,14 +132,14 @@ def test_key_map_matches_every_released_tensor_once_and_inverts(kind):
     names = ref.load_layout(kind, LAYOUT_PATH)["tensors"]
     targets = []
     for name in names:
-        found = original_format.find_rule(name)  # raises if two rules match
+        found = key_map.find_rule(name)  # raises if two rules match
         assert found is not None, name
         rule, groups = found
         converted = rule.converted_names(groups)
         targets += converted
         # the inverse used in error messages leads back to the same original tensor
         differential = {"vision": kind.startswith("Diff"), "text": kind.startswith("Diff")}
-        assert {original_format.original_name_of(t, differential).split(" ")[0] for t in converted} == {name}
+        assert {key_map.original_name_of(t, differential).split(" ")[0] for t in converted} == {name}
     assert len(targets) == len(set(targets))
 
 
@@ -547,6 +547,7 @@ def test_missing_local_file_that_is_no_repo_id(tmp_path):
 # --------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_folder_loads_and_classifies_without_the_package(tmp_path):
     from transformers_diffclip import DiffCLIPModel, DiffCLIPProcessor
 

@@ -230,6 +230,7 @@ CONCURRENT_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_two_concurrent_first_runs_convert_once_and_agree(hub, original, tmp_path):
     barrier = tmp_path / "barrier"
     barrier.mkdir()

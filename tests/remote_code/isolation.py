@@ -51,6 +51,10 @@ def module_locations(module, modules=None) -> list[str]:
     torch builds at run time names a bare file (`torch.ops`: `_ops.py`); it is located by its top package."""
     locations = []
     file = getattr(module, "__file__", None)
+    if file and file.startswith("<") and not os.path.exists(file):
+        # compiled from a string by the package that made it (torch's RPC remote-module template on the CUDA
+        # builds: `<_remote_module_non_scriptable>.py`): nothing was read from disk, and that package was checked
+        return []
     if file and not os.path.isabs(file):
         top = (sys.modules if modules is None else modules).get(module.__name__.partition(".")[0])
         if top is not None and top is not module:

@@ -10,7 +10,7 @@ attention, vision LayerNorm eps 1e-6) it writes
 - `<variant>/`: `save_pretrained` of a tiny model and of the processor — config, `model.safetensors`, the four
   remote-code files and the tokenizer / image-processor files with their `auto_map`;
 - `<variant>.original.safetensors`: the same weights under the ORIGINAL checkpoint's names and layout, which is
-  what `tests/reference_original.original_forward` reads.
+  what `conversion/reference_original.original_forward` reads.
 
 Weights are random, drawn per tensor from a seed derived from the tensor's original name (so they do not depend
 on the order of the layout table), and written in the original layout first: the Hugging Face folder is made from

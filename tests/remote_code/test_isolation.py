@@ -72,3 +72,12 @@ def test_torch_comes_from_the_shared_install_and_transformers_from_the_venv():
     assert Path(os.path.realpath(transformers.__file__)).is_relative_to(os.path.realpath(sys.prefix))
     torch_file = Path(os.path.realpath(torch.__file__))
     assert any(torch_file.is_relative_to(os.path.realpath(p)) for p in [sys.prefix, *SHARED])
+
+
+def test_a_module_compiled_from_a_string_has_no_location_but_a_file_outside_is_flagged(tmp_path):
+    """torch's CUDA builds compile their RPC remote module from a string (`<_remote_module_non_scriptable>.py`):
+    nothing was read from disk, so it has no location; a real file of that name elsewhere is still flagged."""
+    generated = fake_module("_remote_module_non_scriptable", "<_remote_module_non_scriptable>.py")
+    assert isolation.module_locations(generated) == []
+    real = fake_module("leaked", BASE_SITE / "<leaked>.py")
+    assert isolation.outside({"leaked": real}, []) == [f"leaked: {BASE_SITE / '<leaked>.py'}"]

@@ -1,7 +1,7 @@
 """The remote code of a converted folder, loaded without transformers_diffclip, under the installed transformers.
 
 Each check compares against something independent of the code under test: the original model computed from the
-ORIGINAL-layout tensors by tests/reference_original.py, the original image transform and tokenizer, the bytes of
+ORIGINAL-layout tensors by conversion/reference_original.py, the original image transform and tokenizer, the bytes of
 `model.safetensors`, embeddings recorded under another transformers version (tests/golden/), or what the installed
 transformers' own CLIP does.
 """

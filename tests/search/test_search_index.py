@@ -316,6 +316,7 @@ def test_cli_bad_input(tiny, photos, tmp_path, capsys):
     assert exit_info.value.code == 2
 
 
+@pytest.mark.slow
 def test_several_processes_split_the_images(tiny, photos, tmp_path):
     """`torchrun --nproc-per-node 2`: each process embeds its share into its own shards, process 0 commits; the
     index is the one a single process builds."""

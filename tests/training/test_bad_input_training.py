@@ -64,6 +64,7 @@ KILLED_RUN = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("where", ["weights", "moving"])
 def test_a_rerun_killed_while_saving_leaves_the_old_model_or_one_that_refuses_to_load(where, data, tmp_path, capsys):
     first = save_tiny_diffclip(tmp_path / "first", seed=0)

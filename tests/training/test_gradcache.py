@@ -177,6 +177,7 @@ def test_trainer_step_with_chunks_equals_the_step_without(pairs, tmp_path, accum
 # --------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_two_processes_chunked_equal_one_process_unchunked(tmp_path):
     model_dir = tmp_path / "model"
     tiny_model().save_pretrained(model_dir)

@@ -147,14 +147,14 @@ def test_zero_shot_accuracy_is_logged_at_every_evaluation(pretrained, toy, tmp_p
 def test_fresh_model_is_the_models_own_initialisation(toy):
     args = training.ModelArguments(config_name=str(toy / "tiny_config.json"), processor_name=str(toy / "processor"))
     set_seed(3)
-    model, processor = training.load_model_and_processor(args)
+    model, processor = training.load_training_model_and_processor(args)
     set_seed(3)
     expected = td.DiffCLIPModel(tiny_config())
     assert isinstance(model, td.DiffCLIPModel) and isinstance(processor, td.DiffCLIPProcessor)
     for (name, a), b in zip(model.named_parameters(), expected.parameters()):
         assert torch.equal(a, b), name
     set_seed(4)
-    other, _ = training.load_model_and_processor(args)
+    other, _ = training.load_training_model_and_processor(args)
     assert not torch.equal(other.visual_projection.weight, model.visual_projection.weight)
 
 
@@ -168,7 +168,7 @@ def test_fresh_model_from_config_name_is_initialised_as_the_original(toy, tmp_pa
     config = td.DiffCLIPConfig(**init_facts.stats_config_kwargs(differential, differential))
     config.to_json_file(tmp_path / "config.json")
     set_seed(0)
-    model, _ = training.load_model_and_processor(
+    model, _ = training.load_training_model_and_processor(
         training.ModelArguments(config_name=str(tmp_path / "config.json"), processor_name=str(toy / "processor"))
     )
     assert init_facts.statistics_problems(model, model.config.text_config, model.config.vision_config) == []

@@ -512,6 +512,7 @@ def test_shard_arguments_are_checked(model_dir, colour_shards, tmp_path, capsys)
 # --------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_two_processes_share_the_shards_and_count_together(model_dir, colour_shards, tmp_path):
     """2 processes × 2 workers: each epoch uses every sample once across all four; a streamed run over both counts
     the corrupt sample once per epoch in all, and evaluates on the validation shards."""

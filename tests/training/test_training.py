@@ -186,6 +186,7 @@ print(json.dumps({"logits": logits.tolist(), "top": top}))
 """
 
 
+@pytest.mark.slow
 def test_saved_folder_loads_without_the_package(trained, processor, toy_data, tmp_path):
     output_dir, _ = trained
     names = list(COLOURS)
@@ -213,6 +214,7 @@ def test_saved_folder_loads_without_the_package(trained, processor, toy_data, tm
 # --------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_two_processes_match_one_process_on_the_concatenated_batch(model_dir, toy_data, tmp_path):
     out = tmp_path / "ddp"
     out.mkdir()

@@ -258,6 +258,23 @@ def load_model_and_processor(
     return model, processor
 
 
+@dataclass(frozen=True)
+class ModelLoader:
+    """How a command loads its models, as typed values (what `--device`, `--dtype` and `--trust-remote-code` say):
+    `loader(name, revision)` is [`load_model_and_processor`]'s model and processor. Tasks that load several models
+    take one of these instead of the command's flags."""
+
+    device: str | torch.device | None = None
+    dtype: str | torch.dtype = "float32"
+    trust_remote_code: bool = False
+    dual_encoder: bool = True
+
+    def __call__(self, name: str | os.PathLike, revision: str | None = None):
+        return load_model_and_processor(
+            name, self.device, self.dtype, revision, self.trust_remote_code, dual_encoder=self.dual_encoder
+        )
+
+
 # --------------------------------------------------------------------------------------------------
 # What the loader gives: a processor's parts, a model's device and dtype
 # --------------------------------------------------------------------------------------------------
@@ -306,6 +323,7 @@ def add_model_arguments(parser: argparse.ArgumentParser, default_model: str | No
 
 __all__ = [
     "DTYPES",
+    "ModelLoader",
     "ModelSource",
     "add_model_arguments",
     "image_processor_of",

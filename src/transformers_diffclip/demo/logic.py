@@ -47,7 +47,7 @@ def model_key(name: str | os.PathLike) -> str:
     return str(path.resolve()) if path.is_dir() else name
 
 
-def display_name(name: str) -> str:
+def model_display_name(name: str) -> str:
     return Path(name).name if os.path.isdir(name) else name
 
 
@@ -96,8 +96,8 @@ def model_pairs(model: str | None = None, baseline: str | None = None) -> dict[s
     pairs = {}
     if model is not None or baseline is not None:
         given = ModelPair(model or RELEASED_PAIRS["CC12M"][0], baseline or RELEASED_PAIRS["CC12M"][1])
-        given.diffclip_label = f"DiffCLIP ({display_name(given.diffclip)})"
-        given.clip_label = f"CLIP ({display_name(given.clip)})"
+        given.diffclip_label = f"DiffCLIP ({model_display_name(given.diffclip)})"
+        given.clip_label = f"CLIP ({model_display_name(given.clip)})"
         pairs["given"] = given
     for name, (diffclip, clip) in RELEASED_PAIRS.items():
         pairs[name] = ModelPair(diffclip, clip, f"DiffCLIP {name}", f"CLIP {name}")

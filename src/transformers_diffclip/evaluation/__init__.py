@@ -16,7 +16,7 @@ from .data import (
     ImageFolderData,
     RetrievalData,
     find_image_folder,
-    image_batches,
+    image_loader,
     match_folders,
     read_retrieval_jsonl,
 )
@@ -58,7 +58,7 @@ __all__ = [
     "evaluate_zero_shot",
     "fill_template",
     "find_image_folder",
-    "image_batches",
+    "image_loader",
     "match_folders",
     "match_ranks",
     "parse_label_list",

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 
 from ..core.errors import positive_int
-from ..core.loading import DTYPES, load_model_and_processor
+from ..core.loading import DTYPES, ModelLoader
 
 
 def add_runtime_arguments(parser: argparse.ArgumentParser, default_batch_size: int) -> None:
@@ -24,22 +24,24 @@ def add_runtime_arguments(parser: argparse.ArgumentParser, default_batch_size: i
     parser.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
 
 
-def load_model_from_args(args: argparse.Namespace, model: str | None = None, revision: str | None = None):
-    """The model and processor the flags name (`model` / `revision` override `--model` / `--revision`, for commands
-    that load several), on `--device` in `--dtype`; `--no-progress` also silences the download bars."""
+def model_loader(args: argparse.Namespace) -> ModelLoader:
+    """The typed loader the flags describe (`--device`, `--dtype`, `--trust-remote-code`), for tasks that load models
+    themselves; `--no-progress` also silences the download bars."""
     if args.no_progress:
         from transformers.utils import logging as transformers_logging
 
         transformers_logging.disable_progress_bar()
-    if model is None:
-        model, revision = args.model, args.revision
-    if getattr(args, "backend", "torch") == "onnx":  # an exported folder run by ONNX Runtime (export/)
+    return ModelLoader(args.device, args.dtype, args.trust_remote_code)
+
+
+def load_model_from_args(args: argparse.Namespace):
+    """The model and processor `--model` / `--revision` name, on `--device` in `--dtype`; with `--backend onnx`, the
+    exported folder run by ONNX Runtime (export/) in `--onnx-precision`."""
+    if getattr(args, "backend", "torch") == "onnx":
         from ..export import load_backend_model_and_processor
 
-        return load_backend_model_and_processor(model, "onnx", args.onnx_precision, args.device, args.dtype)
-    return load_model_and_processor(
-        model, args.device, args.dtype, revision=revision, trust_remote_code=args.trust_remote_code
-    )
+        return load_backend_model_and_processor(args.model, "onnx", args.onnx_precision, args.device, args.dtype)
+    return model_loader(args)(args.model, args.revision)
 
 
-__all__ = ["add_runtime_arguments", "load_model_from_args"]
+__all__ = ["add_runtime_arguments", "load_model_from_args", "model_loader"]

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from ..core.files import atomic_directory, json_text
 from ..core.loading import image_processor_of, tokenizer_of
 from ..core.text_files import Label, check_label, check_templates
-from .data import image_batches
+from .data import image_loader
 from .encoding import encode_pixel_values, encode_texts, logit_scale_of, progress_bar
 from .labels import (
     DEFAULT_TEMPLATE,
@@ -389,7 +389,7 @@ class ZeroShotClassifier:
         if not images:
             raise ValueError("No images to classify.")
         results = []
-        loader = image_batches(images, image_processor_of(processor), batch_size=batch_size, num_workers=num_workers)
+        loader = image_loader(images, image_processor_of(processor), batch_size=batch_size, num_workers=num_workers)
         for pixel_values, indices in progress_bar(loader, progress, desc="Classifying", unit="batch"):
             scores, classes = self.predict(encode_pixel_values(model, pixel_values), top_k=top_k)
             bad = int((~torch.isfinite(scores)).sum())

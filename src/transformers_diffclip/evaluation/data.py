@@ -37,7 +37,7 @@ class ImageDataset(torch.utils.data.Dataset):
         return pixel_values, (self.targets[index] if self.targets is not None else index)
 
 
-def image_batches(
+def image_loader(
     sources: Sequence[str],
     image_processor,
     targets: Sequence[int] | None = None,
@@ -235,7 +235,7 @@ __all__ = [
     "ImageFolderData",
     "RetrievalData",
     "find_image_folder",
-    "image_batches",
+    "image_loader",
     "match_folders",
     "read_retrieval_jsonl",
 ]

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from .data import image_batches as source_batches
+from .data import image_loader
 from .splits import Split
 from .wds_splits import iterate_webdataset
 
@@ -29,7 +29,7 @@ def image_batches(
     if split.sources is not None:
         sources = split.sources[rank::world][start:]
         targets = split.targets[rank::world][start:]
-        for pixel_values, rows in source_batches(sources, image_processor, None, batch_size, num_workers):
+        for pixel_values, rows in image_loader(sources, image_processor, None, batch_size, num_workers):
             yield pixel_values, [targets[row] for row in rows.tolist()]
         return
     if num_workers == 0:

@@ -2,7 +2,7 @@
 """`diffclip eval suite`: the paper's whole evaluation for two or more models from one YAML file.
 
 ```yaml
-models:                      # optional; --model on the command line adds to (or replaces) them
+models:                      # optional; --model on the command line replaces them
   - {name: CLIP, model: hammh0a/ViTB16_CC12M}
   - {name: DiffCLIP, model: hammh0a/DiffCLIP_ViTB16_CC12M, published: hammh0a/DiffCLIP_ViTB16_CC12M}
 feature_kind: pre_projection # linear probe and few-shot features (or projected)
@@ -357,7 +357,7 @@ def check_datasets(suite: Suite) -> None:
 
 def run_suite(
     suite: Suite,
-    load_model: Callable[[ModelEntry], tuple[torch.nn.Module, Any]],
+    load_model: Callable[[str, str | None], tuple[torch.nn.Module, Any]],
     output_dir: str | os.PathLike,
     batch_size: int = 64,
     num_workers: int = 0,
@@ -367,8 +367,9 @@ def run_suite(
     text_batch_size: int = 256,
     load_assistant: Callable[[ModelEntry], tuple[torch.nn.Module, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Run every task of `suite` for every model (loaded one at a time by `load_model`; the assistants of the
-    `pope` task by `load_assistant`, default: `assistant.load_assistant` on CUDA when available), then write the task
+    """Run every task of `suite` for every model (loaded one at a time by `load_model(model, revision)`, e.g. a
+    [`~core.loading.ModelLoader`]; the assistants of the `pope` task by `load_assistant`, default:
+    `assistant.load_assistant` on CUDA when available), then write the task
     JSONs, `report.md` and the charts into `output_dir`. Returns `{task: the task's JSON}`."""
     model_tasks = [task for task in suite.tasks if task not in ASSISTANT_TASKS]
     if model_tasks and len(suite.models) < 1:
@@ -381,7 +382,7 @@ def run_suite(
     results: dict[str, dict] = {task: {} for task in suite.tasks}
     samples: dict[str, dict] = {task: {} for task in suite.tasks}
     for entry in suite.models if model_tasks else []:
-        model, processor = load_model(entry)
+        model, processor = load_model(entry.model, entry.revision)
         run = ModelRun(
             model, processor, entry.model, entry.revision, cache, batch_size, text_batch_size, num_workers, progress
         )

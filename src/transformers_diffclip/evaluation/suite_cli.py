@@ -13,7 +13,7 @@ from ..core.errors import positive_int
 from ..core.files import atomic_write_bytes, check_output_file, write_json
 from ..core.loading import add_model_arguments
 from ..export.runtime import add_backend_arguments
-from .arguments import add_runtime_arguments, load_model_from_args
+from .arguments import add_runtime_arguments, load_model_from_args, model_loader
 from .datasets import open_split
 from .features import FEATURE_KINDS, FeatureCache, default_cache_dir, encode_split, manifest_metadata
 from .few_shot import DEFAULT_SEED, EPISODES, QUERIES, SHOTS, WAYS, check_episodes
@@ -132,12 +132,9 @@ def _run_suite(args) -> int:
     if args.episodes is not None:
         suite.episodes = args.episodes
 
-    def load(entry):
-        return load_model_from_args(args, entry.model, entry.revision)
-
     outputs = run_suite(
         suite,
-        load,
+        model_loader(args),
         args.output_dir,
         args.batch_size,
         args.num_workers,

@@ -30,8 +30,10 @@ from tokenizers import Tokenizer
 GRAPH_SUFFIXES = {"fp32": "", "int8": "_quantized", "fp16": "_fp16"}
 
 
-def clean_text(text: str) -> str:
-    """CLIP's text cleaning without ftfy: HTML entities unescaped twice, whitespace collapsed, stripped, lower case."""
+def _clean_text(text: str) -> str:
+    """`processing_diffclip.clean_text` written again, because this file imports nothing of the package (it runs
+    without torch and transformers), and without ftfy: HTML entities unescaped twice, whitespace collapsed,
+    stripped, lower case."""
     text = html.unescape(html.unescape(text))
     return re.sub(r"\s+", " ", text).strip().lower()
 
@@ -89,7 +91,7 @@ class ExportedCLIP:
         return self.vision.run(["image_embeds"], {"pixel_values": batch})[0]
 
     def text_embeds(self, texts: list[str]) -> np.ndarray:
-        encodings = self.tokenizer.encode_batch([clean_text(t) if self.clean else t for t in texts])
+        encodings = self.tokenizer.encode_batch([_clean_text(t) if self.clean else t for t in texts])
         width = max(len(encoding.ids) for encoding in encodings)
         input_ids = np.full((len(texts), width), self.config["pad_token_id"], dtype=np.int64)
         attention_mask = np.zeros((len(texts), width), dtype=np.int64)

@@ -17,8 +17,7 @@ from torch import nn
 from transformers import PretrainedConfig
 
 from ..core.images import open_image
-from ..core.loading import image_processor_of, model_device_dtype, tokenizer_of
-from ..core.loading import load_model_and_processor as _load_model_and_processor
+from ..core.loading import image_processor_of, load_model_and_processor, model_device_dtype, tokenizer_of
 from .relevance import attention_rollout, class_token_attention, gradient_weighted_relevance, layer_index, to_image_map
 
 
@@ -107,7 +106,7 @@ def preprocess_image(processor, image: str | os.PathLike | Image.Image) -> tuple
     return pixel_values, Image.fromarray(array, mode="RGB")
 
 
-def load_model_and_processor(
+def load_attention_model_and_processor(
     name_or_path: str,
     device: str | torch.device | None = None,
     revision: str | None = None,
@@ -116,7 +115,7 @@ def load_model_and_processor(
     """A model (dual encoder or vision tower) and its processor through the package's one loader
     (`core.loading`: no code from the folder or repo runs unless `trust_remote_code`), in eval mode on
     `device` (`None`: CUDA when available). A folder without a tokenizer gets its image processor."""
-    return _load_model_and_processor(
+    return load_model_and_processor(
         name_or_path, device, revision=revision, trust_remote_code=trust_remote_code, dual_encoder=False
     )
 
@@ -334,7 +333,7 @@ def attention_map_rows(
 ) -> list[tuple[str, list[RelevanceMap]]]:
     """Load every model (local folder or Hub id, at `revisions[i]` when given) and compute its maps for `image`:
     the class-token map when `class_token` is set or no query is given, then one text-conditioned map per query.
-    No code from a model's folder runs unless `trust_remote_code` (see [`load_model_and_processor`])."""
+    No code from a model's folder runs unless `trust_remote_code` (see [`load_attention_model_and_processor`])."""
     revisions = list(revisions) if revisions is not None else [None] * len(model_names)
     if len(revisions) != len(model_names):
         raise ValueError(f"Got {len(model_names)} models but {len(revisions)} revisions.")
@@ -344,7 +343,7 @@ def attention_map_rows(
     image = open_image(image)
     rows = []
     for name, revision in zip(model_names, revisions):
-        model, processor = load_model_and_processor(
+        model, processor = load_attention_model_and_processor(
             name, device=device, revision=revision, trust_remote_code=trust_remote_code
         )
         vision_tower(model)
@@ -363,7 +362,7 @@ __all__ = [
     "attention_map_rows",
     "eager_attention",
     "image_attention_map",
-    "load_model_and_processor",
+    "load_attention_model_and_processor",
     "preprocess_image",
     "text_attention_gradients",
     "text_relevance_maps",

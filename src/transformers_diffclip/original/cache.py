@@ -24,7 +24,7 @@ import re
 import sys
 from pathlib import Path
 
-from .checkpoint import CHECKPOINT_FILENAME, ORIGINAL_REPOS, ConversionError, resolve_checkpoint
+from .checkpoint import CHECKPOINT_FILENAME, ORIGINAL_REPOS, ConversionError
 from .convert import (
     build_processor,
     build_tokenizer_for,
@@ -33,6 +33,7 @@ from .convert import (
     save_converted,
     write_folder_atomically,
 )
+from .download import resolve_checkpoint
 
 
 CACHE_ENV = "DIFFCLIP_CACHE"
@@ -195,7 +196,11 @@ def resolve_from_pretrained(pretrained_model_name_or_path, kwargs: dict) -> tupl
     """The `checkpoint_resolver` of DiffCLIP's model and processor classes (set by the package on import): their
     `from_pretrained(name, **kwargs)` loads `resolve_pretrained(name, <kwargs' Hub arguments>)`. A converted folder
     is a local folder: the Hub arguments were spent on the checkpoint's download, and `subfolder` (where the
-    checkpoint lay) is not passed on. Any other name comes back with `kwargs` unchanged."""
+    checkpoint lay) is not passed on. Any other name comes back with `kwargs` unchanged, a model folder (one with a
+    `config.json`, such as the package's loader passes after resolving a name once) without a look."""
+    folder = Path(os.fspath(pretrained_model_name_or_path)).expanduser()
+    if not kwargs.get("subfolder") and (folder / "config.json").is_file():
+        return pretrained_model_name_or_path, kwargs
     hub = {name: kwargs[name] for name in HUB_ARGUMENTS if name in kwargs}
     resolved = resolve_pretrained(pretrained_model_name_or_path, **hub)
     if resolved == os.fspath(pretrained_model_name_or_path):

@@ -14,15 +14,10 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import (
-    Architecture,
-    ConversionError,
-    OriginalCheckpoint,
-    convert_state_dict,
-    detect_architecture,
-    hub_download,
-    load_original_checkpoint,
-)
+from .architecture import Architecture, detect_architecture
+from .checkpoint import ConversionError, OriginalCheckpoint, load_original_checkpoint
+from .download import hub_download
+from .key_map import convert_state_dict
 
 
 # CLIP's tokenizer files on the Hub: the same BPE vocabulary as the original `bpe_simple_vocab_16e6.txt.gz`. Only

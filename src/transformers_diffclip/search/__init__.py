@@ -17,7 +17,7 @@ for hit in Searcher("photos-index").search_text("a dog on a beach", top_k=5):
 """
 
 from .build import build_index
-from .index import DEFAULT_EXACT_BELOW, SearchHit, SearchIndex, build_faiss_index, choose_factory, recall_at_k
+from .index import DEFAULT_EXACT_BELOW, SearchHit, SearchIndex, build_faiss_index, choose_factory, neighbour_recall
 from .searcher import Searcher
 from .sources import list_images, open_item
 from .store import read_manifest
@@ -34,5 +34,5 @@ __all__ = [
     "list_images",
     "open_item",
     "read_manifest",
-    "recall_at_k",
+    "neighbour_recall",
 ]

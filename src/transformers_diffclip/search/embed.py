@@ -19,7 +19,7 @@ from .sources import open_item
 PROBE_TEXT = "a photo of a red car next to a dog on a beach"
 
 
-def probe_image() -> Image.Image:
+def fingerprint_image() -> Image.Image:
     """A fixed 64×64 RGB test pattern (smooth gradients and a square): its embedding tells models apart."""
     y, x = np.mgrid[0:64, 0:64].astype(np.float32)
     red, green = x * 4, y * 4
@@ -38,7 +38,7 @@ def embed_images(model, processor, images: Sequence[Image.Image]) -> np.ndarray:
 
 
 def probe_embedding(model, processor) -> np.ndarray:
-    return embed_images(model, processor, [probe_image()])[0]
+    return embed_images(model, processor, [fingerprint_image()])[0]
 
 
 def probe_embeddings(model, processor) -> tuple[np.ndarray, np.ndarray]:
@@ -104,7 +104,7 @@ __all__ = [
     "embed_images",
     "embed_items",
     "embed_text",
+    "fingerprint_image",
     "probe_embedding",
     "probe_embeddings",
-    "probe_image",
 ]

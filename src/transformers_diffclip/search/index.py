@@ -60,7 +60,7 @@ def exact_top_k(vectors: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
     return positions
 
 
-def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
+def neighbour_recall(found: np.ndarray, truth: np.ndarray) -> float:
     """Mean over queries of |found ∩ truth| / |truth| (rows of ids; -1 entries in `found` never count)."""
     hits = [len(set(f[f >= 0].tolist()) & set(t.tolist())) / max(len(t), 1) for f, t in zip(found, truth)]
     return float(np.mean(hits)) if hits else 1.0
@@ -136,7 +136,7 @@ def build_faiss_index(
         queries = vectors[held_out]
         truth = ids[kept][exact_top_k(vectors[kept], queries, RECALL_K)]
         _, found = index.search(queries, RECALL_K)
-        recall = recall_at_k(found, truth)
+        recall = neighbour_recall(found, truth)
         index.add_with_ids(queries, ids[held_out])
     info.update(kind="compressed", nprobe=nprobe, recall_at_10=recall, recall_sample=int(sample))
     return index, info
@@ -311,5 +311,5 @@ __all__ = [
     "faiss_ids",
     "faiss_message",
     "new_faiss_index",
-    "recall_at_k",
+    "neighbour_recall",
 ]

@@ -48,7 +48,7 @@ from .losses import (
     compute_retrieval_metrics,
     distributed_contrastive_loss,
     gather_with_grad,
-    retrieval_ranks,
+    in_batch_retrieval_ranks,
     split_batch,
 )
 from .run import (
@@ -56,7 +56,7 @@ from .run import (
     DataTrainingArguments,
     ModelArguments,
     load_image_caption_splits,
-    load_model_and_processor,
+    load_training_model_and_processor,
     run,
     save_final_model,
 )
@@ -92,12 +92,12 @@ __all__ = [
     "gathered_loss_hook",
     "get_original_schedule",
     "load_image_caption_splits",
-    "load_model_and_processor",
+    "load_training_model_and_processor",
     "make_logit_scale_shardable",
     "original_learning_rate",
     "prepare_image_caption_dataset",
     "random_resized_crop_box",
-    "retrieval_ranks",
+    "in_batch_retrieval_ranks",
     "run",
     "save_final_model",
     "split_batch",

@@ -106,7 +106,7 @@ def distributed_contrastive_loss(
 # --------------------------------------------------------------------------------------------------
 
 
-def retrieval_ranks(image_embeds: torch.Tensor, text_embeds: torch.Tensor) -> torch.Tensor:
+def in_batch_retrieval_ranks(image_embeds: torch.Tensor, text_embeds: torch.Tensor) -> torch.Tensor:
     """For each of this process's pairs, the rank (0 = retrieved first) of its caption among the captions of the
     global batch (image→text) and of its image among the images (text→image): shape `(local_batch_size, 2)`.
 
@@ -121,7 +121,7 @@ def retrieval_ranks(image_embeds: torch.Tensor, text_embeds: torch.Tensor) -> to
 
 
 def compute_retrieval_metrics(eval_prediction: EvalPrediction, ks: tuple[int, ...] = (1, 5)) -> dict[str, float]:
-    """In-batch retrieval metrics from the ranks of [`retrieval_ranks`] (the predictions of
+    """In-batch retrieval metrics from the ranks of [`in_batch_retrieval_ranks`] (the predictions of
     [`DiffCLIPTrainer.prediction_step`]): `i2t_accuracy` / `t2i_accuracy` (recall@1, image→text and
     text→image) and `i2t_recall@k` / `t2i_recall@k` for the other `ks`. In-batch means that each pair competes
     with the other pairs of its global evaluation batch (`per_device_eval_batch_size` × number of processes)."""

@@ -280,7 +280,7 @@ _PROCESSOR_HINT = (
 )
 
 
-def load_model_and_processor(model_args: ModelArguments) -> tuple[DiffCLIPModel, object]:
+def load_training_model_and_processor(model_args: ModelArguments) -> tuple[DiffCLIPModel, object]:
     """The model and processor that `model_args` name, through the package's one loader (`core.loading`): a
     pretrained model (`model_name_or_path`), or a fresh one from `config_name`, whose weights are initialised by the
     model's own `_init_weights` (the original training code's initialisation). Names go through
@@ -380,7 +380,7 @@ def run(model_args: ModelArguments, data_args: DataTrainingArguments, training_a
     logging.set_verbosity(training_args.get_process_log_level())
     set_seed(training_args.seed)
 
-    model, processor = load_model_and_processor(model_args)
+    model, processor = load_training_model_and_processor(model_args)
     _announce_replacement(training_args)
     freeze_towers(model, vision=model_args.freeze_vision_model, text=model_args.freeze_text_model)
 

@@ -22,7 +22,7 @@ from .losses import (
     chunked_contrastive_backward,
     compute_retrieval_metrics,
     distributed_contrastive_loss,
-    retrieval_ranks,
+    in_batch_retrieval_ranks,
 )
 from .schedule import get_original_schedule
 from .shards import ImageTextShards, ShardLoader, StreamCountsCallback
@@ -220,7 +220,7 @@ class DiffCLIPTrainer(Trainer):
             loss = outputs.loss.detach()
             if prediction_loss_only:
                 return loss, None, None
-            ranks = retrieval_ranks(outputs.image_embeds, outputs.text_embeds)
+            ranks = in_batch_retrieval_ranks(outputs.image_embeds, outputs.text_embeds)
         # `compute_metrics` runs only when labels are present: the pair indices stand in for them.
         return loss, ranks, torch.arange(ranks.shape[0], device=ranks.device)
 
