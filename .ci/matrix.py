@@ -288,7 +288,8 @@ def counts(output: str) -> str:
 
 def run_suites(label, python: Path, fixture: Path, shared: Path | None, logs: Path, work: Path) -> tuple[bool, str]:
     """The remote-code suite, then transformers' common tests, each in its own process, each ending with the
-    isolation check (tests/remote_code/isolation.py). Returns (passed, the log line)."""
+    isolation check (tests/remote_code/isolation.py); then a two-process fine-tune (.ci/matrix_finetune.py).
+    Returns (passed, the log line)."""
     # the cache of tests/_transformers_tests.py, shared with the main suite (one copy per release)
     default = Path.home() / ".cache" / "transformers-diffclip" / "transformers-tests"
     tests_cache = Path(os.environ.get("DIFFCLIP_TRANSFORMERS_TESTS_CACHE") or default)
@@ -334,6 +335,16 @@ def run_suites(label, python: Path, fixture: Path, shared: Path | None, logs: Pa
             ok = False
             summary += f" FAILED (exit {result.returncode}, log {logs}/suite-{label}-{name}.log)"
         results.append(f"{name} {summary}")
+    # one two-process fine-tune through the command (the package from src/, its own process tree: the suites'
+    # isolation check is not involved), since Trainer's saving changed across the releases
+    finetune_log = logs / f"finetune-{label}.log"
+    command = [python, CI / "matrix_finetune.py", fixture, work / f"finetune-{label}"]
+    result = run(command, env=env, check=False, log_file=finetune_log)
+    last = (result.stdout.strip().splitlines() or ["no output"])[-1]
+    if result.returncode != 0:
+        ok = False
+        last += f" FAILED (exit {result.returncode}, log {finetune_log})"
+    results.append(f"finetune {last}")
     return ok, f"transformers {label}: {'; '.join(results)} [{time.time() - t0:.0f} s]"
 
 

@@ -42,7 +42,7 @@ KILLED_RUN = textwrap.dedent(
     import os, signal, sys
     import transformers.modeling_utils as modeling_utils
     from transformers_diffclip.training import cli
-    run = sys.modules["transformers_diffclip.training.run"]  # the module (the package exports its function `run`)
+    saving = sys.modules["transformers_diffclip.training.saving"]  # the final save
 
     where = sys.argv[1]
     if where == "weights":  # killed when the weights file is about to be written
@@ -50,7 +50,7 @@ KILLED_RUN = textwrap.dedent(
             os.kill(os.getpid(), signal.SIGKILL)
         modeling_utils.safe_save_file = save_file
     else:  # killed half-way through moving the new files into the output folder
-        publish = run.publish_into
+        publish = saving.publish_into
         def publish_into(*args, **kwargs):
             replace = os.replace
             def killing_replace(source, target):
@@ -58,7 +58,7 @@ KILLED_RUN = textwrap.dedent(
                 os.kill(os.getpid(), signal.SIGKILL)
             os.replace = killing_replace
             publish(*args, **kwargs)
-        run.publish_into = publish_into
+        saving.publish_into = publish_into
     cli.main(sys.argv[2:])
     """
 )

@@ -291,3 +291,25 @@ def test_accelerate_launch_with_the_example_config(config, one_process, data, tm
     assert weights(output)["logit_scale"].shape == ()
     state = json.loads((output / "trainer_state.json").read_text())
     assert state["global_step"] == 3 and state["epoch"] == 3.0  # two processes: the 6 pairs are one step
+
+
+def test_fsdp_final_save_on_a_full_disk_rescues_the_gathered_weights(one_process, data, tmp_path, failure_hook):
+    """Under FSDP the rescue gathers the sharded parameters first: the rescued folder holds the whole model, with
+    the scalar logit scale, equal to one process's."""
+    output = tmp_path / "out"
+    config = "accelerate_fsdp.yaml"
+    done = accelerate_launch(
+        ROOT / "examples" / config,
+        "diffclip-finetune",
+        finetune_args(data, output, 3),
+        launcher_flags=CPU_FLAGS[config],
+        DIFFCLIP_TEST_FAILURE="disk",
+        **failure_hook,
+    )
+    assert done.returncode != 0
+    found = rescue_lines(done)
+    assert len(found) == 2 and found[0][1] == found[1][1]
+    rescued = found[0][1]
+    assert_trained(rescued, data)
+    assert weights(rescued)["logit_scale"].shape == ()
+    assert_same_weights(weights(rescued), weights(one_process))
