@@ -63,6 +63,18 @@ def process_group(device: str | torch.device | None = None) -> Iterator[tuple[in
             torch.distributed.destroy_process_group()
 
 
+def end_process_group() -> None:
+    """End this process's part in the default process group (what the training commands do last, once their run has
+    returned and the trainer and its DDP wrapper are gone): the wrapper's reducer holds the group, and gloo's group
+    destructor deadlocks when that last reference goes after the group was destroyed (a process then hangs at exit,
+    after saving), so the garbage goes first."""
+    import gc
+
+    gc.collect()
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
 def barrier() -> None:
     """Wait until every process of the default group gets here; nothing to wait for in a single process."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
@@ -81,4 +93,12 @@ def joins_process_group(function: Callable[..., Result]) -> Callable[..., Result
     return wrapper
 
 
-__all__ = ["barrier", "joins_process_group", "launched_by_torchrun", "process_device", "process_group", "rank_world"]
+__all__ = [
+    "barrier",
+    "end_process_group",
+    "joins_process_group",
+    "launched_by_torchrun",
+    "process_device",
+    "process_group",
+    "rank_world",
+]

@@ -31,7 +31,7 @@ distributed engine) is the standard `TrainingArguments`. Gradient accumulation a
 negatives: each micro-batch is contrasted against the micro-batches of the same step on the other processes.
 """
 
-from .arguments import DiffCLIPTrainingArguments
+from .arguments import PRETRAINING_RECIPE, DataTrainingArguments, DiffCLIPTrainingArguments, ModelArguments
 from .callbacks import LogitScaleClampCallback
 from .data import (
     CAPTION,
@@ -52,9 +52,6 @@ from .losses import (
     split_batch,
 )
 from .run import (
-    PRETRAINING_RECIPE,
-    DataTrainingArguments,
-    ModelArguments,
     load_image_caption_splits,
     load_training_model_and_processor,
     run,

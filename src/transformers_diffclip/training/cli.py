@@ -7,16 +7,10 @@ from pathlib import Path
 
 from transformers import HfArgumentParser
 
+from ..core.distributed import end_process_group
 from ..core.errors import debug_requested, run_command, without_debug_flag
-from .arguments import DiffCLIPTrainingArguments
-from .run import (
-    PRETRAINING_RECIPE,
-    DataTrainingArguments,
-    ModelArguments,
-    launch_defaults,
-    leave_process_group,
-    run,
-)
+from .arguments import PRETRAINING_RECIPE, DataTrainingArguments, DiffCLIPTrainingArguments, ModelArguments
+from .run import launch_defaults, run
 
 
 _DESCRIPTIONS = {
@@ -77,7 +71,7 @@ def main(argv: list[str] | None = None, prog: str = "diffclip-finetune") -> int:
 
     def command() -> int:
         run(*parse_arguments(argv, prog))
-        leave_process_group()
+        end_process_group()
         return 0
 
     return run_command(prog, command, debug=debug)

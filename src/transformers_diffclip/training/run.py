@@ -1,11 +1,10 @@
 # Copyright 2026 The transformers-diffclip authors. Licensed under the Apache License, Version 2.0.
-"""What `diffclip-finetune` and `diffclip-pretrain` do: their arguments, data and model loading, and the run
-([`run`]); [`PRETRAINING_RECIPE`], the defaults of `diffclip-pretrain`. The commands themselves are `cli`."""
+"""What `diffclip-finetune` and `diffclip-pretrain` do: their data and model loading, and the run ([`run`]). Their
+arguments are `arguments`; the commands themselves are `cli`."""
 
 import codecs
 import os
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from transformers import AutoConfig, AutoModel, TrainingArguments, set_seed
@@ -16,9 +15,8 @@ from ..configuration_diffclip import DiffCLIPConfig
 from ..core.loading import inspect_model, load_model, load_processor
 from ..modeling_diffclip import DiffCLIPModel
 from ..original import resolve_pretrained
-from .arguments import apply_global_batch_size
+from .arguments import DataTrainingArguments, ModelArguments, apply_global_batch_size
 from .data import (
-    IMAGE_AUGMENTATIONS,
     DiffCLIPDataCollator,
     RandomResizedCropTransform,
     prepare_image_caption_dataset,
@@ -29,109 +27,6 @@ from .trainer import DiffCLIPTrainer, freeze_towers
 
 
 _DATA_FILE_BUILDERS = {".csv": "csv", ".json": "json", ".jsonl": "json"}
-
-
-@dataclass
-class ModelArguments:
-    model_name_or_path: str | None = field(
-        default=None,
-        metadata={"help": "DiffCLIP model to fine-tune: a folder or Hub id with a DiffCLIP config and weights."},
-    )
-    config_name: str | None = field(
-        default=None,
-        metadata={
-            "help": "Train a fresh model (random weights, initialised as the original training code does) from this "
-            "DiffCLIP config: a config.json file, a folder or a Hub id. Instead of --model_name_or_path."
-        },
-    )
-    processor_name: str | None = field(
-        default=None,
-        metadata={
-            "help": "Processor (image processor + tokenizer): a folder or Hub id; defaults to --model_name_or_path "
-            "(or the folder of --config_name).",
-            "aliases": ["--processor_name_or_path"],
-        },
-    )
-    cache_dir: str | None = field(default=None, metadata={"help": "Where to cache Hub downloads and datasets."})
-    freeze_vision_model: bool = field(
-        default=False, metadata={"help": "Freeze the vision tower and its projection (LiT: locked image tower)."}
-    )
-    freeze_text_model: bool = field(default=False, metadata={"help": "Freeze the text tower and its projection."})
-    attn_implementation: str | None = field(
-        default=None, metadata={"help": "Attention kernel: 'eager', 'sdpa', 'flash_attention_2', ... (default: sdpa)."}
-    )
-
-
-@dataclass
-class DataTrainingArguments:
-    dataset_name: str | None = field(
-        default=None,
-        metadata={"help": "A `datasets` dataset: a Hub id, a local folder, or a builder such as 'imagefolder'."},
-    )
-    dataset_config_name: str | None = field(default=None, metadata={"help": "Configuration of --dataset_name."})
-    data_dir: str | None = field(
-        default=None, metadata={"help": "Data folder for --dataset_name (e.g. an imagefolder with metadata.jsonl)."}
-    )
-    train_file: str | None = field(default=None, metadata={"help": "CSV or JSON Lines file of training pairs."})
-    validation_file: str | None = field(default=None, metadata={"help": "CSV or JSON Lines file of validation pairs."})
-    image_column: str | None = field(
-        default=None, metadata={"help": "Column of image paths or images (default: 'image_path', else 'image')."}
-    )
-    caption_column: str = field(default="caption", metadata={"help": "Column of captions."})
-    image_root: str | None = field(
-        default=None,
-        metadata={
-            "help": "Folder that relative image paths are relative to (default: the folder of --train_file / "
-            "--validation_file, else the current directory)."
-        },
-    )
-    max_seq_length: int | None = field(
-        default=None, metadata={"help": "Longest caption in tokens, longer ones are cut (default: 77)."}
-    )
-    max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training rows."})
-    max_eval_samples: int | None = field(default=None, metadata={"help": "Use only the first N validation rows."})
-    preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for the row check."})
-    skip_bad_rows: bool = field(
-        default=False,
-        metadata={"help": "Skip rows with a missing or unreadable image or an empty caption, and report how many."},
-    )
-    train_shards: str | None = field(
-        default=None,
-        metadata={
-            "help": "webdataset shards of training pairs, streamed (img2dataset's layout: KEY.jpg|jpeg|png|webp with "
-            "KEY.txt): brace patterns, several joined with '::', local paths or URLs, e.g. "
-            "'data/cc3m-{00000..00331}.tar'. Needs --train_num_samples."
-        },
-    )
-    validation_shards: str | None = field(
-        default=None, metadata={"help": "webdataset shards of validation pairs (read in full at each evaluation)."}
-    )
-    train_num_samples: int | None = field(
-        default=None,
-        metadata={
-            "help": "Samples in one epoch of --train_shards (a stream has no length), e.g. img2dataset's count."
-        },
-    )
-    shuffle_buffer: int = field(
-        default=5000,
-        metadata={"help": "Samples in each data-loader worker's shuffle buffer for --train_shards (0: no shuffle)."},
-    )
-    max_bad_sample_fraction: float = field(
-        default=0.01,
-        metadata={
-            "help": "Stop when more than this fraction of the --train_shards samples a process has read does not "
-            "decode or lacks an image or a caption (such samples are skipped and counted)."
-        },
-    )
-    image_augmentation: str | None = field(
-        default=None,
-        metadata={
-            "help": "Training image augmentation: 'random_resized_crop' (the original recipe: RandomResizedCrop "
-            "scale (0.5, 1.0), then ImageNet normalisation) or 'none' (the processor's resize and centre crop). "
-            "Default: random_resized_crop with --train_shards, none for files and datasets (fine-tuning).",
-            "choices": list(IMAGE_AUGMENTATIONS),
-        },
-    )
 
 
 def _not_utf8(file: Path) -> str | None:
@@ -470,38 +365,3 @@ def run(model_args: ModelArguments, data_args: DataTrainingArguments, training_a
         if count:
             print(f"diffclip-finetune: skipped {count} bad row(s) of the {split} split (--skip_bad_rows)")
     return results
-
-
-def leave_process_group() -> None:
-    """End this process's part in the process group of a multi-process run, once [`run`] has returned (what the
-    commands do last). Not inside `run`: the DDP wrapper's reducer holds the group, and gloo's group destructor
-    deadlocks when that last reference goes after the group was destroyed (a process then hung at exit, after
-    saving); by now the trainer and its wrapper are gone."""
-    import gc
-
-    import torch
-
-    gc.collect()
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
-
-
-# The pre-training recipe of the released models (ORIGINAL_MODEL.md, the authors' SLIP-style `main.py`): the
-# defaults of `diffclip-pretrain`. Every one can still be overridden on the command line.
-PRETRAINING_RECIPE = {
-    "do_train": True,
-    "num_train_epochs": 40,
-    "global_batch_size": 4096,
-    "learning_rate": 5e-4,
-    "lr_scheduler_type": "cosine",
-    "warmup_epochs": 1.0,
-    "warmup_start_lr": 1e-6,
-    "final_learning_rate": 1e-5,
-    "adam_beta1": 0.9,
-    "adam_beta2": 0.98,
-    "adam_epsilon": 1e-8,
-    "weight_decay": 0.5,
-    "max_grad_norm": 0.0,  # the original clips no gradients
-    "bf16": True,
-    "image_augmentation": "random_resized_crop",  # for files and datasets too (shards have it by default)
-}
