@@ -38,6 +38,7 @@ from _helpers import TINY, go_offline, seed_hub_cache, seed_tiny_clip_tokenizer 
 
 from transformers_diffclip.original import ConversionError, build_model, key_map  # noqa: E402
 from transformers_diffclip.original import checkpoint as original_format  # noqa: E402
+from transformers_diffclip.original.architecture import detect_architecture  # noqa: E402
 
 
 needs_bpe = pytest.mark.skipif(not BPE_PATH.is_file(), reason=f"CLIP BPE file not found at {BPE_PATH}")
@@ -310,7 +311,7 @@ def test_full_vitb16_key_set_converts_strictly(kind, diff, parameters, tmp_path)
 
     original = original_format.load_original_checkpoint(path)
     assert len(original.state_dict) == layout["num_tensors"] and original.args == {"dataset": "cc12m"}
-    architecture = original_format.detect_architecture(original.state_dict)
+    architecture = detect_architecture(original.state_dict)
     vision, text = architecture.config_kwargs["vision_config"], architecture.config_kwargs["text_config"]
     assert (vision["num_attention_heads"], text["num_attention_heads"]) == (12, 8)
     assert (vision["image_size"], vision["patch_size"], vision["hidden_size"], vision["num_hidden_layers"]) == (

@@ -204,8 +204,9 @@ def test_eval_retrieval_takes_the_original_repo_id(hub, original, tmp_path, caps
     # one caption per image: R@1 is the share of rows (columns) whose best match is their own pair
     expected = expected_forward(original[0], captions, images)["logits_per_image"]
     own = torch.arange(4)
-    assert report["image_to_text"]["R@1"] == pytest.approx((expected.argmax(1) == own).double().mean().item())
-    assert report["text_to_image"]["R@1"] == pytest.approx((expected.argmax(0) == own).double().mean().item())
+    # image -> text is CLIP_benchmark's text retrieval, text -> image its image retrieval
+    assert report["text_retrieval_recall@1"] == pytest.approx((expected.argmax(1) == own).double().mean().item())
+    assert report["image_retrieval_recall@1"] == pytest.approx((expected.argmax(0) == own).double().mean().item())
 
 
 CONCURRENT_SCRIPT = textwrap.dedent(
