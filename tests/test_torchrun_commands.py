@@ -108,10 +108,26 @@ def test_torchrun_eval_suite_gives_the_results_of_one_process(world, tmp_path):
     path = tmp_path / "suite.yaml"
     path.write_text(yaml.safe_dump(suite))
     common = ["eval", "suite", path, "--model", f"CLIP={world / 'baseline'}", "--model", f"DiffCLIP={world / 'model'}"]
-    common += ["--device", "cpu", "--no-progress", "--batch-size", "4"]
+    common += ["--device", "cpu", "--batch-size", "4"]
     two = torchrun("diffclip", [*common, "--cache-dir", tmp_path / "c2", "--output-dir", tmp_path / "two"])
     assert two.returncode == 0, two.explain()
-    one = run([installed("diffclip"), *common, "--cache-dir", tmp_path / "c1", "--output-dir", tmp_path / "one"])
+    # every image was encoded by the two processes sharing the split (their progress bars), none by one alone
+    bars = {line.split(":")[0] for line in two.stderr.replace("\r", "\n").splitlines() if "img" in line}
+    assert bars and all("[rank " in bar for bar in bars), bars
+    for split in ("train", "test"):
+        for rank in (0, 1):
+            assert any(f"({split})" in bar and f"[rank {rank}/2]" in bar for bar in bars), (split, rank, bars)
+    one = run(
+        [
+            installed("diffclip"),
+            *common,
+            "--no-progress",
+            "--cache-dir",
+            tmp_path / "c1",
+            "--output-dir",
+            tmp_path / "one",
+        ]
+    )
     assert one.returncode == 0, one.explain()
     for task in ("zeroshot", "linear_probe"):
         got = json.loads((tmp_path / "two" / f"{task}.json").read_text())
