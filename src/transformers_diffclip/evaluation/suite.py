@@ -43,6 +43,7 @@ from typing import Any
 
 import torch
 
+from ..core.distributed import rank_world
 from ..core.files import atomic_write_bytes, write_json
 from ..core.text_files import read_text
 from .features import FEATURE_KINDS, FeatureCache, default_cache_dir
@@ -52,6 +53,7 @@ from .paper_tasks import (
     DatasetSpec,
     ModelRun,
     dataset_spec,
+    image_splits,
     run_few_shot,
     run_linear_probe,
     run_mmvp,
@@ -355,6 +357,51 @@ def check_datasets(suite: Suite) -> None:
                 suite.datasets[name].check(splits, kind)
 
 
+def _model_splits(suite: Suite) -> list:
+    """Every split whose images the dual encoders' tasks read, each once, in the order the tasks read them."""
+    splits = {}
+    for task, value in suite.tasks.items():
+        if task in ASSISTANT_TASKS:
+            continue
+        names = [value["reference"], *value["datasets"]] if task == "ood" else value
+        for name in names:
+            for split in image_splits(suite.datasets[name], task):
+                splits.setdefault((split.dataset, split.split, split.fingerprint), split)
+    return list(splits.values())
+
+
+def _encode_on_every_process(
+    suite: Suite,
+    load_model,
+    cache: FeatureCache,
+    batch_size: int,
+    num_workers: int,
+    progress: bool,
+    rank: int,
+    world: int,
+) -> None:
+    """Under torchrun, before any task: every model's features of every split the tasks read, each process
+    encoding its share (`rank, rank + world, ...`) and process 0 putting each split together in `cache`. All the
+    waiting on one another happens here, so that process 0's tasks (hours of linear probes) keep no one waiting."""
+    splits = _model_splits(suite)
+    for entry in suite.models:
+        model, processor = load_model(entry.model, entry.revision)
+        run = ModelRun(
+            model,
+            processor,
+            entry.model,
+            entry.revision,
+            cache,
+            batch_size,
+            num_workers=num_workers,
+            progress=progress,
+            processes=(rank, world),
+        )
+        for split in splits:
+            run.features(split)
+        del model, processor, run
+
+
 def run_suite(
     suite: Suite,
     load_model: Callable[[str, str | None], tuple[torch.nn.Module, Any]],
@@ -370,7 +417,12 @@ def run_suite(
     """Run every task of `suite` for every model (loaded one at a time by `load_model(model, revision)`, e.g. a
     [`~core.loading.ModelLoader`]; the assistants of the `pope` task by `load_assistant`, default:
     `assistant.load_assistant` on CUDA when available), then write the task
-    JSONs, `report.md` and the charts into `output_dir`. Returns `{task: the task's JSON}`."""
+    JSONs, `report.md` and the charts into `output_dir`. Returns `{task: the task's JSON}`.
+
+    Under torchrun (a process group running: `diffclip eval suite` joins one) every process encodes its share of
+    every split's images into the feature cache and process 0 puts each split together; then process 0 alone runs
+    the tasks from the cached features (text encoding, linear probes, few-shot, pope, significance) and writes the
+    files, while the other processes return `{}` having written nothing but their feature parts."""
     model_tasks = [task for task in suite.tasks if task not in ASSISTANT_TASKS]
     if model_tasks and len(suite.models) < 1:
         raise ValueError("The suite has no model: name them in the file's 'models' or with --model.")
@@ -379,12 +431,26 @@ def run_suite(
     check_settings(suite)  # command-line overrides too, before any work
     check_datasets(suite)
     cache = FeatureCache(suite.cache_dir or default_cache_dir())
+    rank, world = rank_world()
     results: dict[str, dict] = {task: {} for task in suite.tasks}
     samples: dict[str, dict] = {task: {} for task in suite.tasks}
+    if world > 1 and model_tasks:  # torchrun: every model's features first, shared by the processes
+        _encode_on_every_process(suite, load_model, cache, batch_size, num_workers, progress, rank, world)
+    if rank != 0:  # the other processes wrote their share of the features; process 0 does the rest
+        return {}
     for entry in suite.models if model_tasks else []:
         model, processor = load_model(entry.model, entry.revision)
         run = ModelRun(
-            model, processor, entry.model, entry.revision, cache, batch_size, text_batch_size, num_workers, progress
+            model,
+            processor,
+            entry.model,
+            entry.revision,
+            cache,
+            batch_size,
+            text_batch_size,
+            num_workers,
+            progress,
+            processes=(0, 1),  # under torchrun the features are cached by now: no process to wait for
         )
         for task, value in suite.tasks.items():
             if task in ASSISTANT_TASKS:
@@ -414,7 +480,7 @@ def run_suite(
             results[task][entry.name] = per_dataset
             samples[task][entry.name] = per_samples
         del model, processor, run
-    if "pope" in suite.tasks:
+    if "pope" in suite.tasks:  # process 0 only
         results["pope"], samples["pope"] = _run_pope(suite, load_assistant, batch_size)
     outputs = {}
     for task in suite.tasks:
