@@ -46,7 +46,7 @@ def world(tmp_path_factory) -> Path:
     (data / "classnames.txt").write_text("\n".join(CLASSES) + "\n")
     (data / "zeroshot_classification_templates.txt").write_text("a photo of a {c}.\n")
     seed = 0
-    for split, count in (("train", 12), ("test", 9)):
+    for split, count in (("train", 15), ("test", 9)):
         (data / split).mkdir()
         (data / split / "nshards.txt").write_text("2\n")
         for shard in range(2):
@@ -96,12 +96,6 @@ def test_torchrun_index_is_the_index_of_one_process(world, tmp_path):
     np.testing.assert_allclose([h.score for h in hits], [h.score for h in reference], atol=1e-5)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="diffclip eval suite under torchrun: every process runs the whole suite and the feature encoding splits "
-    "the images by rank without the suite joining a process group (exit 2: 'attempt to assign sequence of size 6 "
-    "to extended slice of size 3'); the evaluation stack (issue 28) owns the fix",
-)
 def test_torchrun_eval_suite_gives_the_results_of_one_process(world, tmp_path):
     import yaml
 
@@ -109,23 +103,55 @@ def test_torchrun_eval_suite_gives_the_results_of_one_process(world, tmp_path):
         "datasets": {"pets": str(world / "pets")},
         "tasks": {"zeroshot": ["pets"], "linear_probe": ["pets"]},
         "probe_max_iter": 10,
-        "bootstrap": {"resamples": 50, "seed": 0},
+        "bootstrap": {"resamples": 1000, "seed": 0},
     }
     path = tmp_path / "suite.yaml"
     path.write_text(yaml.safe_dump(suite))
     common = ["eval", "suite", path, "--model", f"CLIP={world / 'baseline'}", "--model", f"DiffCLIP={world / 'model'}"]
-    common += ["--device", "cpu", "--no-progress", "--batch-size", "4"]
+    common += ["--device", "cpu", "--batch-size", "4"]
     two = torchrun("diffclip", [*common, "--cache-dir", tmp_path / "c2", "--output-dir", tmp_path / "two"])
     assert two.returncode == 0, two.explain()
-    one = run([installed("diffclip"), *common, "--cache-dir", tmp_path / "c1", "--output-dir", tmp_path / "one"])
+    # every image was encoded by the two processes sharing the split (their progress bars), none by one alone
+    bars = {line.split(":")[0] for line in two.stderr.replace("\r", "\n").splitlines() if "img" in line}
+    assert bars and all("[rank " in bar for bar in bars), bars
+    for split in ("train", "test"):
+        for rank in (0, 1):
+            assert any(f"({split})" in bar and f"[rank {rank}/2]" in bar for bar in bars), (split, rank, bars)
+    one = run(
+        [
+            installed("diffclip"),
+            *common,
+            "--no-progress",
+            "--cache-dir",
+            tmp_path / "c1",
+            "--output-dir",
+            tmp_path / "one",
+        ]
+    )
     assert one.returncode == 0, one.explain()
     for task in ("zeroshot", "linear_probe"):
         got = json.loads((tmp_path / "two" / f"{task}.json").read_text())
         expected = json.loads((tmp_path / "one" / f"{task}.json").read_text())
         assert [m["name"] for m in got["models"]] == ["CLIP", "DiffCLIP"]
-        for mine, reference in zip(got["models"], expected["models"]):
-            results, wanted = mine["results"]["pets"], reference["results"]["pets"]
-            for key, value in wanted.items():
-                if isinstance(value, float):
-                    assert results[key] == pytest.approx(value, abs=1e-6), (task, key)
-    assert (tmp_path / "two" / "report.md").is_file()
+        assert got["comparisons"] and got["models"][0]["results"]["pets"]
+        assert_same_json(got, expected, task)
+    # the report, its charts and the JSONs, written once (by process 0) and listed once
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == sorted(p.name for p in (tmp_path / "one").iterdir())
+    assert two.stdout.count("report.md") == 1, two.explain()
+    assert (tmp_path / "two" / "report.md").read_text() == (tmp_path / "one" / "report.md").read_text()
+
+
+def assert_same_json(got, expected, where: str) -> None:
+    """Every value of `expected` in `got`: numbers equal to 1e-6, everything else exactly."""
+    if isinstance(expected, dict):
+        assert isinstance(got, dict) and sorted(got) == sorted(expected), where
+        for key in expected:
+            assert_same_json(got[key], expected[key], f"{where}.{key}")
+    elif isinstance(expected, list):
+        assert isinstance(got, list) and len(got) == len(expected), where
+        for i, (mine, reference) in enumerate(zip(got, expected)):
+            assert_same_json(mine, reference, f"{where}[{i}]")
+    elif isinstance(expected, float) and not isinstance(expected, bool):
+        assert got == pytest.approx(expected, abs=1e-6), where
+    else:
+        assert got == expected, where

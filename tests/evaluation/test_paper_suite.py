@@ -404,3 +404,18 @@ def test_suite_command_models_replace_the_files_and_load_through_the_core_loader
     assert loaders == [loading.ModelLoader(device="cpu", dtype="float32", trust_remote_code=True)]
     assert loaded == [(str(models[key][0]), "cpu", "float32", None, True) for key in ("clip", "diffclip")]
     assert "| DiffCLIP |" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_under_torchrun_the_processes_share_every_split_the_tasks_read(world):
+    """`eval suite` under torchrun encodes, before any task, every split whose images its tasks read (each once);
+    a split left out would be encoded later by process 0 alone."""
+    from transformers_diffclip.evaluation.suite import _model_splits
+
+    _, _, path = world
+    splits = _model_splits(load_suite(path))
+    got = [(Path(split.dataset).name, split.split) for split in splits]
+    # few_shot and linear_probe: pets, fruit (train, test); mmvp; ood: imagenet val, a, v2; retrieval: flickr8k, coco
+    expected = [("wds_pets", "train"), ("wds_pets", "test"), ("fruit", "train"), ("fruit", "test")]
+    expected += [("MMVP_VLM", "test"), ("val", "test"), ("a", "test"), ("v2", "test")]
+    expected += [("dataset_flickr8k.json", "test"), ("wds_coco", "test")]
+    assert sorted(got) == sorted(expected)

@@ -123,6 +123,16 @@ def _splits_with_validation(spec: DatasetSpec) -> tuple[Split, Split | None, Spl
     return train, validation, test
 
 
+def image_splits(spec: DatasetSpec, task: str) -> list[Split]:
+    """The splits of `spec` whose image features `task` reads: the linear probe's train, val (if the dataset has
+    one) and test; few-shot's train and test; the test split of the others (zeroshot, ood, retrieval, mmvp)."""
+    if task == "linear_probe":
+        return [split for split in _splits_with_validation(spec) if split is not None]
+    if task == "few_shot":
+        return [spec.split("train"), spec.split("test")]
+    return [spec.split("test")]
+
+
 def _check_same_classes(a: Split, b: Split) -> None:
     if a.class_names != b.class_names:
         raise ValueError(f"{a.describe()} and {b.describe()} name different classes.")
@@ -402,6 +412,7 @@ __all__ = [
     "DatasetSpec",
     "ModelRun",
     "dataset_spec",
+    "image_splits",
     "run_few_shot",
     "run_linear_probe",
     "run_mmvp",

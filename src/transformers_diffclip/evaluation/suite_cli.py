@@ -132,17 +132,19 @@ def _run_suite(args) -> int:
     if args.episodes is not None:
         suite.episodes = args.episodes
 
-    outputs = run_suite(
-        suite,
-        model_loader(args),
-        args.output_dir,
-        args.batch_size,
-        args.num_workers,
-        not args.no_progress,
-        args.probe_device,
-        text_batch_size=args.text_batch_size,
-    )
-    for path in outputs["_files"]:
+    args.device = process_device(args.device)  # under torchrun: one GPU per process
+    with process_group(args.device):  # under torchrun: the processes share the encoding, process 0 the rest
+        outputs = run_suite(
+            suite,
+            model_loader(args),
+            args.output_dir,
+            args.batch_size,
+            args.num_workers,
+            not args.no_progress,
+            args.probe_device,
+            text_batch_size=args.text_batch_size,
+        )
+    for path in outputs.get("_files", []):  # process 0's files; the others wrote none
         print(path)
     return 0
 
