@@ -11,6 +11,8 @@ from __future__ import annotations
 import functools
 import http.server
 import os
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -116,3 +118,23 @@ def test_page_gives_the_commands_probabilities_and_the_processors_pixels(served,
     assert worst_pixel <= PIXEL_TOLERANCE
     assert worst_score <= 1e-3
     page.screenshot(path=str(Path(os.environ.get("DIFFCLIP_SCREENSHOTS") or served["folder"]) / "web-page.png"))
+
+
+@pytest.mark.slow  # a command's start, about 15 s on the loaded machine
+def test_export_web_without_node_modules_refuses_before_any_work(tmp_path):
+    """`--web` with a web/ folder whose npm packages are missing: one line naming `npm ci`, exit 2, no folder."""
+    web = tmp_path / "web"
+    web.mkdir()
+    for name in ("index.html", "app.mjs", "diffclip.mjs", "preprocess.mjs"):
+        (web / name).write_text("", encoding="utf-8")
+    output = tmp_path / "out"
+    missing_model = tmp_path / "no-such-model"  # the refusal must come before the model is looked at
+    installed = Path(sys.executable).parent / "diffclip"
+    prefix = [str(installed)] if installed.is_file() else [sys.executable, "-m", "transformers_diffclip.cli"]
+    argv = ["export", "onnx", "--model", str(missing_model), "--output", str(output), "--web"]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", DIFFCLIP_WEB_DIR=str(web))
+    done = subprocess.run(prefix + argv, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 2, done.stderr
+    (line,) = [line for line in done.stderr.splitlines() if line.strip()]
+    assert "npm ci" in line and "node_modules" in line, line
+    assert not output.exists()
