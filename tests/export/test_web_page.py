@@ -120,6 +120,29 @@ def test_page_gives_the_commands_probabilities_and_the_processors_pixels(served,
     page.screenshot(path=str(Path(os.environ.get("DIFFCLIP_SCREENSHOTS") or served["folder"]) / "web-page.png"))
 
 
+@pytest.mark.slow
+def test_page_resizes_as_pillow_with_the_bicubic_filter_of_clip_baselines(served, page):
+    """DiffCLIP resizes bilinearly (the test above); CLIP baselines' processors bicubically: the page's pixels with
+    the export's image settings switched to bicubic equal the Python processor's with `resample=3`."""
+    from PIL import Image
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(served["folder"], trust_remote_code=True)
+    page.evaluate("window.diffclip.model.imageConfig.resample = 3")
+    try:
+        worst = 0.0
+        for photo in _photos():
+            shown = _classify(page, photo)
+            with Image.open(photo) as image:
+                pixels = processor.image_processor(images=image, resample=3, return_tensors="np")["pixel_values"][0]
+            page_pixels = np.asarray(shown["pixels"], dtype=np.float32).reshape(pixels.shape)
+            worst = max(worst, float(np.abs(page_pixels - pixels).max()))
+    finally:
+        page.evaluate("window.diffclip.model.imageConfig.resample = 2")
+    print(f"\nbicubic: pixel max |diff| {worst:.2e}")
+    assert worst <= PIXEL_TOLERANCE
+
+
 @pytest.mark.slow  # a command's start, about 15 s on the loaded machine
 def test_export_web_without_node_modules_refuses_before_any_work(tmp_path):
     """`--web` with a web/ folder whose npm packages are missing: one line naming `npm ci`, exit 2, no folder."""
