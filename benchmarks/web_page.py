@@ -121,7 +121,7 @@ def main() -> None:
         "Python onnxruntime (1 thread): graph": statistics.median(python),
     }
     reference = medians["Python onnxruntime (1 thread): graph"]
-    rows = [[name, f"{1000 / ms:.2f}", f"{ms:.3g}", f"{reference / ms:.3g}×"] for name, ms in medians.items()]
+    rows = [[name, f"{1000 / ms:.2f}", f"{ms:.1f}", f"{reference / ms:.3g}×"] for name, ms in medians.items()]
     table = markdown_table(["variant", "images/s", "ms per image", "vs Python onnxruntime"], rows)
     print(table)
     load = os.getloadavg()[0]
