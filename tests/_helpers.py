@@ -4,6 +4,7 @@ written out independently of conversion/, and paths to ../shared."""
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from pathlib import Path
 
@@ -13,6 +14,19 @@ import torch
 
 SHARED_DIR = Path(__file__).resolve().parents[2] / "shared"
 BPE_PATH = SHARED_DIR / "data" / "bpe_simple_vocab_16e6.txt.gz"
+
+# The browser tests' Chromium (Debian's) and its headless launch flags.
+CHROMIUM = os.environ.get("DIFFCLIP_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 TINY = dict(
     vision_width=32,

@@ -27,23 +27,12 @@ pytest.importorskip("faiss", reason="faiss-cpu is not installed (the `search` ex
 pytest.importorskip("pyarrow", reason="pyarrow is not installed (the `search` extra)")
 playwright = pytest.importorskip("playwright.sync_api", reason="playwright (Python package) is not installed")
 
-from _helpers import tiny_processor  # noqa: E402
+from _helpers import CHROMIUM, CHROMIUM_FLAGS, tiny_processor  # noqa: E402
 
 from transformers_diffclip import cli  # noqa: E402
 from transformers_diffclip.interpret import CAPTION_HEIGHT, PAD  # noqa: E402
 
 
-CHROMIUM = os.environ.get("DIFFCLIP_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 LABELS = ["a cat", "a dog", "a red car"]
 CELL = 224  # the page draws attention cells at the command's default size
 

@@ -21,6 +21,7 @@ def _run_export_onnx(args: argparse.Namespace) -> int:
         attention=args.attention,
         revision=args.revision,
         trust_remote_code=args.trust_remote_code,
+        web=args.web,
     )
     print(f"Exported {args.model} to {args.output} (opset {report['opset']}); validation on the test photographs:")
     for precision, result in report["results"].items():
@@ -31,6 +32,8 @@ def _run_export_onnx(args: argparse.Namespace) -> int:
             f"{vision['latency_ms_per_batch']:.1f} ms per {vision['batch_size']} images, "
             f"{(vision['file_bytes'] + text['file_bytes']) / 2**20:.1f} MiB"
         )
+    if args.web:
+        print(f"The browser page is in {args.output}: serve it (python -m http.server -d {args.output}) and open it.")
     return 0
 
 
@@ -58,6 +61,11 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
         choices=ATTENTION_PATHS,
         default="eager",
         help="the attention kernel the graphs are traced through (default: eager; both compute the same)",
+    )
+    onnx.add_argument(
+        "--web",
+        action="store_true",
+        help="also copy the browser page (web/, with its runtime files from web/node_modules) into the folder",
     )
     onnx.add_argument("--overwrite", action="store_true", help="replace a non-empty --output folder")
     onnx.set_defaults(func=_run_export_onnx)

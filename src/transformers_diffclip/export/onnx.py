@@ -27,6 +27,7 @@ from ..core.loading import image_processor_of, inspect_model, load_model, load_p
 from .graphs import ONNX_OPSET, PRECISIONS, check_exportable, convert_fp16, export_tower, graph_file, quantize_int8
 from .runtime import EXPORT_CONFIG_NAME, EXPORT_REPORT_NAME
 from .validation import validate_export
+from .web import check_web_source, copy_web_page
 
 
 QUANTIZE_CHOICES = ("int8",)
@@ -95,12 +96,15 @@ def export_onnx(
     revision: str | None = None,
     trust_remote_code: bool = False,
     thresholds: dict | None = None,
+    web: bool = False,
 ) -> dict:
     """Export `model` (a folder, Hub id or original checkpoint, as every command takes) to `output_dir` and validate
     it; returns the report also written to `export_report.json`. A validation below its threshold raises a
-    `ValueError` that lists what failed, and nothing is written."""
+    `ValueError` that lists what failed, and nothing is written. `web=True` also copies the browser page (the
+    repository's `web/` folder and its npm runtime files) into the folder."""
     precisions = _precisions(quantize, fp16)
     output_dir = check_output_folder(output_dir, overwrite)
+    web_folder = check_web_source() if web else None
     name = os.fspath(model)
     source = inspect_model(name, revision=revision, trust_remote_code=trust_remote_code)
     loaded = load_model(source).to(device="cpu", dtype=torch.float32).eval()
@@ -126,6 +130,8 @@ def export_onnx(
             **validation,
         )
         write_json(folder / EXPORT_REPORT_NAME, report)
+        if web_folder is not None:
+            copy_web_page(folder, web_folder)
 
     atomic_directory(output_dir, write)
     return report
