@@ -43,7 +43,8 @@ class Conversion:
 def build_model(architecture: Architecture, original_state_dict):
     """A `DiffCLIPModel` for `architecture` holding the converted original weights (strict: every original tensor
     used once, every parameter filled). The model is built on the meta device, so nothing is initialised twice."""
-    from transformers_diffclip import DiffCLIPConfig, DiffCLIPModel
+    from ..configuration_diffclip import DiffCLIPConfig
+    from ..modeling_diffclip import DiffCLIPModel
 
     config = DiffCLIPConfig(**architecture.config_kwargs)
     with torch.device("meta"):
@@ -119,7 +120,7 @@ def build_tokenizer_for(
 ):
     """DiffCLIP's tokenizer for `architecture`: from the original BPE file when `bpe_path` is given, else from the
     Hub's CLIP tokenizer files. Refuses a vocabulary whose size differs from the token embedding's."""
-    from transformers_diffclip.tokenizer_files import build_tokenizer, tokenizer_from_files
+    from ..tokenizer_files import build_tokenizer, tokenizer_from_files
 
     text = architecture.config_kwargs["text_config"]
     length = text["max_position_embeddings"]
@@ -139,7 +140,8 @@ def build_tokenizer_for(
 def build_processor(architecture: Architecture, tokenizer):
     """The processor of a converted model: `tokenizer` and the image processor at the checkpoint's image size (the
     original crop and ImageNet statistics, the image processor's defaults)."""
-    from transformers_diffclip import DiffCLIPImageProcessor, DiffCLIPProcessor
+    from ..image_processing_diffclip import DiffCLIPImageProcessor
+    from ..processing_diffclip import DiffCLIPProcessor
 
     size = architecture.config_kwargs["vision_config"]["image_size"]
     image_processor = DiffCLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
