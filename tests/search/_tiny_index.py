@@ -27,15 +27,15 @@ def tiny_model_folder(folder: Path, seed: int = 0):
     return model, processor
 
 
+def random_image(path: Path, seed: int, size=(40, 48)) -> Path:
+    """A PNG of random pixels (`size` = (height, width)) at `path`, its folder made."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (*size, 3), dtype=np.uint8)).save(path)
+    return path
+
+
 def random_images(folder: Path, count: int, first_seed: int = 100, size=(40, 48)) -> list[Path]:
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i in range(count):
-        rng = np.random.default_rng(first_seed + i)
-        path = folder / f"img{first_seed + i:04d}.png"
-        Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(path)
-        paths.append(path)
-    return paths
+    return [random_image(folder / f"img{seed:04d}.png", seed, size) for seed in range(first_seed, first_seed + count)]
 
 
 def reference_image_embeddings(model, processor, paths) -> np.ndarray:

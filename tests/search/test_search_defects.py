@@ -23,6 +23,7 @@ pytest.importorskip("pyarrow", reason="pyarrow is not installed (the `search` ex
 
 import pyarrow.parquet  # noqa: E402
 from _helpers import tiny_processor  # noqa: E402
+from _tiny_index import random_image, reference_image_embeddings  # noqa: E402
 
 from transformers_diffclip import DiffCLIPConfig, DiffCLIPModel, cli  # noqa: E402
 from transformers_diffclip.search import Searcher, SearchIndex, build_index, list_images, open_item  # noqa: E402
@@ -61,36 +62,20 @@ def tiny(tmp_path_factory):
     return _save_tiny(tmp_path_factory.mktemp("tiny") / "model")
 
 
-def _random_image(path: Path, seed: int, size=(40, 48)) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pixels = np.random.default_rng(seed).integers(0, 256, (*size, 3), dtype=np.uint8)
-    Image.fromarray(pixels).save(path)
-    return path
-
-
 @pytest.fixture()
 def photos(tmp_path):
     folder = tmp_path / "photos"
     for i in range(12):
-        _random_image(folder / ("sub" if i % 3 == 0 else "") / f"img{i:02d}.png", seed=100 + i)
+        random_image(folder / ("sub" if i % 3 == 0 else "") / f"img{i:02d}.png", seed=100 + i)
     return folder
 
 
 def _reference(model_folder: Path, paths) -> np.ndarray:
-    """Unit-norm image embeddings straight from DiffCLIPModel.get_image_features."""
+    """Unit-norm image embeddings straight from DiffCLIPModel.get_image_features, of the model saved in the folder."""
     from transformers_diffclip import DiffCLIPProcessor
 
     model = DiffCLIPModel.from_pretrained(model_folder).eval()
-    processor = DiffCLIPProcessor.from_pretrained(model_folder)
-    rows = []
-    for path in paths:
-        with Image.open(path) as image:
-            pixels = processor.image_processor(images=image.convert("RGB"), return_tensors="pt")["pixel_values"]
-        with torch.no_grad():
-            features = model.get_image_features(pixel_values=pixels)
-        features = getattr(features, "pooler_output", features)
-        rows.append(torch.nn.functional.normalize(features.float(), dim=-1)[0].numpy())
-    return np.stack(rows)
+    return reference_image_embeddings(model, DiffCLIPProcessor.from_pretrained(model_folder), paths)
 
 
 def _stored_rows(index_folder: Path):
@@ -128,7 +113,7 @@ def test_two_concurrent_builds_into_one_folder_lose_and_mislabel_nothing(tiny, t
     folders = {name: tmp_path / name for name in ("a", "b")}
     for offset, folder in enumerate(folders.values()):
         for i in range(100):
-            _random_image(folder / f"{i:03d}.png", seed=1000 * offset + i, size=(24, 24))
+            random_image(folder / f"{i:03d}.png", seed=1000 * offset + i, size=(24, 24))
     output = tmp_path / "index"
     environment = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
     runs = [
@@ -167,7 +152,7 @@ def test_a_second_build_waits_for_the_first_and_takes_the_next_ids(tiny, photos,
     output = tmp_path / "index"
     extra = tmp_path / "extra"
     for i in range(5):
-        _random_image(extra / f"x{i}.png", seed=500 + i)
+        random_image(extra / f"x{i}.png", seed=500 + i)
     started, release = threading.Event(), threading.Event()
     real_embed = build_module.embed_items
 
@@ -279,7 +264,7 @@ def test_an_older_index_of_relative_paths_extended_from_its_folder_embeds_nothin
 
 
 def test_a_file_name_that_is_not_utf8_is_named_and_skipped(tiny, photos, tmp_path, capsys):
-    _random_image(Path(os.fsdecode(bytes(photos) + b"/\xff\xfe.png")), seed=7)
+    random_image(Path(os.fsdecode(bytes(photos) + b"/\xff\xfe.png")), seed=7)
     output = tmp_path / "index"
     for _ in range(2):  # and a rerun works the same way
         assert cli.main(_index_argv(tiny, photos, output)) == 0
@@ -400,8 +385,8 @@ def test_a_factory_that_cannot_be_trained_on_the_images_is_one_line(tiny, photos
 
 def test_an_image_file_named_like_a_shard_sample_is_a_file(tiny, tmp_path):
     folder = tmp_path / "odd"
-    named = _random_image(folder / "x.tar#1.png", seed=3)
-    _random_image(folder / "y.png", seed=4)
+    named = random_image(folder / "x.tar#1.png", seed=3)
+    random_image(folder / "y.png", seed=4)
     with Image.open(named) as image:
         assert np.array_equal(np.asarray(open_item(str(named))), np.asarray(image.convert("RGB")))
     assert str(named) in list_images(folder)
@@ -420,7 +405,7 @@ def test_a_build_killed_with_sigkill_resumes_to_a_clean_build(tiny, tmp_path):
 
     photos = tmp_path / "many"
     for i in range(100):
-        _random_image(photos / f"{i:03d}.png", seed=i, size=(24, 24))
+        random_image(photos / f"{i:03d}.png", seed=i, size=(24, 24))
     output = tmp_path / "index"
     argv = _index_argv(tiny, photos, output, "--batch-size", "2", "--shard-size", "2", "--device", "cpu")
     environment = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")

@@ -19,6 +19,7 @@ pytest.importorskip("faiss", reason="faiss-cpu is not installed (the `search` ex
 pytest.importorskip("pyarrow", reason="pyarrow is not installed (the `search` extra)")
 
 from _helpers import tiny_processor  # noqa: E402
+from _tiny_index import random_image, reference_image_embeddings  # noqa: E402
 
 from transformers_diffclip import cli  # noqa: E402
 from transformers_diffclip.search import (  # noqa: E402
@@ -59,32 +60,12 @@ def tiny(tmp_path_factory):
     return out
 
 
-def _random_image(path: Path, seed: int, size=(40, 48)) -> Path:
-    rng = np.random.default_rng(seed)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(path)
-    return path
-
-
 @pytest.fixture()
 def photos(tmp_path):
     folder = tmp_path / "photos"
     for i in range(12):
-        _random_image(folder / ("sub" if i % 3 == 0 else "") / f"img{i:02d}.png", seed=100 + i)
+        random_image(folder / ("sub" if i % 3 == 0 else "") / f"img{i:02d}.png", seed=100 + i)
     return folder
-
-
-def _reference_image_embeddings(model, processor, paths):
-    """Unit-norm image embeddings straight from DiffCLIPModel.get_image_features."""
-    rows = []
-    for path in paths:
-        with Image.open(path) as image:
-            pixels = processor.image_processor(images=image.convert("RGB"), return_tensors="pt")["pixel_values"]
-        with torch.no_grad():
-            features = model.get_image_features(pixel_values=pixels)
-        features = getattr(features, "pooler_output", features)
-        rows.append(torch.nn.functional.normalize(features.float(), dim=-1)[0].numpy())
-    return np.stack(rows)
 
 
 def _reference_text_embedding(model, processor, text):
@@ -160,7 +141,7 @@ def test_index_of_a_folder_matches_brute_force(tiny, photos, tmp_path):
     assert manifest["dim"] == 16 and manifest["embedding"] == "image" and manifest["count"] == 12
     assert manifest["model"] == str(folder.resolve()) and manifest["index"]["kind"] == "exact"
     assert len(manifest["shards"]) == 3  # 12 embeddings, 4 per shard
-    reference = _reference_image_embeddings(model, processor, [index.paths[i] for i in range(12)])
+    reference = reference_image_embeddings(model, processor, [index.paths[i] for i in range(12)])
     searcher = Searcher(tmp_path / "index", device="cpu")
     query = _reference_text_embedding(model, processor, "a red car")
     order, scores = _brute_force(reference, query, 5)
@@ -214,14 +195,14 @@ def test_new_images_are_added_without_rebuilding(tiny, photos, tmp_path, monkeyp
     first = build_index(folder, photos, output, loaded=(model, processor), progress=False)
     old_paths = dict(first.paths)
     for i in range(12, 15):
-        _random_image(photos / f"new{i}.png", seed=100 + i)
+        random_image(photos / f"new{i}.png", seed=100 + i)
     monkeypatch.setattr(build_module, "build_faiss_index", None)  # adding must not build a new index
     index = build_index(folder, photos, output, loaded=(model, processor), progress=False)
     assert len(index) == 15 and {i: index.paths[i] for i in old_paths} == old_paths
     assert sorted(index.paths) == list(range(15))
     assert [p.name for p in output.glob("index-*.faiss")] == [read_manifest(output)["index"]["file"]]
     ordered = [index.paths[i] for i in range(15)]
-    reference = _reference_image_embeddings(model, processor, ordered)
+    reference = reference_image_embeddings(model, processor, ordered)
     query = reference[13]
     order, scores = _brute_force(reference, query, 15)
     hits = index.search(query, 15)[0]
@@ -250,7 +231,7 @@ def test_webdataset_shards_and_list_files(tiny, tmp_path):
     with tarfile.open(shard, "w") as archive:
         for i in range(4):
             key = f"{i:09d}"
-            path = _random_image(tmp_path / "raw" / f"{key}.jpg", seed=i)
+            path = random_image(tmp_path / "raw" / f"{key}.jpg", seed=i)
             images[f"{shard}#{key}"] = path
             archive.add(path, arcname=f"{key}.jpg")
             caption = tmp_path / "raw" / f"{key}.txt"
@@ -281,7 +262,7 @@ def test_cli_index_and_search_json(tiny, photos, tmp_path, capsys):
     assert cli.main(["search", "--index", str(output), "--text", "a dog", "--top-k", "4", "--json"]) == 0
     hits = json.loads(capsys.readouterr().out)
     paths = sorted(str(p) for p in photos.rglob("*.png"))
-    reference = _reference_image_embeddings(model, processor, paths)
+    reference = reference_image_embeddings(model, processor, paths)
     order, scores = _brute_force(reference, _reference_text_embedding(model, processor, "a dog"), 4)
     assert [hit["path"] for hit in hits] == [paths[i] for i in order]
     np.testing.assert_allclose([hit["score"] for hit in hits], scores, atol=1e-5)
